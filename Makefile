@@ -1,0 +1,51 @@
+# Two commands set up a fresh Debian 12 machine (as root):
+#   make serve   - install what is missing, build the python template if needed, run the server
+#   make test    - install what is missing, build the test template once, lint, type-check, test
+# Pass server options with ARGS, e.g. `make serve ARGS="--port 9000 --data-dir /srv/sandcastle"`.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SYSTEM_TOOLS := bwrap:bubblewrap debootstrap:debootstrap
+TEST_TEMPLATES := $(CURDIR)/build/templates
+ARGS ?=
+
+.PHONY: serve test system venv lint typecheck template-test clean
+
+serve: system venv
+	$(BIN)/sandcastle serve $(ARGS)
+
+test: system venv template-test lint typecheck
+	SANDCASTLE_TEST_TEMPLATES_DIR=$(TEST_TEMPLATES) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Install the system packages we need, only when one is missing.
+system:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+template-test: system venv
+	SANDCASTLE_TEMPLATES_DIR=$(TEST_TEMPLATES) $(BIN)/sandcastle template build python --if-missing
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from sandcastle.cli.main import main
+
+main()

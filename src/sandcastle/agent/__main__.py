@@ -1,0 +1,3 @@
+from sandcastle.agent.main import main
+
+main()

@@ -1,0 +1,144 @@
+"""The agent's end of the channel: dial home, serve requests concurrently, redial on loss."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sandcastle.agent import protocol
+
+log = logging.getLogger("sandcastle.agent")
+
+#: Handler of one request: gets the params and an ``emit`` for events; returns the result.
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[
+    [dict[str, Any], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[dict[str, Any]]
+]
+
+
+class RequestFailed(Exception):
+    """Raised by a handler to reply with an error code instead of a result."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AgentChannel:
+    """Keeps one connection to the host and serves its requests, each in its own task."""
+
+    def __init__(
+        self,
+        socket_path: str,
+        sandbox_id: str,
+        handlers: dict[str, Handler],
+        hello_contexts: Callable[[], list[str]],
+    ) -> None:
+        self._socket_path = socket_path
+        self._sandbox_id = sandbox_id
+        self._handlers = handlers
+        self._hello_contexts = hello_contexts
+
+    async def run_forever(self) -> None:
+        delay = 0.02
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(self._socket_path)
+            except OSError:
+                # The host is not listening (server restarting): keep dialing, gently.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                continue
+            delay = 0.02
+            try:
+                await self._serve(reader, writer)
+            except (OSError, protocol.FrameError) as exc:
+                log.warning("channel lost: %s", exc)
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        write_lock = asyncio.Lock()
+        tasks: dict[int, asyncio.Task[None]] = {}
+
+        async def send(message: Any) -> None:
+            async with write_lock:
+                writer.write(protocol.encode(message))
+                await writer.drain()
+
+        hello: protocol.Hello = {
+            "type": "hello",
+            "version": protocol.PROTOCOL_VERSION,
+            "sandbox_id": self._sandbox_id,
+            "contexts": self._hello_contexts(),
+        }
+        await send(hello)
+        try:
+            while True:
+                message = await protocol.read_frame(reader)
+                if message is None:
+                    return
+                if message["type"] == "request":
+                    request_id = int(message["id"])
+                    task = asyncio.create_task(self._handle(message, send))
+                    tasks[request_id] = task
+                    task.add_done_callback(_forget(tasks, request_id))
+                elif message["type"] == "cancel":
+                    running = tasks.get(int(message["id"]))
+                    if running is not None:
+                        running.cancel()
+        finally:
+            # In-flight work keeps running only if it can still reply; a lost link ends it.
+            for task in list(tasks.values()):
+                task.cancel()
+
+    async def _handle(
+        self, message: dict[str, Any], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        request_id = int(message["id"])
+
+        async def emit(event: dict[str, Any]) -> None:
+            out: protocol.Event = {"type": "event", "id": request_id, "event": event}
+            await send(out)
+
+        reply: protocol.Reply
+        handler = self._handlers.get(str(message.get("method")))
+        try:
+            if handler is None:
+                raise RequestFailed("unknown_method", f"unknown method {message.get('method')!r}")
+            result = await handler(dict(message.get("params") or {}), emit)
+            reply = {"type": "reply", "id": request_id, "result": result}
+        except asyncio.CancelledError:
+            reply = {
+                "type": "reply",
+                "id": request_id,
+                "error": {"code": "cancelled", "message": "cancelled by the host"},
+            }
+        except RequestFailed as exc:
+            reply = {
+                "type": "reply",
+                "id": request_id,
+                "error": {"code": exc.code, "message": exc.message},
+            }
+        except Exception as exc:  # noqa: BLE001 - any failure is reported, the agent lives on
+            log.exception("request %s failed", request_id)
+            reply = {
+                "type": "reply",
+                "id": request_id,
+                "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
+            }
+        with contextlib.suppress(OSError, protocol.FrameError):
+            await send(reply)
+
+
+def _forget(tasks: dict[int, asyncio.Task[None]], request_id: int) -> Callable[[object], None]:
+    def forget(_task: object) -> None:
+        tasks.pop(request_id, None)
+
+    return forget

@@ -1,0 +1,94 @@
+"""Entry point of the agent inside a sandbox: ``python -m sandcastle.agent``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from sandcastle.agent import layout
+from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
+from sandcastle.agent.kernels import ContextGoneError, Kernels
+
+_AGENT_ONLY_ENV = (
+    "PYTHONPATH",
+    "PYTHONDONTWRITEBYTECODE",
+    "SANDCASTLE_SANDBOX_ID",
+    "SANDCASTLE_CHANNEL_SOCKET",
+    "SANDCASTLE_JUPYTER_DIR",
+)
+
+
+def kernel_env() -> dict[str, str]:
+    """The environment user code sees: the agent's, minus what only the agent needs."""
+    env = {k: v for k, v in os.environ.items() if k not in _AGENT_ONLY_ENV}
+    env["JUPYTER_PATH"] = _jupyter_dir()
+    return env
+
+
+def _jupyter_dir() -> str:
+    # Overridable so the agent can be tested on the host, outside any sandbox.
+    return os.environ.get("SANDCASTLE_JUPYTER_DIR", layout.JUPYTER_DIR)
+
+
+def build_handlers(kernels: Kernels) -> dict[str, Any]:
+    async def ping(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return {"contexts": kernels.context_ids}
+
+    async def context_create(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        try:
+            ctx = await kernels.create(
+                str(params["context_id"]), str(params["language"]), params.get("cwd")
+            )
+        except ValueError as exc:
+            raise RequestFailed("invalid", str(exc)) from exc
+        return {"context_id": ctx.id, "language": ctx.language, "cwd": ctx.cwd}
+
+    async def context_delete(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        await kernels.delete(str(params["context_id"]))
+        return {}
+
+    async def execute(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        try:
+            return await kernels.execute(
+                str(params["context_id"]),
+                str(params["code"]),
+                timeout_s=float(params.get("timeout_ms", 30_000)) / 1000.0,
+                env_vars={str(k): str(v) for k, v in (params.get("env_vars") or {}).items()},
+                emit=emit,
+            )
+        except ContextGoneError as exc:
+            raise RequestFailed("context_not_found", f"no context {exc} in this sandbox") from exc
+
+    return {
+        "ping": ping,
+        "context.create": context_create,
+        "context.delete": context_delete,
+        "execute": execute,
+    }
+
+
+async def amain() -> None:
+    sandbox_id = os.environ.get("SANDCASTLE_SANDBOX_ID", "")
+    kernels = Kernels(
+        jupyter_dir=_jupyter_dir(),
+        default_cwd=os.environ.get("SANDCASTLE_CWD", layout.USER_HOME),
+        kernel_env=kernel_env(),
+    )
+    kernels.keep_spare("python")
+    channel = AgentChannel(
+        os.environ.get("SANDCASTLE_CHANNEL_SOCKET", layout.CHANNEL_SOCKET),
+        sandbox_id,
+        build_handlers(kernels),
+        lambda: kernels.context_ids,
+    )
+    try:
+        await channel.run_forever()
+    finally:
+        await kernels.aclose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
+    asyncio.run(amain())

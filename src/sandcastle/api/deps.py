@@ -1,0 +1,45 @@
+"""Dependencies: the services built in ``create_app``, and the authenticated principal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from sandcastle.config import Settings
+from sandcastle.runtime.base import Runtime
+from sandcastle.services.auth import Principal, authenticate
+from sandcastle.services.executions import ExecutionService
+from sandcastle.services.sandboxes import SandboxService
+from sandcastle.store.db import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    runtime: Runtime
+    sandboxes: SandboxService
+    executions: ExecutionService
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+_bearer = HTTPBearer(auto_error=False, description="API key passed as Bearer token")
+
+
+async def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    services = get_services(request)
+    return await authenticate(services.db, credentials.credentials if credentials else None)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

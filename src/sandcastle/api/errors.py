@@ -1,0 +1,144 @@
+"""Errors to HTTP, in one table, looked up along the exception's MRO.
+
+Control-plane routes answer with the envelope of ``org-sandboxes-list.txt``:
+``{code, detail, type, errors?: [{loc, msg, type}]}``. Routes that serve ``execute.txt`` answer
+validation failures with that document's ``{message, errors: [{field, error}]}`` instead; they are
+marked with :func:`execute_document_errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sandcastle import errors
+
+log = logging.getLogger("sandcastle.api")
+
+#: Exception class → (HTTP status, envelope type). The first match along the MRO wins.
+ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
+    errors.LimitExceededError: (422, "validation_error"),
+    errors.InvalidRequestError: (422, "validation_error"),
+    errors.AuthenticationError: (401, "authentication_error"),
+    errors.ForbiddenError: (403, "forbidden_error"),
+    errors.NotFoundError: (404, "not_found_error"),
+    errors.AlreadyExistsError: (409, "already_exists_error"),
+    errors.ConflictError: (409, "conflict_error"),
+    errors.AgentUnavailableError: (502, "bad_gateway_error"),
+    errors.AgentError: (502, "bad_gateway_error"),
+    errors.TemplateError: (500, "server_error"),
+    errors.RuntimeBackendError: (500, "server_error"),
+    errors.ConfigurationError: (500, "configuration_error"),
+    errors.SandcastleError: (500, "server_error"),
+}
+
+_HTTP_TYPES = {
+    400: "invalid_error",
+    401: "authentication_error",
+    403: "forbidden_error",
+    404: "not_found_error",
+    405: "invalid_error",
+    409: "conflict_error",
+    413: "invalid_error",
+    415: "invalid_error",
+    422: "validation_error",
+    429: "e2b_rate_limit_error",
+}
+
+_EXECUTE_DOC = "__sandcastle_execute_document__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def execute_document_errors(endpoint: F) -> F:
+    """Mark an endpoint whose validation errors use ``execute.txt``'s shape."""
+    setattr(endpoint, _EXECUTE_DOC, True)
+    return endpoint
+
+
+def _uses_execute_document(request: Request) -> bool:
+    return bool(getattr(request.scope.get("endpoint"), _EXECUTE_DOC, False))
+
+
+def lookup(exc: BaseException) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return 500, "server_error"
+
+
+def envelope(
+    status: int, detail: str, type_: str, errs: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": status, "detail": detail, "type": type_}
+    if errs is not None:
+        body["errors"] = errs
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def execute_validation(errs: list[dict[str, str]]) -> JSONResponse:
+    return JSONResponse({"message": "Invalid request", "errors": errs}, status_code=422)
+
+
+async def _sandcastle_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.SandcastleError)
+    if isinstance(exc, errors.FieldError) and _uses_execute_document(request):
+        return execute_validation([{"field": exc.field, "error": exc.message}])
+    status, type_ = lookup(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    errs = None
+    if isinstance(exc, errors.FieldError):
+        errs = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
+    return envelope(status, exc.message, type_, errs)
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    raw = list(exc.errors())
+    if _uses_execute_document(request):
+        return execute_validation(
+            [{"field": _field_name(e.get("loc", ())), "error": str(e.get("msg", ""))} for e in raw]
+        )
+    errs = [
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in raw
+    ]
+    return envelope(422, "Validation error", "validation_error", errs)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    type_ = _HTTP_TYPES.get(status, "server_error" if status >= 500 else "invalid_error")
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if status == 404 and detail == "Not Found":
+        detail = f"no route {request.method} {request.url.path}"
+    return envelope(status, detail, type_)
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s crashed", request.method, request.url.path)
+    return envelope(500, "Internal server error", "server_error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.SandcastleError, _sandcastle_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

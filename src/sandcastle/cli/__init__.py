@@ -1,0 +1,1 @@
+"""The ``sandcastle`` command line."""

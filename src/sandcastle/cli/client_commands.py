@@ -1,0 +1,121 @@
+"""Commands that talk to a running server: ``sandbox create|list|get|kill`` and ``exec``.
+
+They read ``SANDCASTLE_URL`` and ``SANDCASTLE_API_KEY`` and exit non-zero with one clear line on
+error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+sandbox_app = typer.Typer(help="Create, list and destroy sandboxes.", no_args_is_help=True)
+
+UrlOpt = Annotated[str, typer.Option(envvar="SANDCASTLE_URL", help="Server URL.")]
+KeyOpt = Annotated[
+    str, typer.Option(envvar="SANDCASTLE_API_KEY", help="API key.", show_default=False)
+]
+DEFAULT_URL = "http://127.0.0.1:8321"
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/] {message}")
+    raise typer.Exit(1)
+
+
+def _request(method: str, url: str, key: str, path: str, **kwargs: Any) -> Any:
+    try:
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300
+        ) as c:
+            response = c.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {exc}")
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+            detail = body.get("detail") or body.get("message") or response.text
+        except ValueError:
+            detail = response.text
+        _fail(f"{response.status_code}: {detail}")
+    return response.json()
+
+
+@sandbox_app.command("create")
+def create(
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    template: Annotated[str, typer.Option(help="Template name.")] = "python",
+    timeout_ms: Annotated[int | None, typer.Option(help="Lifetime in milliseconds.")] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="Memory limit.")] = None,
+    vcpus: Annotated[int | None, typer.Option(help="CPU limit.")] = None,
+) -> None:
+    """Create a sandbox and print its id."""
+    body: dict[str, Any] = {"template": template}
+    for name, value in (("timeout_ms", timeout_ms), ("memory_mb", memory_mb), ("vcpus", vcpus)):
+        if value is not None:
+            body[name] = value
+    with err.status("creating sandbox…"):
+        sandbox = _request("POST", url, key, "/v1/sandboxes", json=body)
+    out.print(sandbox["id"])
+
+
+@sandbox_app.command("list")
+def list_(url: UrlOpt = DEFAULT_URL, key: KeyOpt = "", limit: int = 50) -> None:
+    """List sandboxes, newest first."""
+    page = _request("GET", url, key, "/v1/sandboxes", params={"limit": limit})
+    table = Table("id", "status", "template", "created_at", "expires_at")
+    for s in page["items"]:
+        table.add_row(
+            s["id"], s["status"], s["template"], s["created_at"], s.get("expires_at") or ""
+        )
+    out.print(table)
+
+
+@sandbox_app.command("get")
+def get(sandbox_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = "") -> None:
+    """Print one sandbox as JSON."""
+    out.print_json(json.dumps(_request("GET", url, key, f"/v1/sandboxes/{sandbox_id}")))
+
+
+@sandbox_app.command("kill")
+def kill(sandbox_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = "") -> None:
+    """Destroy a sandbox."""
+    sandbox = _request("DELETE", url, key, f"/v1/sandboxes/{sandbox_id}")
+    out.print(f"{sandbox['id']} {sandbox['status']}")
+
+
+def exec_code(
+    sandbox_id: str,
+    code: Annotated[str, typer.Argument(help="Code to run; '-' reads standard input.")],
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    context: Annotated[str | None, typer.Option("--context", help="Context id to reuse.")] = None,
+    language: Annotated[str, typer.Option(help="Language of the code.")] = "python",
+) -> None:
+    """Run code in a sandbox and print its output; exits 1 if the code raised."""
+    if code == "-":
+        code = typer.get_text_stream("stdin").read()
+    body: dict[str, Any] = {"code": code, "language": language}
+    if context:
+        body["context_id"] = context
+    result = _request("POST", url, key, f"/v1/sandboxes/{sandbox_id}/execute", json=body)
+    for line in result["logs"]["stdout"]:
+        out.out(line, end="")
+    for line in result["logs"]["stderr"]:
+        err.out(line, end="")
+    for item in result["items"]:
+        if item.get("is_primary") and item.get("text") is not None:
+            out.out(item["text"])
+    err.print(f"[dim]context {result['context_id']}[/]")
+    if result.get("error"):
+        e = result["error"]
+        err.print(f"[red]{e['name']}[/]: {e['value']}")
+        raise typer.Exit(1)

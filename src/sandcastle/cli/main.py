@@ -1,0 +1,22 @@
+"""``sandcastle``: serve, template, sandbox, exec."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sandcastle.cli import client_commands, server_commands
+
+app = typer.Typer(help="Sandcastle: self-hosted isolated sandboxes.", no_args_is_help=True)
+app.command("serve")(server_commands.serve)
+app.add_typer(server_commands.template_app, name="template")
+app.add_typer(client_commands.sandbox_app, name="sandbox")
+app.command("exec")(client_commands.exec_code)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

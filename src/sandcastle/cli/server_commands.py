@@ -1,0 +1,116 @@
+"""Commands that run on the server machine: ``serve`` and ``template build``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sandcastle.config import Settings
+from sandcastle.errors import SandcastleError
+from sandcastle.runtime.templates.builder import BuildProgress, build_template, load_template
+
+console = Console(stderr=True)
+template_app = typer.Typer(help="Build and inspect templates.", no_args_is_help=True)
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="State directory (default ~/.local/share/sandcastle)."),
+]
+
+
+def _settings(data_dir: Path | None, **overrides: object) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _build(name: str, settings: Settings, *, force: bool) -> None:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"template {name}", total=1.0)
+
+        def on_progress(p: BuildProgress) -> None:
+            overall = (p.step_index + p.fraction_within_step) / max(p.step_count, 1)
+            progress.update(task, completed=overall, description=f"{name}: {p.step_label}")
+
+        info = asyncio.run(
+            build_template(
+                name, settings.resolved_templates_dir, on_progress=on_progress, force=force
+            )
+        )
+        progress.update(task, completed=1.0, description=f"{name}: done")
+    console.print(
+        f"template [bold]{name}[/] ready: build {info.build_id}, {info.size_bytes / 1e6:.0f} MB"
+    )
+
+
+@template_app.command("build")
+def template_build(
+    name: Annotated[str, typer.Argument(help="Template to build, e.g. python.")] = "python",
+    data_dir: DataDirOpt = None,
+    if_missing: Annotated[bool, typer.Option(help="Only build when not built yet.")] = False,
+) -> None:
+    """Build (or rebuild) a template; a failed build keeps the previous one."""
+    settings = _settings(data_dir)
+    if if_missing and load_template(name, settings.resolved_templates_dir) is not None:
+        console.print(f"template [bold]{name}[/] is already built")
+        return
+    try:
+        _build(name, settings, force=not if_missing)
+    except (SandcastleError, KeyError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the server (building the default template first if it is missing)."""
+    import uvicorn
+
+    from sandcastle.api.app import create_app
+    from sandcastle.runtime.registry import create_runtime
+    from sandcastle.store.db import Database
+
+    settings = _settings(data_dir, host=host, port=port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if load_template(settings.default_template, settings.resolved_templates_dir) is None:
+        console.print(
+            f"template [bold]{settings.default_template}[/] is not built yet: building it"
+        )
+        try:
+            _build(settings.default_template, settings, force=False)
+        except SandcastleError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from exc
+
+    def show_key(key: str) -> None:
+        console.print(
+            f"\n[bold green]Admin API key[/] (shown once, also saved to {settings.admin_key_path}):"
+            f"\n\n    {key}\n"
+        )
+
+    try:
+        runtime = create_runtime(settings)
+    except SandcastleError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    app = create_app(
+        settings, Database(settings.resolved_database_url), runtime, on_admin_key=show_key
+    )
+    console.print(f"Sandcastle on http://{settings.host}:{settings.port}  (API docs at /docs)")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

@@ -1,0 +1,76 @@
+"""Server settings: one pydantic ``Settings``, loaded once in ``main`` and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "sandcastle"
+
+
+class Settings(BaseSettings):
+    """Every knob of the server; environment variables use the ``SANDCASTLE_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDCASTLE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8321, ge=1, le=65535)
+    data_dir: Path = Field(default_factory=default_data_dir)
+    #: Where built templates live; defaults to ``<data_dir>/templates``.
+    templates_dir: Path | None = None
+    #: SQLAlchemy URL; defaults to SQLite (WAL) at ``<data_dir>/sandcastle.db``.
+    database_url: str | None = None
+    runtime: Literal["bwrap"] = "bwrap"
+    sandbox_domain: str = "sandbox.localhost"
+
+    default_template: str = "python"
+    default_vcpus: int = Field(default=1, ge=1)
+    default_memory_mb: int = Field(default=512, ge=64)
+    default_disk_mb: int = Field(default=1024, ge=64)
+    max_vcpus: int = Field(default=4, ge=1)
+    max_memory_mb: int = Field(default=8192, ge=64)
+    max_disk_mb: int = Field(default=20480, ge=64)
+    min_memory_mb: int = Field(default=128, ge=32)
+    min_disk_mb: int = Field(default=64, ge=16)
+    pids_max: int = Field(default=512, ge=64)
+    default_timeout_ms: int = Field(default=300_000, ge=1000)
+    max_timeout_ms: int = Field(default=86_400_000, ge=1000)
+    #: How long create waits for the agent to dial home before the sandbox is an error.
+    agent_connect_timeout_s: float = Field(default=30.0, gt=0)
+    #: Seconds between reconciliations of records against real processes and deadlines.
+    reconcile_interval_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Settings:
+        if not self.min_memory_mb <= self.default_memory_mb <= self.max_memory_mb:
+            raise ValueError("default_memory_mb must lie within [min_memory_mb, max_memory_mb]")
+        if not self.min_disk_mb <= self.default_disk_mb <= self.max_disk_mb:
+            raise ValueError("default_disk_mb must lie within [min_disk_mb, max_disk_mb]")
+        if self.default_vcpus > self.max_vcpus:
+            raise ValueError("default_vcpus must not exceed max_vcpus")
+        if self.default_timeout_ms > self.max_timeout_ms:
+            raise ValueError("default_timeout_ms must not exceed max_timeout_ms")
+        return self
+
+    @property
+    def resolved_templates_dir(self) -> Path:
+        return self.templates_dir if self.templates_dir is not None else self.data_dir / "templates"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'sandcastle.db'}"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.data_dir / "sandboxes"
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.data_dir / "admin.key"

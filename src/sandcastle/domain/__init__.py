@@ -1,0 +1,1 @@
+"""Domain objects and rules: sandboxes, contexts, executions. No web or database imports."""

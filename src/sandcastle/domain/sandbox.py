@@ -1,0 +1,89 @@
+"""The sandbox and its lifecycle state machine."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sandcastle.errors import ConflictError
+
+
+class SandboxStatus(enum.StrEnum):
+    CREATING = "creating"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DESTROYED = "destroyed"
+    ERROR = "error"
+
+
+class TimeoutAction(enum.StrEnum):
+    DESTROY = "destroy"
+    HIBERNATE = "hibernate"
+
+
+# Every legal move. ``error`` and ``destroyed`` are reachable from any live state; only
+# ``destroyed`` is reachable from ``error`` (an errored sandbox can still be cleaned up).
+_TRANSITIONS: dict[SandboxStatus, frozenset[SandboxStatus]] = {
+    SandboxStatus.CREATING: frozenset(
+        {SandboxStatus.RUNNING, SandboxStatus.ERROR, SandboxStatus.DESTROYED}
+    ),
+    SandboxStatus.RUNNING: frozenset(
+        {SandboxStatus.PAUSED, SandboxStatus.ERROR, SandboxStatus.DESTROYED}
+    ),
+    SandboxStatus.PAUSED: frozenset(
+        {SandboxStatus.RUNNING, SandboxStatus.ERROR, SandboxStatus.DESTROYED}
+    ),
+    SandboxStatus.ERROR: frozenset({SandboxStatus.DESTROYED}),
+    SandboxStatus.DESTROYED: frozenset(),
+}
+
+LIVE_STATUSES = frozenset({SandboxStatus.CREATING, SandboxStatus.RUNNING, SandboxStatus.PAUSED})
+
+
+def can_transition(current: SandboxStatus, target: SandboxStatus) -> bool:
+    return target in _TRANSITIONS[current]
+
+
+def check_transition(sandbox_id: str, current: SandboxStatus, target: SandboxStatus) -> None:
+    """Raise ``ConflictError`` unless ``current → target`` is a legal move."""
+    if not can_transition(current, target):
+        raise ConflictError(
+            f"sandbox {sandbox_id} is {current.value} and cannot become {target.value}"
+        )
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    vcpus: int
+    memory_mb: int
+    disk_mb: int
+
+
+@dataclass
+class Sandbox:
+    """A sandbox as the control plane records it."""
+
+    id: str
+    org_id: str
+    project_id: str
+    status: SandboxStatus
+    config: SandboxConfig
+    template: str
+    created_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime | None = None
+    timeout_ms: int | None = None
+    timeout_at: datetime | None = None
+    timeout_action: TimeoutAction = TimeoutAction.DESTROY
+    cwd: str | None = None
+    status_reason: str | None = None
+    destroyed_at: datetime | None = None
+
+    def require_running(self) -> None:
+        if self.status is not SandboxStatus.RUNNING:
+            detail = f" ({self.status_reason})" if self.status_reason else ""
+            raise ConflictError(
+                f"sandbox {self.id} is {self.status.value}{detail}; it must be running"
+            )

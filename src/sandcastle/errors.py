@@ -1,0 +1,94 @@
+"""The one exception tree of Sandcastle.
+
+Foreign errors (subprocess, kernel, database, socket) are translated into these once, where they
+enter; the HTTP layer maps them to statuses and envelope ``type`` names in one table
+(``sandcastle.api.errors``), looked up along the exception's MRO.
+
+::
+
+    SandcastleError
+    ├── InvalidRequestError            bad input the schema could not catch
+    │   ├── FieldError                 ... tied to one request field
+    │   └── LimitExceededError         a value outside server-configured bounds
+    ├── AuthenticationError            missing, unknown or revoked API key
+    ├── ForbiddenError                 authenticated, but not allowed
+    ├── NotFoundError                  unknown, or belongs to another tenant
+    ├── ConflictError                  the resource's state forbids the operation
+    │   └── AlreadyExistsError
+    ├── RuntimeBackendError            the isolation runtime failed (bwrap, cgroups, mounts)
+    │   └── TemplateError              a template is missing or its build failed
+    ├── AgentError                     the in-sandbox agent is unreachable or broke protocol
+    │   ├── AgentUnavailableError      no live link to the agent
+    │   └── ProtocolError              a malformed or oversized frame
+    └── ConfigurationError             settings that cannot work on this host
+"""
+
+from __future__ import annotations
+
+
+class SandcastleError(Exception):
+    """Base of every error Sandcastle raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequestError(SandcastleError):
+    """The request is well-formed but its content cannot be accepted."""
+
+
+class FieldError(InvalidRequestError):
+    """Invalid input tied to one named request field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class LimitExceededError(InvalidRequestError):
+    """A requested value is outside the bounds this server allows."""
+
+
+class AuthenticationError(SandcastleError):
+    """The API key is missing, unknown or revoked."""
+
+
+class ForbiddenError(SandcastleError):
+    """The caller is known but may not do this."""
+
+
+class NotFoundError(SandcastleError):
+    """The resource does not exist for this caller (other tenants' resources included)."""
+
+
+class ConflictError(SandcastleError):
+    """The resource's current state does not allow the operation."""
+
+
+class AlreadyExistsError(ConflictError):
+    """A resource with this identity exists already."""
+
+
+class RuntimeBackendError(SandcastleError):
+    """The isolation runtime could not do what was asked."""
+
+
+class TemplateError(RuntimeBackendError):
+    """A template is missing, broken, or failed to build."""
+
+
+class AgentError(SandcastleError):
+    """The agent inside a sandbox could not be used."""
+
+
+class AgentUnavailableError(AgentError):
+    """There is no live link to the sandbox's agent."""
+
+
+class ProtocolError(AgentError):
+    """A frame on the agent channel was malformed or too large."""
+
+
+class ConfigurationError(SandcastleError):
+    """The configuration cannot work on this host."""

@@ -1,0 +1,1 @@
+"""The runtime plane: how a sandbox runs (isolation backends, templates, the agent channel)."""

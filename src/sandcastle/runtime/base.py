@@ -1,0 +1,79 @@
+"""The runtime interface: small, async and Popen-like, one implementation per backend.
+
+The control plane decides *that* a sandbox exists; a backend decides *how* it runs. Backends own
+their processes, limits, filesystems and the host end of each sandbox's agent channel. Every
+method is async; none may block the event loop for long.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from sandcastle.runtime.channel import AgentLink
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a backend needs to start one sandbox."""
+
+    sandbox_id: str
+    rootfs: Path
+    vcpus: int
+    memory_mb: int
+    disk_mb: int
+    pids_max: int
+    cwd: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """What the host can observe about a sandbox's processes right now."""
+
+    alive: bool
+    oom_kills: int = 0
+    memory_bytes: int = 0
+
+
+class Runtime(abc.ABC):
+    """An isolation backend."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    async def launch(self, spec: LaunchSpec) -> AgentLink:
+        """Start the sandbox detached (it outlives the server) and return its agent link.
+
+        Returns once the processes are started, not once the agent has connected; wait on the
+        link for that. On failure everything already set up is undone before raising.
+        """
+
+    @abc.abstractmethod
+    async def adopt(self, sandbox_id: str) -> AgentLink | None:
+        """Re-attach to a sandbox started by an earlier server process.
+
+        Returns its link (the agent redials on its own), or ``None`` if its processes are gone.
+        """
+
+    @abc.abstractmethod
+    async def poll(self, sandbox_id: str) -> ProcessState:
+        """Observe the sandbox's processes without changing anything."""
+
+    @abc.abstractmethod
+    async def destroy(self, sandbox_id: str) -> None:
+        """Kill every process and remove limits, writable layer and socket. Idempotent."""
+
+    @abc.abstractmethod
+    async def list_sandboxes(self) -> list[str]:
+        """Ids of all sandboxes this backend has resources for on this host."""
+
+    @abc.abstractmethod
+    def link(self, sandbox_id: str) -> AgentLink | None:
+        """The agent link of a launched or adopted sandbox, if this process holds one."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release this process's hold (links, listeners); sandboxes keep running."""

@@ -1,0 +1,201 @@
+"""The host's end of the agent channel: one listening Unix socket per sandbox.
+
+The agent dials in; a newer connection replaces an older one (the agent redialed). Requests are
+multiplexed by id; each caller gets its events through a callback and then the reply. Anything
+the agent sends that breaks the protocol closes that connection and fails its requests: the
+sandbox is untrusted, so nothing it sends may crash or confuse the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sandcastle.agent import protocol
+from sandcastle.errors import AgentError, AgentUnavailableError
+
+log = logging.getLogger("sandcastle.channel")
+
+OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _Pending:
+    def __init__(self, on_event: OnEvent | None) -> None:
+        self.on_event = on_event
+        self.reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.write_lock = asyncio.Lock()
+        self.pending: dict[int, _Pending] = {}
+
+    async def send(self, message: Any) -> None:
+        async with self.write_lock:
+            self.writer.write(protocol.encode(message))
+            await self.writer.drain()
+
+    def fail_all(self, reason: str) -> None:
+        for pending in self.pending.values():
+            if not pending.reply.done():
+                pending.reply.set_exception(AgentUnavailableError(reason))
+            pending.events.put_nowait(None)
+        self.pending.clear()
+
+
+class AgentLink:
+    """The live link to one sandbox's agent."""
+
+    def __init__(self, sandbox_id: str, socket_path: Path) -> None:
+        self.sandbox_id = sandbox_id
+        self.socket_path = socket_path
+        self._server: asyncio.Server | None = None
+        self._conn: _Connection | None = None
+        self._connected = asyncio.Event()
+        self._ids = itertools.count(1)
+        self.hello: dict[str, Any] | None = None
+
+    async def listen(self) -> None:
+        """Listen on the socket (replacing a stale one left by an earlier server)."""
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
+        # The sandbox's user is mapped to host root but has no capabilities outside its user
+        # namespace; the socket directory is mounted read-only into the sandbox.
+        os.chmod(self.socket_path, 0o666)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    async def wait_connected(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError as exc:
+            raise AgentUnavailableError(
+                f"the agent of sandbox {self.sandbox_id} did not connect within {timeout:g} s"
+            ) from exc
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(reader, writer)
+        try:
+            hello = await asyncio.wait_for(protocol.read_frame(reader), timeout=10)
+        except (TimeoutError, protocol.FrameError, OSError) as exc:
+            log.warning("sandbox %s: bad hello: %s", self.sandbox_id, exc)
+            writer.close()
+            return
+        if hello is None or hello.get("type") != "hello":
+            writer.close()
+            return
+        old = self._conn
+        self._conn = conn
+        self.hello = hello
+        self._connected.set()
+        if old is not None:
+            old.fail_all("the agent reconnected")
+            old.writer.close()
+        await self._read_loop(conn)
+
+    async def _read_loop(self, conn: _Connection) -> None:
+        reason = "the agent disconnected"
+        try:
+            while True:
+                message = await protocol.read_frame(conn.reader)
+                if message is None:
+                    break
+                self._dispatch(conn, message)
+        except protocol.FrameError as exc:
+            reason = f"the agent broke the channel protocol: {exc}"
+            log.warning("sandbox %s: %s", self.sandbox_id, reason)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            reason = f"the agent link failed: {exc}"
+        finally:
+            conn.fail_all(reason)
+            conn.writer.close()
+            if self._conn is conn:
+                self._conn = None
+                self._connected.clear()
+
+    def _dispatch(self, conn: _Connection, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        request_id = message.get("id")
+        pending = conn.pending.get(request_id) if isinstance(request_id, int) else None
+        if pending is None:
+            return  # late or forged: ignore
+        if kind == "event" and isinstance(message.get("event"), dict):
+            pending.events.put_nowait(message["event"])
+        elif kind == "reply":
+            conn.pending.pop(request_id, None)  # type: ignore[arg-type]
+            pending.events.put_nowait(None)
+            if not pending.reply.done():
+                pending.reply.set_result(message)
+
+    async def call(
+        self, method: str, params: dict[str, Any], *, on_event: OnEvent | None = None
+    ) -> dict[str, Any]:
+        """Send a request; pass each event to ``on_event``; return the reply's result.
+
+        Cancelling the caller sends ``cancel`` to the agent, which stops the work.
+        """
+        conn = self._conn
+        if conn is None:
+            raise AgentUnavailableError(f"the agent of sandbox {self.sandbox_id} is not connected")
+        request_id = next(self._ids)
+        pending = _Pending(on_event)
+        conn.pending[request_id] = pending
+        request: protocol.Request = {
+            "type": "request",
+            "id": request_id,
+            "method": method,
+            "params": params,
+        }
+        try:
+            await conn.send(request)
+            while True:
+                event = await pending.events.get()
+                if event is None:
+                    break
+                if on_event is not None:
+                    await on_event(event)
+            reply = await pending.reply
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.send({"type": "cancel", "id": request_id}))
+            raise
+        except OSError as exc:
+            raise AgentUnavailableError(f"the agent link failed: {exc}") from exc
+        finally:
+            conn.pending.pop(request_id, None)
+        error = reply.get("error")
+        if isinstance(error, dict):
+            raise AgentRequestError(str(error.get("code")), str(error.get("message")))
+        result = reply.get("result")
+        return result if isinstance(result, dict) else {}
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._conn is not None:
+            self._conn.fail_all("the link was closed")
+            self._conn.writer.close()
+            self._conn = None
+        self._connected.clear()
+
+
+class AgentRequestError(AgentError):
+    """The agent answered a request with an error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,222 @@
+"""Template recipes as data: what goes into each template's root filesystem.
+
+A :class:`Recipe` is a Debian suite, the packages debootstrap adds to ``minbase``, and an ordered
+list of steps. The builder executes the steps generically:
+
+- :class:`Run` runs an argv inside the rootfs under bubblewrap (with network, as ``uid``);
+- :class:`Write` creates directories and files from the host side (no shell involved);
+- :class:`AddUser` adds an account to ``/etc/passwd``, ``group``, ``shadow`` and ``gshadow``;
+- :class:`Clean` empties directories (caches) to keep the template small.
+
+Paths in steps are absolute paths inside the rootfs. :func:`digest` hashes a recipe's content so
+the builder can tell whether a built template is up to date; bump :data:`FORMAT_VERSION` when the
+meaning of a step type changes, since that changes results without changing recipe data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandcastle.agent import layout
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run ``argv`` inside the rootfs; a non-zero exit fails the build."""
+
+    label: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    uid: int = 0
+    gid: int = 0
+    #: The working directory inside the rootfs.
+    cwd: str = "/"
+
+
+@dataclass(frozen=True)
+class Directory:
+    path: str
+    mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class File:
+    path: str
+    content: str
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class Write:
+    """Create ``directories`` (with parents) then write ``files``, replacing existing files."""
+
+    label: str
+    directories: tuple[Directory, ...] = ()
+    files: tuple[File, ...] = ()
+
+
+@dataclass(frozen=True)
+class AddUser:
+    """Add a user and its primary group of the same name; an identical entry is left alone."""
+
+    label: str
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str = "/bin/bash"
+
+
+@dataclass(frozen=True)
+class Clean:
+    """Delete everything inside each directory (keeping the directory); missing ones are fine."""
+
+    label: str
+    directories: tuple[str, ...]
+
+
+Step = Run | Write | AddUser | Clean
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    #: Debian suite passed to debootstrap; the mirror comes from the host's apt sources.
+    suite: str
+    #: ``debootstrap --include`` packages, on top of the ``minbase`` variant.
+    packages: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+
+def _content(recipe: Recipe) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "name": recipe.name,
+        "suite": recipe.suite,
+        "packages": list(recipe.packages),
+        # The step type is part of the content: a Write and a Clean of the same path differ.
+        "steps": [
+            {"type": type(step).__name__, **dataclasses.asdict(step)} for step in recipe.steps
+        ],
+    }
+
+
+def digest(recipe: Recipe) -> str:
+    """Return the sha256 (hex) of the recipe's content, stable across runs and dict orderings."""
+    canonical = json.dumps(_content(recipe), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _pip_install(venv: str, *packages: str) -> tuple[str, ...]:
+    # --no-cache-dir keeps wheels out of /root/.cache, i.e. out of the template.
+    return (f"{venv}/bin/pip", "install", "--no-cache-dir", "--no-input", *packages)
+
+
+_KERNELSPEC = {
+    "argv": [
+        f"{layout.USER_VENV}/bin/python",
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        "{connection_file}",
+    ],
+    "display_name": "Python 3",
+    "language": "python",
+    "metadata": {"debugger": False},
+}
+
+
+_HOSTS = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def _python() -> Recipe:
+    user_home = Directory(layout.USER_HOME, 0o755, layout.USER_UID, layout.USER_GID)
+    return Recipe(
+        name="python",
+        suite="bookworm",
+        packages=("python3", "python3-venv", "ca-certificates"),
+        steps=(
+            Run("Create user venv", ("python3", "-m", "venv", layout.USER_VENV)),
+            Run(
+                "Install ipykernel, numpy, pandas, matplotlib",
+                _pip_install(layout.USER_VENV, "ipykernel", "numpy", "pandas", "matplotlib"),
+            ),
+            Run("Create agent venv", ("python3", "-m", "venv", layout.AGENT_VENV)),
+            Run("Install jupyter_client", _pip_install(layout.AGENT_VENV, "jupyter_client")),
+            AddUser(
+                "Add user",
+                name=layout.USER_NAME,
+                uid=layout.USER_UID,
+                gid=layout.USER_GID,
+                home=layout.USER_HOME,
+            ),
+            Write(
+                "Lay out sandbox directories",
+                directories=(
+                    # An empty mount point: the runtime binds the host's agent package here.
+                    Directory(layout.AGENT_PACKAGE_DIR),
+                    Directory(layout.CHANNEL_DIR),
+                    user_home,
+                ),
+                files=(
+                    File(f"{layout.AGENT_APP_DIR}/sandcastle/__init__.py", ""),
+                    File(
+                        f"{layout.JUPYTER_DIR}/kernels/python3/kernel.json",
+                        json.dumps(_KERNELSPEC, indent=1) + "\n",
+                    ),
+                ),
+            ),
+            Run(
+                # Matplotlib builds its font list on first import (seconds); do it once here,
+                # as the sandbox user, so the cache lands in the user's home with its ownership.
+                "Build matplotlib font cache",
+                (f"{layout.USER_VENV}/bin/python", "-c", "import matplotlib.pyplot"),
+                env={"HOME": layout.USER_HOME, "MPLBACKEND": "Agg"},
+                uid=layout.USER_UID,
+                gid=layout.USER_GID,
+                cwd=layout.USER_HOME,
+            ),
+            Write(
+                # debootstrap copies the build host's hostname and resolv.conf into the target;
+                # sandboxes must not learn them (the runtime provides DNS when network is on).
+                # minbase has no /etc/hosts, without which "localhost" goes to DNS.
+                "Scrub build host identity",
+                files=(
+                    File("/etc/hostname", "sandbox\n"),
+                    File("/etc/resolv.conf", ""),
+                    File("/etc/hosts", _HOSTS),
+                ),
+            ),
+            Clean(
+                "Clean apt and pip caches",
+                ("/var/lib/apt/lists", "/var/cache/apt", "/root/.cache", "/tmp", "/var/tmp"),
+            ),
+        ),
+    )
+
+
+def _recipes() -> dict[str, Recipe]:
+    return {recipe.name: recipe for recipe in (_python(),)}
+
+
+#: All known recipes by name. Built from plain data, so defining it at import has no side effects.
+RECIPES: dict[str, Recipe] = _recipes()
+
+
+def get_recipe(name: str) -> Recipe:
+    """Return the recipe called ``name``; raises ``KeyError`` for unknown names."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise KeyError(f"unknown template {name!r}; known: {', '.join(sorted(RECIPES))}") from None

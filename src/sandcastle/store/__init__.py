@@ -1,0 +1,1 @@
+"""Durable state: SQLAlchemy models, the database handle, repositories, Alembic migrations."""

@@ -1,0 +1,76 @@
+"""Conversions between rows and domain objects, and the queries the services share."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sandcastle.domain.sandbox import Sandbox, SandboxConfig, SandboxStatus, TimeoutAction
+from sandcastle.errors import InvalidRequestError, NotFoundError
+from sandcastle.store.models import SandboxRow
+
+
+def to_sandbox(row: SandboxRow) -> Sandbox:
+    return Sandbox(
+        id=row.id,
+        org_id=row.org_id,
+        project_id=row.project_id,
+        status=SandboxStatus(row.status),
+        config=SandboxConfig(vcpus=row.vcpus, memory_mb=row.memory_mb, disk_mb=row.disk_mb),
+        template=row.template,
+        created_at=row.created_at,
+        metadata=dict(row.metadata_json or {}),
+        started_at=row.started_at,
+        timeout_ms=row.timeout_ms,
+        timeout_at=row.timeout_at,
+        timeout_action=TimeoutAction(row.timeout_action),
+        cwd=row.cwd,
+        status_reason=row.status_reason,
+        destroyed_at=row.destroyed_at,
+    )
+
+
+async def get_sandbox_row(session: AsyncSession, org_id: str, sandbox_id: str) -> SandboxRow:
+    """The row, if it belongs to ``org_id``; another tenant's sandbox is simply not found."""
+    row = await session.get(SandboxRow, sandbox_id)
+    if row is None or row.org_id != org_id:
+        raise NotFoundError(f"sandbox {sandbox_id} not found")
+    return row
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, row_id = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(created), str(row_id)
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+        raise InvalidRequestError("cursor is not one this server issued") from exc
+
+
+def newest_first_page(
+    query: Select[SandboxRow], cursor: str | None, limit: int
+) -> Select[SandboxRow]:
+    """Keyset pagination on (created_at, id) descending: stable while rows are inserted."""
+    if cursor is not None:
+        created, row_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                SandboxRow.created_at < created,
+                and_(SandboxRow.created_at == created, SandboxRow.id < row_id),
+            )
+        )
+    return query.order_by(SandboxRow.created_at.desc(), SandboxRow.id.desc()).limit(limit + 1)
+
+
+def sandboxes_of(org_id: str) -> Select[SandboxRow]:
+    return select(SandboxRow).where(SandboxRow.org_id == org_id)

@@ -1,0 +1,47 @@
+"""End-to-end fixtures: one real server per test session, real bwrap sandboxes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serverproc import ServerProcess, templates_dir
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e" in str(item.fspath) or "tests/security" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    if not (templates_dir() / "python" / "manifest.json").exists():
+        pytest.fail(f"the python template is not built in {templates_dir()}: run `make test`")
+    proc = ServerProcess(Path(tmp_path_factory.mktemp("server")))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        try:
+            proc.destroy_all()
+        finally:
+            proc.stop()
+
+
+@pytest.fixture
+def api(server: ServerProcess) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+@pytest.fixture
+def sandbox(api: httpx.Client) -> Iterator[dict[str, object]]:
+    response = api.post("/v1/sandboxes", json={"template": "python", "timeout_ms": 600_000})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    yield body
+    api.delete(f"/v1/sandboxes/{body['id']}")
