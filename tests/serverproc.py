@@ -101,7 +101,9 @@ class ServerProcess:
         with self.client() as c:
             cursor: Any = None
             while True:
-                page = c.get("/v1/sandboxes", params={"limit": 200, **({"cursor": cursor} if cursor else {})}).json()
+                page = c.get(
+                    "/v1/sandboxes", params={"limit": 200, **({"cursor": cursor} if cursor else {})}
+                ).json()
                 for s in page["items"]:
                     if s["status"] != "destroyed":
                         c.delete(f"/v1/sandboxes/{s['id']}")

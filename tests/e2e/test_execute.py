@@ -35,7 +35,9 @@ def test_omitted_context_id_makes_a_new_context(
 
 
 def test_print_and_errors(api: httpx.Client, sandbox: dict[str, object]) -> None:
-    printed = run(api, sandbox["id"], code="import sys\nprint('hello')\nprint('oops', file=sys.stderr)")
+    printed = run(
+        api, sandbox["id"], code="import sys\nprint('hello')\nprint('oops', file=sys.stderr)"
+    )
     assert printed["logs"] == {"stdout": ["hello\n"], "stderr": ["oops\n"]}
     failed = run(api, sandbox["id"], code="1/0")
     error = failed["error"]
@@ -59,7 +61,9 @@ def test_env_vars_apply_to_one_execution_only(
 
 def test_timeout_interrupts_and_keeps_state(api: httpx.Client, sandbox: dict[str, object]) -> None:
     ctx = run(api, sandbox["id"], code="kept = 'yes'")["context_id"]
-    slow = run(api, sandbox["id"], code="import time; time.sleep(30)", context_id=ctx, timeout_ms=1000)
+    slow = run(
+        api, sandbox["id"], code="import time; time.sleep(30)", context_id=ctx, timeout_ms=1000
+    )
     assert slow["error"]["name"] == "TimeoutError"  # type: ignore[index]
     after = run(api, sandbox["id"], code="kept", context_id=ctx)
     assert after["items"] == [{"is_primary": True, "text": "'yes'"}]
@@ -100,10 +104,14 @@ def test_contexts_are_invisible_to_other_sandboxes(api: httpx.Client) -> None:
     a = api.post("/v1/sandboxes", json={}).json()["id"]
     b = api.post("/v1/sandboxes", json={}).json()["id"]
     try:
-        ctx = run(api, a, code="secret = 'a-only'\nopen('/home/user/a.txt','w').write('a')")["context_id"]
+        wrote = run(api, a, code="secret = 'a-only'\nopen('/home/user/a.txt','w').write('a')")
+        assert wrote["items"] == [{"is_primary": True, "text": "1"}], wrote
+        ctx = wrote["context_id"]
         other = api.post(f"/v1/sandboxes/{b}/execute", json={"code": "secret", "context_id": ctx})
         assert other.status_code == 404
-        probe = run(api, b, code="import os; (os.path.exists('/home/user/a.txt'), 'secret' in globals())")
+        probe = run(
+            api, b, code="import os; (os.path.exists('/home/user/a.txt'), 'secret' in globals())"
+        )
         assert probe["items"] == [{"is_primary": True, "text": "(False, False)"}]
     finally:
         api.delete(f"/v1/sandboxes/{a}")

@@ -72,7 +72,11 @@ def test_memory_limit_kills_and_is_reported(api: httpx.Client) -> None:
     assert created.status_code == 201, created.text
     sandbox_id = created.json()["id"]
     try:
-        hog = run(api, sandbox_id, code="blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))")
+        hog = run(
+            api,
+            sandbox_id,
+            code="blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))",
+        )
         error = hog["error"]
         assert isinstance(error, dict)
         assert error["name"] == "OutOfMemoryError", error
@@ -84,7 +88,9 @@ def test_memory_limit_kills_and_is_reported(api: httpx.Client) -> None:
         api.delete(f"/v1/sandboxes/{sandbox_id}")
 
 
-def test_seccomp_and_namespaces_refuse_escapes(api: httpx.Client, sandbox: dict[str, object]) -> None:
+def test_seccomp_and_namespaces_refuse_escapes(
+    api: httpx.Client, sandbox: dict[str, object]
+) -> None:
     code = (
         "import ctypes, os\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"

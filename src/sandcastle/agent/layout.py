@@ -23,3 +23,9 @@ USER_NAME = "user"
 USER_UID = 1000
 USER_GID = 1000
 USER_HOME = "/home/user"
+#: The host uid/gid the sandbox user is mapped to: unprivileged, and used by nothing else on
+#: the host, so code that escaped every namespace would still hold no privilege there.
+HOST_UID = 61000
+HOST_GID = 61000
+#: Paths inside the sandbox the user must be able to write: owned by ``HOST_UID`` in templates.
+USER_WRITABLE = (USER_HOME, USER_VENV)

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sandcastle.config import Settings
 from sandcastle.errors import SandcastleError
 from sandcastle.runtime.templates.builder import BuildProgress, build_template, load_template
+from sandcastle.runtime.templates.recipes import digest, get_recipe
 
 console = Console(stderr=True)
 template_app = typer.Typer(help="Build and inspect templates.", no_args_is_help=True)
@@ -29,6 +30,15 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
     if data_dir is not None:
         values["data_dir"] = data_dir
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def template_is_current(name: str, settings: Settings) -> bool:
+    """Built, and from the recipe this version of Sandcastle has."""
+    info = load_template(name, settings.resolved_templates_dir)
+    try:
+        return info is not None and info.recipe_digest == digest(get_recipe(name))
+    except KeyError:
+        return info is not None
 
 
 def _build(name: str, settings: Settings, *, force: bool) -> None:
@@ -64,8 +74,8 @@ def template_build(
 ) -> None:
     """Build (or rebuild) a template; a failed build keeps the previous one."""
     settings = _settings(data_dir)
-    if if_missing and load_template(name, settings.resolved_templates_dir) is not None:
-        console.print(f"template [bold]{name}[/] is already built")
+    if if_missing and template_is_current(name, settings):
+        console.print(f"template [bold]{name}[/] is already built and up to date")
         return
     try:
         _build(name, settings, force=not if_missing)
@@ -88,7 +98,7 @@ def serve(
 
     settings = _settings(data_dir, host=host, port=port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if load_template(settings.default_template, settings.resolved_templates_dir) is None:
+    if not template_is_current(settings.default_template, settings):
         console.print(
             f"template [bold]{settings.default_template}[/] is not built yet: building it"
         )

@@ -1,21 +1,30 @@
 """The ``bwrap`` backend: bubblewrap namespaces, cgroup v1 limits, seccomp, an overlay root.
 
-Each sandbox gets, under ``<sandboxes_dir>/<id>/``:
-- ``upper/`` and ``work/``: its writable layer, over the template's read-only root filesystem,
-  joined by an overlay mount at ``root/`` (a host mount, so it outlives a server restart);
-- ``chan/agent.sock``: the host end of the agent channel; ``chan/`` is mounted read-only at
-  ``/run/sandcastle`` so a restarted server can replace the socket under a running agent;
-- ``agent.log``: the agent's stdout and stderr.
+Each sandbox gets, under ``<sandboxes_dir>/<id>/`` (durable, private to root):
+- ``upper/`` and ``work/``: its writable layer over the template's read-only root filesystem;
+- ``agent.log``: the agent's stdout and stderr;
 
-Inside, every namespace is new (user, pid, mount, network with only ``lo``, ipc, uts, cgroup),
-further user namespaces are disabled, no capability is held, and the seccomp filter applies.
+and under ``<run_dir>/<id>/`` (root-owned, traversable, so the unprivileged bubblewrap can reach
+it by path):
+- ``root/``: the overlay mount joining template and layer (a host mount: it outlives a server
+  restart, and the sandbox's processes keep running in it);
+- ``chan/agent.sock``: the host end of the agent channel; ``chan/`` is mounted read-only at
+  ``/run/sandcastle`` so a restarted server can replace the socket under a running agent.
+
+bubblewrap itself runs as ``HOST_UID``, an unprivileged host user, after joining the sandbox's
+cgroups. Inside, every namespace is new (user, pid, mount, network with only ``lo``, ipc, uts,
+cgroup), the user is uid 1000 mapped to ``HOST_UID``, further user namespaces are disabled, no
+capability is held, and the seccomp filter applies. Code that escaped all of that would be an
+unprivileged user on the host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,6 +38,7 @@ from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
 from sandcastle.runtime.channel import AgentLink
 
 _SAFE_PATH_CHARS = frozenset(",:")  # overlay mount options split on these
+DEFAULT_RUN_DIR = Path("/run/sandcastle")
 
 
 def sandbox_env(spec: LaunchSpec) -> dict[str, str]:
@@ -52,27 +62,62 @@ def sandbox_env(spec: LaunchSpec) -> dict[str, str]:
 class BwrapRuntime(Runtime):
     name: ClassVar[str] = "bwrap"
 
-    def __init__(self, sandboxes_dir: Path, *, bwrap_path: str | None = None) -> None:
-        if _SAFE_PATH_CHARS & set(str(sandboxes_dir)):
-            raise RuntimeBackendError(
-                f"the data directory may not contain ',' or ':': {sandboxes_dir}"
-            )
+    def __init__(
+        self,
+        sandboxes_dir: Path,
+        *,
+        run_dir: Path = DEFAULT_RUN_DIR,
+        bwrap_path: str | None = None,
+    ) -> None:
+        for path in (sandboxes_dir, run_dir):
+            if _SAFE_PATH_CHARS & set(str(path)):
+                raise RuntimeBackendError(f"overlay paths may not contain ',' or ':': {path}")
         self._dir = sandboxes_dir
+        self._run_dir = run_dir
         self._bwrap = bwrap_path or shutil.which("bwrap") or "bwrap"
+        self._agent_pkg: Path | None = None
         self._links: dict[str, AgentLink] = {}
         self._reapers: set[asyncio.Task[int]] = set()
 
     def _paths(self, sandbox_id: str) -> dict[str, Path]:
         base = self._dir / sandbox_id
+        run = self._run_dir / sandbox_id
         return {
             "base": base,
             "upper": base / "upper",
             "work": base / "work",
-            "root": base / "root",
-            "chan": base / "chan",
-            "socket": base / "chan" / "agent.sock",
             "log": base / "agent.log",
+            "run": run,
+            "root": run / "root",
+            "chan": run / "chan",
+            "socket": run / "chan" / "agent.sock",
         }
+
+    def _agent_package(self) -> Path:
+        """A copy of the agent package where the unprivileged bubblewrap can read it.
+
+        The installed package may live under a private directory (``/root/...``); the copy is
+        keyed by content so a restarted server reuses it and running sandboxes keep theirs.
+        """
+        if self._agent_pkg is None:
+            source = Path(sandcastle.agent.__file__).parent
+            files = sorted(source.glob("*.py"))
+            digest = hashlib.sha256()
+            for file in files:
+                digest.update(file.name.encode() + b"\0" + file.read_bytes())
+            target = self._run_dir / f"agent-{digest.hexdigest()[:16]}"
+            if not target.is_dir():
+                staging = self._run_dir / f".agent-{os.getpid()}-{secrets.token_hex(4)}"
+                staging.mkdir(parents=True)
+                for file in files:
+                    shutil.copy2(file, staging / file.name)
+                os.chmod(staging, 0o755)
+                try:
+                    staging.rename(target)
+                except OSError:
+                    shutil.rmtree(staging, ignore_errors=True)  # another server won the race
+            self._agent_pkg = target
+        return self._agent_pkg
 
     async def launch(self, spec: LaunchSpec) -> AgentLink:
         paths = self._paths(spec.sandbox_id)
@@ -80,8 +125,11 @@ class BwrapRuntime(Runtime):
             raise RuntimeBackendError(f"template root filesystem missing at {spec.rootfs}")
         group = cgroups.SandboxCgroup(spec.sandbox_id)
         try:
+            self._run_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self._run_dir, 0o711)
             for key in ("upper", "work", "root", "chan"):
                 paths[key].mkdir(parents=True, exist_ok=True)
+            os.chmod(paths["run"], 0o711)
             await _run(
                 "mount",
                 "-t",
@@ -106,7 +154,7 @@ class BwrapRuntime(Runtime):
     async def _spawn(
         self, spec: LaunchSpec, paths: dict[str, Path], group: cgroups.SandboxCgroup
     ) -> None:
-        agent_pkg = Path(sandcastle.agent.__file__).parent
+        agent_pkg = self._agent_package()
         argv = [
             self._bwrap,
             "--unshare-all",
@@ -143,7 +191,7 @@ class BwrapRuntime(Runtime):
                     stderr=log,
                     pass_fds=(seccomp_fd,),
                     start_new_session=True,
-                    preexec_fn=lambda: cgroups.join_groups(procs_files),
+                    preexec_fn=lambda: _enter_sandbox_user(procs_files),
                 )
         except OSError as exc:
             raise RuntimeBackendError(f"cannot start bubblewrap: {exc}") from exc
@@ -185,8 +233,9 @@ class BwrapRuntime(Runtime):
                 await _run("umount", str(paths["root"]))
             except RuntimeBackendError:
                 await _run("umount", "-l", str(paths["root"]))
-        if paths["base"].exists():
-            await asyncio.to_thread(shutil.rmtree, paths["base"], True)
+        for key in ("base", "run"):
+            if paths[key].exists():
+                await asyncio.to_thread(shutil.rmtree, paths[key], True)
 
     async def list_sandboxes(self) -> list[str]:
         ids = set(cgroups.list_sandbox_groups())
@@ -205,6 +254,14 @@ class BwrapRuntime(Runtime):
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+
+
+def _enter_sandbox_user(procs_files: list[str]) -> None:
+    """In the child before exec: join the cgroups (needs root), then drop to ``HOST_UID``."""
+    cgroups.join_groups(procs_files)
+    os.setgroups([])
+    os.setgid(layout.HOST_GID)
+    os.setuid(layout.HOST_UID)
 
 
 async def _run(*argv: str) -> None:

@@ -129,17 +129,18 @@ async def build_template(
         await asyncio.to_thread(_remove_leftovers, templates_dir, name)
         build_dir = templates_dir / f".build-{name}-{secrets.token_hex(4)}"
         build_dir.mkdir(mode=0o755)
-        build = _Build(recipe, recipe_digest, build_dir, on_progress or _ignore_progress)
+        failed_log = templates_dir / f".{name}.failed-build.log"
         try:
-            return await build.run(templates_dir / name)
+            build = _Build(recipe, recipe_digest, build_dir, on_progress or _ignore_progress)
+            info = await build.run(templates_dir / name)
         except BaseException:
             with contextlib.suppress(OSError):
-                shutil.copyfile(
-                    build_dir / "build.log", templates_dir / f".{name}.failed-build.log"
-                )
+                shutil.copyfile(build_dir / "build.log", failed_log)
             # Shielded: a second cancellation must not leave a half-built tree behind.
             await asyncio.shield(asyncio.to_thread(_remove_tree, build_dir))
             raise
+        failed_log.unlink(missing_ok=True)
+        return info
 
 
 def _ignore_progress(progress: BuildProgress) -> None:
@@ -625,9 +626,13 @@ def _make_dir(rootfs: Path, inner: str, mode: int | None, uid: int, gid: int) ->
     parts = [part for part in inner.split("/") if part]
     for depth in range(1, len(parts) + 1):
         host = resolve_inside(rootfs, "/" + "/".join(parts[:depth]))
-        if not host.exists():
-            host.mkdir()
-            os.chmod(host, 0o755)
+        if not os.path.lexists(host):
+            # A dangling link's target can be several levels deep; none of its missing levels can
+            # be a link, so creating them in order stays inside the rootfs.
+            missing = [host, *(p for p in host.parents if not os.path.lexists(p))]
+            for directory in reversed(missing):
+                directory.mkdir()
+                os.chmod(directory, 0o755)  # explicit: mkdir's mode is subject to the umask
         elif not host.is_dir():
             raise ValueError(f"{'/'.join(parts[:depth])} exists and is not a directory")
     if mode is not None:

@@ -141,7 +141,9 @@ _HOSTS = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopbac
 
 
 def _python() -> Recipe:
-    user_home = Directory(layout.USER_HOME, 0o755, layout.USER_UID, layout.USER_GID)
+    # The sandbox user is uid 1000 inside and HOST_UID outside (see runtime/bwrap.py): what it
+    # must be able to write is owned by HOST_UID here, and shows as its own inside.
+    user_home = Directory(layout.USER_HOME, 0o755, layout.HOST_UID, layout.HOST_GID)
     return Recipe(
         name="python",
         suite="bookworm",
@@ -151,6 +153,11 @@ def _python() -> Recipe:
             Run(
                 "Install ipykernel, numpy, pandas, matplotlib",
                 _pip_install(layout.USER_VENV, "ipykernel", "numpy", "pandas", "matplotlib"),
+            ),
+            Run(
+                # The user's environment is the user's: `pip install` in a sandbox must work.
+                "Give the user its venv",
+                ("chown", "-R", f"{layout.HOST_UID}:{layout.HOST_GID}", layout.USER_VENV),
             ),
             Run("Create agent venv", ("python3", "-m", "venv", layout.AGENT_VENV)),
             Run("Install jupyter_client", _pip_install(layout.AGENT_VENV, "jupyter_client")),
@@ -183,8 +190,8 @@ def _python() -> Recipe:
                 "Build matplotlib font cache",
                 (f"{layout.USER_VENV}/bin/python", "-c", "import matplotlib.pyplot"),
                 env={"HOME": layout.USER_HOME, "MPLBACKEND": "Agg"},
-                uid=layout.USER_UID,
-                gid=layout.USER_GID,
+                uid=layout.HOST_UID,
+                gid=layout.HOST_GID,
                 cwd=layout.USER_HOME,
             ),
             Write(

@@ -1,0 +1,204 @@
+"""The API in process: ``create_app`` with a real SQLite store and a :class:`FakeRuntime`.
+
+Requests go through ``httpx.ASGITransport`` with the app's lifespan running, so migrations,
+the admin key, adoption and the services are the real ones; only the isolation backend is fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from sandcastle.api.app import create_app
+from sandcastle.api.deps import Services
+from sandcastle.config import Settings
+from sandcastle.services.auth import new_key_row
+from sandcastle.store.db import Database
+from sandcastle.store.models import OrgRow, ProjectRow
+from tests.fakes import FakeRuntime
+
+#: ``type`` values the error envelope may carry (``org-sandboxes-list.txt``).
+ALLOWED_TYPES = frozenset(
+    """already_exists_error app_error authentication_error conflict_error aws_error
+    configuration_error database_error dynamodb_error e2b_error e2b_rate_limit_error
+    expired_signature_error expired_token_error forbidden_error group_error invalid_error
+    invalid_flag_error invalid_username_error mail_error member_exists_error
+    member_limit_exceeded_error migration_lock_timeout_error not_found_error oauth_config_error
+    org_sandbox_capacity_exceeded_error bad_gateway_error gateway_timeout_error s3_error
+    server_error task_error stripe_error token_error upgrade_required_error
+    usage_limit_exceeded_error user_verification_error validation_error""".split()
+)
+
+
+def write_template(templates_dir: Path, name: str = "python") -> Path:
+    """A built template as ``load_template`` reads it: a manifest and a ``rootfs/``."""
+    directory = templates_dir / name
+    (directory / "rootfs" / "usr").mkdir(parents=True)
+    manifest = {
+        "name": name,
+        "build_id": str(uuid.uuid4()),
+        "built_at": "2025-01-01T00:00:00+00:00",
+        "recipe_digest": "0" * 64,
+        "size_bytes": 4096,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def assert_envelope(response: httpx.Response, status: int, type_: str) -> dict[str, Any]:
+    """The control plane's error envelope: ``{code, detail, type, errors?}``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    assert set(body) <= {"code", "detail", "type", "errors"}, body
+    assert {"code", "detail", "type"} <= set(body), body
+    assert body["code"] == status
+    assert body["type"] == type_
+    assert type_ in ALLOWED_TYPES
+    assert isinstance(body["detail"], str) and body["detail"]
+    for item in body.get("errors", []):
+        assert set(item) == {"loc", "msg", "type"}, item
+        assert isinstance(item["loc"], list)
+        assert isinstance(item["msg"], str) and isinstance(item["type"], str)
+    return body
+
+
+@dataclass
+class Harness:
+    """A running app and what a test needs to reach into it."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    anon: httpx.AsyncClient
+    runtime: FakeRuntime
+    settings: Settings
+    db: Database
+    key: str
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    async def create(self, **body: Any) -> dict[str, Any]:
+        response = await self.client.post("/v1/sandboxes", json=body)
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    async def execute(self, sandbox_id: str, **body: Any) -> dict[str, Any]:
+        response = await self.client.post(f"/v1/sandboxes/{sandbox_id}/execute", json=body)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def add_tenant(self) -> str:
+        """A second organisation with its own project and key; returns that key."""
+        now = datetime.now(UTC)
+        org = OrgRow(id=str(uuid.uuid4()), slug="other", name="Other", created_at=now)
+        project = ProjectRow(
+            id=str(uuid.uuid4()), org_id=org.id, key="other", name="Other", created_at=now
+        )
+        key, row = new_key_row(
+            org_id=org.id, project_id=project.id, name="other", role="owner", now=now
+        )
+        async with self.db.session() as session:
+            session.add_all([org, project])
+            await session.flush()
+            session.add(row)
+        return key
+
+
+def make_settings(root: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": root / "data",
+        "templates_dir": root / "templates",
+        # Tests reconcile by hand, deterministically; the background loop must not race them.
+        "reconcile_interval_s": 3600.0,
+        "agent_connect_timeout_s": 5.0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, runtime: FakeRuntime) -> AsyncIterator[Harness]:
+    """Start the app's lifespan (migrations, admin key, adoption) and yield clients for it."""
+    db = Database(f"sqlite+aiosqlite:///{settings.data_dir / 'sandcastle.db'}")
+    app = create_app(settings, db, runtime)
+    async with app.router.lifespan_context(app):
+        key = settings.admin_key_path.read_text().strip()
+        # Like a real server, an exception that escapes is a 500 response, not a test crash.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with (
+            httpx.AsyncClient(
+                transport=transport,
+                base_url="http://test",
+                headers={"Authorization": f"Bearer {key}"},
+            ) as client,
+            httpx.AsyncClient(transport=transport, base_url="http://test") as anon,
+        ):
+            yield Harness(app, client, anon, runtime, settings, db, key)
+
+
+AppFactory = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[FakeRuntime]:
+    fake = FakeRuntime()
+    yield fake
+    await fake.shutdown()
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty database at the newest schema, made once and copied into each test."""
+    path = tmp_path_factory.mktemp("schema") / "sandcastle.db"
+
+    async def migrate() -> None:
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        try:
+            await db.migrate()
+        finally:
+            await db.aclose()
+
+    asyncio.run(migrate())
+    return path
+
+
+@pytest.fixture
+def root(tmp_path: Path, migrated_db: Path) -> Path:
+    write_template(tmp_path / "templates")
+    (tmp_path / "data").mkdir()
+    # The lifespan still runs the migrations; on an up-to-date schema they are a quick no-op.
+    shutil.copyfile(migrated_db, tmp_path / "data" / "sandcastle.db")
+    return tmp_path
+
+
+@pytest.fixture
+def start_app(root: Path, runtime: FakeRuntime) -> AppFactory:
+    """``async with start_app(**settings_overrides) as h:`` for tests that need other settings."""
+
+    def start(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Harness]:
+        return running_app(make_settings(root, **overrides), runtime)
+
+    return start
+
+
+@pytest.fixture
+async def harness(start_app: AppFactory) -> AsyncIterator[Harness]:
+    async with start_app() as h:
+        yield h

@@ -1,0 +1,378 @@
+"""In-process fakes for the fast test layers.
+
+:class:`FakeRuntime` is an honest stand-in for a backend: every sandbox gets a real
+:class:`~sandcastle.runtime.channel.AgentLink` listening on a real Unix socket, and a fake agent,
+an asyncio task in this process, dials it with the real agent channel
+(:class:`~sandcastle.agent.channel.AgentChannel`). Only the kernel is fake: code runs with
+``exec``/``eval`` in a namespace per context, and the agent emits the events the real one does
+(``sandcastle.agent.kernels``). Failures are injected by name: a launch that fails, an agent that
+never connects, processes that die, an agent that restarts and forgets its contexts, an OOM kill.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
+from sandcastle.errors import RuntimeBackendError
+from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
+from sandcastle.runtime.channel import AgentLink
+
+#: IPython's display formatter: method → MIME type it fills in.
+_REPR_METHODS = (
+    ("_repr_html_", "text/html"),
+    ("_repr_markdown_", "text/markdown"),
+    ("_repr_svg_", "image/svg+xml"),
+    ("_repr_png_", "image/png"),
+    ("_repr_jpeg_", "image/jpeg"),
+    ("_repr_latex_", "text/latex"),
+    ("_repr_json_", "application/json"),
+    ("_repr_javascript_", "application/javascript"),
+    ("_repr_pdf_", "application/pdf"),
+)
+#: IPython colours its tracebacks; the control plane must strip this.
+_RED, _RESET = "\x1b[0;31m", "\x1b[0m"
+
+
+def mime_bundle(value: Any) -> dict[str, Any]:
+    """The MIME bundle IPython would publish for ``value``."""
+    bundle: dict[str, Any] = {"text/plain": repr(value)}
+    kind = type(value)
+    for method, mime in _REPR_METHODS:
+        render = getattr(kind, method, None)
+        if render is not None:
+            rendered = render(value)
+            if rendered is not None:
+                bundle[mime] = rendered
+    mimebundle = getattr(kind, "_repr_mimebundle_", None)
+    if mimebundle is not None:
+        bundle.update(mimebundle(value))
+    return bundle
+
+
+@dataclass
+class FakeContext:
+    """One REPL context: a namespace that lives across executions, and a counter."""
+
+    id: str
+    language: str
+    cwd: str
+    namespace: dict[str, Any] = field(default_factory=dict)
+    execution_count: int = 0
+    dead_reason: str | None = None
+
+
+@contextlib.contextmanager
+def _scoped_env(values: dict[str, str]) -> Iterator[None]:
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in previous.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def run_cell(code: str, namespace: dict[str, Any]) -> Any:
+    """Run ``code`` like a notebook cell: the value of a final expression is the result."""
+    tree = ast.parse(code, filename="<cell>", mode="exec")
+    last: ast.Expression | None = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, "<cell>", "exec"), namespace)
+    if last is not None:
+        return eval(compile(last, "<cell>", "eval"), namespace)
+    return None
+
+
+def _cell_traceback(exc: BaseException) -> list[str]:
+    """The traceback lines of the user's cell only, as a kernel shows them."""
+    summary = traceback.TracebackException.from_exception(exc)
+    summary.stack = traceback.StackSummary.from_list(
+        [frame for frame in summary.stack if frame.filename == "<cell>"]
+    )
+    return [chunk.rstrip("\n") for chunk in summary.format()]
+
+
+class FakeAgent:
+    """The agent's request handlers over a fake kernel; the channel itself is the real one."""
+
+    def __init__(
+        self, sandbox_id: str, socket_path: Path, default_cwd: str, on_oom: Any = None
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self.default_cwd = default_cwd
+        self.contexts: dict[str, FakeContext] = {}
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        #: The next execution's kernel is killed by the OOM killer.
+        self.oom_next = False
+        self._on_oom = on_oom
+        self.channel = AgentChannel(
+            str(socket_path),
+            sandbox_id,
+            {
+                "ping": self.ping,
+                "context.create": self.context_create,
+                "context.delete": self.context_delete,
+                "execute": self.execute,
+            },
+            lambda: list(self.contexts),
+        )
+
+    async def ping(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        self.requests.append(("ping", params))
+        return {"contexts": list(self.contexts)}
+
+    async def context_create(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        self.requests.append(("context.create", params))
+        context_id, language = str(params["context_id"]), str(params["language"])
+        if language != "python":
+            raise RequestFailed("invalid", f"unsupported language {language!r}")
+        ctx = self.contexts.get(context_id)
+        if ctx is None:
+            ctx = FakeContext(context_id, language, params.get("cwd") or self.default_cwd)
+            self.contexts[context_id] = ctx
+        return {"context_id": ctx.id, "language": ctx.language, "cwd": ctx.cwd}
+
+    async def context_delete(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        self.requests.append(("context.delete", params))
+        self.contexts.pop(str(params["context_id"]), None)
+        return {}
+
+    async def execute(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        self.requests.append(("execute", params))
+        context_id = str(params["context_id"])
+        ctx = self.contexts.get(context_id)
+        if ctx is None:
+            raise RequestFailed("context_not_found", f"no context {context_id} in this sandbox")
+        if self.oom_next:
+            self.oom_next = False
+            ctx.dead_reason = (
+                "the context's kernel process was killed by signal 9; its state is lost, "
+                "create a new context"
+            )
+            if self._on_oom is not None:
+                self._on_oom()
+        if ctx.dead_reason is not None:
+            await emit(
+                {
+                    "kind": "error",
+                    "name": "KernelDiedError",
+                    "value": ctx.dead_reason,
+                    "traceback": [],
+                }
+            )
+            return {"status": "died", "execution_count": None, "restarted": False}
+
+        ctx.execution_count += 1
+        count = ctx.execution_count
+        await emit({"kind": "execution_count", "value": count})
+        displays: list[dict[str, Any]] = []
+        ctx.namespace["display"] = lambda value: displays.append(mime_bundle(value))
+        stdout, stderr = io.StringIO(), io.StringIO()
+        value: Any = None
+        failure: BaseException | None = None
+        env = {str(k): str(v) for k, v in (params.get("env_vars") or {}).items()}
+        with (
+            _scoped_env(env),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+        ):
+            try:
+                value = run_cell(str(params["code"]), ctx.namespace)
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:  # user code: a result
+                failure = exc
+        for name, buffer in (("stdout", stdout), ("stderr", stderr)):
+            if buffer.getvalue():
+                await emit({"kind": name, "text": buffer.getvalue()})
+        for data in displays:
+            await emit({"kind": "result", "is_primary": False, "data": data})
+        if failure is not None:
+            lines = _cell_traceback(failure)
+            await emit(
+                {
+                    "kind": "error",
+                    "name": type(failure).__name__,
+                    "value": str(failure),
+                    "traceback": [f"{_RED}{'-' * 75}{_RESET}", *lines],
+                }
+            )
+            status = "error"
+        else:
+            if value is not None:
+                await emit({"kind": "result", "is_primary": True, "data": mime_bundle(value)})
+            status = "ok"
+        return {
+            "status": status,
+            "execution_count": count,
+            "restarted": False,
+            "truncated_chars": {"stdout": 0, "stderr": 0},
+        }
+
+
+@dataclass
+class FakeSandbox:
+    spec: LaunchSpec
+    socket_path: Path
+    agent: FakeAgent | None = None
+    task: asyncio.Task[None] | None = None
+    alive: bool = True
+    oom_kills: int = 0
+
+
+class FakeRuntime(Runtime):
+    """A backend whose sandboxes are asyncio tasks speaking the real channel protocol."""
+
+    name: ClassVar[str] = "fake"
+
+    def __init__(
+        self,
+        sockets_dir: Path | None = None,
+        *,
+        fail_launch: bool | BaseException = False,
+        agent_connects: bool = True,
+    ) -> None:
+        # Unix socket paths are limited to ~108 bytes: keep them short, outside pytest's tmp.
+        self._owns_dir = sockets_dir is None
+        self._dir = sockets_dir or Path(tempfile.mkdtemp(prefix="scfake-"))
+        #: ``True`` raises ``RuntimeBackendError``; an exception instance is raised as is.
+        self.fail_launch = fail_launch
+        #: ``False``: processes start but the agent never dials home.
+        self.agent_connects = agent_connects
+        self.launched: list[LaunchSpec] = []
+        self.destroyed: list[str] = []
+        self._boxes: dict[str, FakeSandbox] = {}
+        self._links: dict[str, AgentLink] = {}
+
+    # --- the Runtime interface -----------------------------------------------------------
+
+    async def launch(self, spec: LaunchSpec) -> AgentLink:
+        self.launched.append(spec)
+        if self.fail_launch is not False:
+            if isinstance(self.fail_launch, BaseException):
+                raise self.fail_launch
+            raise RuntimeBackendError("injected launch failure")
+        if not spec.rootfs.is_dir():
+            raise RuntimeBackendError(f"template root filesystem missing at {spec.rootfs}")
+        box = FakeSandbox(spec, self._dir / spec.sandbox_id / "agent.sock")
+        self._boxes[spec.sandbox_id] = box
+        try:
+            link = AgentLink(spec.sandbox_id, box.socket_path)
+            await link.listen()
+            self._links[spec.sandbox_id] = link
+            if self.agent_connects:
+                self._start_agent(box)
+        except BaseException:
+            await self.destroy(spec.sandbox_id)
+            raise
+        return link
+
+    async def adopt(self, sandbox_id: str) -> AgentLink | None:
+        box = self._boxes.get(sandbox_id)
+        if box is None or not box.alive:
+            return None
+        link = self._links.get(sandbox_id)
+        if link is None:
+            link = AgentLink(sandbox_id, box.socket_path)
+            await link.listen()
+            self._links[sandbox_id] = link
+        return link
+
+    async def poll(self, sandbox_id: str) -> ProcessState:
+        box = self._boxes.get(sandbox_id)
+        if box is None:
+            return ProcessState(alive=False)
+        return ProcessState(alive=box.alive, oom_kills=box.oom_kills)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        self.destroyed.append(sandbox_id)
+        link = self._links.pop(sandbox_id, None)
+        if link is not None:
+            await link.aclose()
+        box = self._boxes.pop(sandbox_id, None)
+        if box is not None:
+            await self._stop_agent(box)
+            box.alive = False
+        shutil.rmtree(self._dir / sandbox_id, ignore_errors=True)
+
+    async def list_sandboxes(self) -> list[str]:
+        return sorted(self._boxes)
+
+    def link(self, sandbox_id: str) -> AgentLink | None:
+        return self._links.get(sandbox_id)
+
+    async def aclose(self) -> None:
+        # Like a real backend: the server lets go, the sandboxes (agents) keep running and redial.
+        for link in self._links.values():
+            await link.aclose()
+        self._links.clear()
+
+    # --- failure injection and inspection ------------------------------------------------
+
+    def agent(self, sandbox_id: str) -> FakeAgent:
+        agent = self._boxes[sandbox_id].agent
+        assert agent is not None, f"sandbox {sandbox_id} has no agent"
+        return agent
+
+    async def kill(self, sandbox_id: str) -> None:
+        """Every process of the sandbox dies: the agent is gone and ``poll`` reports it."""
+        box = self._boxes[sandbox_id]
+        await self._stop_agent(box)
+        box.alive = False
+
+    async def restart_agent(self, sandbox_id: str, timeout: float = 5.0) -> None:
+        """The agent process restarts: it redials with no contexts."""
+        box = self._boxes[sandbox_id]
+        link = self._links[sandbox_id]
+        await self._stop_agent(box)
+        while link.connected:  # wait until the host has noticed the old connection is gone
+            await asyncio.sleep(0.005)
+        self._start_agent(box)
+        await link.wait_connected(timeout)
+
+    def inject_oom(self, sandbox_id: str) -> None:
+        """The next execution's kernel is killed by the OOM killer (the cgroup counts it)."""
+        self.agent(sandbox_id).oom_next = True
+
+    async def shutdown(self) -> None:
+        """End of test: stop every fake agent and remove the sockets."""
+        await self.aclose()
+        for box in list(self._boxes.values()):
+            await self._stop_agent(box)
+        self._boxes.clear()
+        if self._owns_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _start_agent(self, box: FakeSandbox) -> None:
+        def on_oom() -> None:
+            box.oom_kills += 1
+
+        box.agent = FakeAgent(box.spec.sandbox_id, box.socket_path, box.spec.cwd, on_oom)
+        box.task = asyncio.create_task(
+            box.agent.channel.run_forever(), name=f"fake-agent-{box.spec.sandbox_id}"
+        )
+
+    async def _stop_agent(self, box: FakeSandbox) -> None:
+        task, box.task = box.task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # Let the handler tasks the channel cancelled on its way out finish their replies.
+            await asyncio.sleep(0)
