@@ -6,7 +6,8 @@ an asyncio task in this process, dials it with the real agent channel
 (:class:`~sandcastle.agent.channel.AgentChannel`). Only the kernel is fake: code runs with
 ``exec``/``eval`` in a namespace per context, and the agent emits the events the real one does
 (``sandcastle.agent.kernels``). Failures are injected by name: a launch that fails, an agent that
-never connects, processes that die, an agent that restarts and forgets its contexts, an OOM kill.
+never connects, processes that die, an agent that restarts and forgets its contexts, an OOM kill,
+a paused (frozen) sandbox whose agent answers nothing until resumed.
 """
 
 from __future__ import annotations
@@ -112,14 +113,27 @@ class FakeAgent:
     """The agent's request handlers over a fake kernel; the channel itself is the real one."""
 
     def __init__(
-        self, sandbox_id: str, socket_path: Path, default_cwd: str, on_oom: Any = None
+        self,
+        sandbox_id: str,
+        socket_path: Path,
+        default_cwd: str,
+        *,
+        thawed: asyncio.Event | None = None,
+        on_oom: Any = None,
     ) -> None:
         self.sandbox_id = sandbox_id
+        #: Cleared while the sandbox is paused: a frozen process answers nothing.
+        if thawed is None:
+            thawed = asyncio.Event()
+            thawed.set()
+        self.thawed = thawed
         self.default_cwd = default_cwd
         self.contexts: dict[str, FakeContext] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         #: The next execution's kernel is killed by the OOM killer.
         self.oom_next = False
+        #: Raised by the next request's handler: the agent itself broke (not the user's code).
+        self.fail_next: Exception | None = None
         self._on_oom = on_oom
         self.channel = AgentChannel(
             str(socket_path),
@@ -133,12 +147,19 @@ class FakeAgent:
             lambda: list(self.contexts),
         )
 
+    async def _record(self, method: str, params: dict[str, Any]) -> None:
+        await self.thawed.wait()
+        self.requests.append((method, params))
+        failure, self.fail_next = self.fail_next, None
+        if failure is not None:
+            raise failure
+
     async def ping(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        self.requests.append(("ping", params))
+        await self._record("ping", params)
         return {"contexts": list(self.contexts)}
 
     async def context_create(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        self.requests.append(("context.create", params))
+        await self._record("context.create", params)
         context_id, language = str(params["context_id"]), str(params["language"])
         if language != "python":
             raise RequestFailed("invalid", f"unsupported language {language!r}")
@@ -149,12 +170,12 @@ class FakeAgent:
         return {"context_id": ctx.id, "language": ctx.language, "cwd": ctx.cwd}
 
     async def context_delete(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        self.requests.append(("context.delete", params))
+        await self._record("context.delete", params)
         self.contexts.pop(str(params["context_id"]), None)
         return {}
 
     async def execute(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        self.requests.append(("execute", params))
+        await self._record("execute", params)
         context_id = str(params["context_id"])
         ctx = self.contexts.get(context_id)
         if ctx is None:
@@ -232,6 +253,10 @@ class FakeSandbox:
     task: asyncio.Task[None] | None = None
     alive: bool = True
     oom_kills: int = 0
+    thawed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.thawed.set()
 
 
 class FakeRuntime(Runtime):
@@ -296,7 +321,20 @@ class FakeRuntime(Runtime):
         box = self._boxes.get(sandbox_id)
         if box is None:
             return ProcessState(alive=False)
-        return ProcessState(alive=box.alive, oom_kills=box.oom_kills)
+        return ProcessState(
+            alive=box.alive, oom_kills=box.oom_kills, frozen=not box.thawed.is_set()
+        )
+
+    async def pause(self, sandbox_id: str) -> None:
+        box = self._boxes.get(sandbox_id)
+        if box is None or not box.alive:
+            raise RuntimeBackendError(f"sandbox {sandbox_id} has no processes to pause")
+        box.thawed.clear()
+
+    async def resume(self, sandbox_id: str) -> None:
+        box = self._boxes.get(sandbox_id)
+        if box is not None:
+            box.thawed.set()
 
     async def destroy(self, sandbox_id: str) -> None:
         self.destroyed.append(sandbox_id)
@@ -363,7 +401,9 @@ class FakeRuntime(Runtime):
         def on_oom() -> None:
             box.oom_kills += 1
 
-        box.agent = FakeAgent(box.spec.sandbox_id, box.socket_path, box.spec.cwd, on_oom)
+        box.agent = FakeAgent(
+            box.spec.sandbox_id, box.socket_path, box.spec.cwd, thawed=box.thawed, on_oom=on_oom
+        )
         box.task = asyncio.create_task(
             box.agent.channel.run_forever(), name=f"fake-agent-{box.spec.sandbox_id}"
         )
@@ -372,7 +412,9 @@ class FakeRuntime(Runtime):
         task, box.task = box.task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # ``wait`` rather than ``await``: our own cancellation must not be swallowed.
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.result()  # an agent that crashed is a bug in the fake: surface it
             # Let the handler tasks the channel cancelled on its way out finish their replies.
             await asyncio.sleep(0)

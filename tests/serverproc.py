@@ -96,6 +96,16 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
 
+    def purge(self) -> None:
+        """Destroy every sandbox of this data dir, warm-pool entries included."""
+        self.stop()
+        subprocess.run(
+            [sys.executable, "-m", "sandcastle", "purge", "--yes", "--data-dir", str(self.data_dir)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
     def destroy_all(self) -> None:
         """Destroy every sandbox this server knows, so no test leaves processes behind."""
         with self.client() as c:

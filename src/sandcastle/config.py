@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     min_memory_mb: int = Field(default=128, ge=32)
     min_disk_mb: int = Field(default=64, ge=16)
     pids_max: int = Field(default=512, ge=64)
+    #: Started sandboxes kept ready per template (JSON in the environment: '{"python": 2}').
+    warm_pool: dict[str, int] = Field(default_factory=lambda: {"python": 1})
     default_timeout_ms: int = Field(default=300_000, ge=1000)
     max_timeout_ms: int = Field(default=86_400_000, ge=1000)
     #: How long create waits for the agent to dial home before the sandbox is an error.

@@ -41,9 +41,10 @@ class InvalidRequestError(SandcastleError):
 class FieldError(InvalidRequestError):
     """Invalid input tied to one named request field."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, location: str = "body") -> None:
         super().__init__(message)
         self.field = field
+        self.location = location
 
 
 class LimitExceededError(InvalidRequestError):

@@ -296,9 +296,7 @@ async def test_execute_in_unknown_sandbox_is_404(harness: Harness) -> None:
 async def test_execute_in_destroyed_sandbox_is_409(harness: Harness, sandbox_id: str) -> None:
     agent = harness.runtime.agent(sandbox_id)
     await harness.client.delete(f"/v1/sandboxes/{sandbox_id}")
-    response = await harness.client.post(
-        f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "1"}
-    )
+    response = await harness.client.post(f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "1"})
     body = assert_envelope(response, 409, "conflict_error")
     assert body["detail"] == f"sandbox {sandbox_id} is destroyed; it must be running"
     assert agent.requests == []
@@ -309,9 +307,7 @@ async def test_execute_in_errored_sandbox_is_409_with_the_reason(
 ) -> None:
     await harness.runtime.kill(sandbox_id)
     await harness.services.sandboxes.reconcile()
-    response = await harness.client.post(
-        f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "1"}
-    )
+    response = await harness.client.post(f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "1"})
     body = assert_envelope(response, 409, "conflict_error")
     assert "is error" in body["detail"]
     assert "exited unexpectedly" in body["detail"]
@@ -339,3 +335,18 @@ async def test_oom_kill_is_reported_once_then_the_context_is_dead(
     assert fresh["items"] == [{"is_primary": True, "text": "2"}]
     sandbox = (await harness.client.get(f"/v1/sandboxes/{sandbox_id}")).json()
     assert sandbox["status"] == "running"  # an OOM kill ends a kernel, not the sandbox
+
+
+async def test_execution_waits_while_the_sandbox_is_frozen(
+    harness: Harness, sandbox_id: str
+) -> None:
+    ctx = (await harness.execute(sandbox_id, code="n = 1"))["context_id"]
+    await harness.runtime.pause(sandbox_id)
+    assert (await harness.runtime.poll(sandbox_id)).frozen
+    pending = asyncio.create_task(harness.execute(sandbox_id, code="n + 1", context_id=ctx))
+    await asyncio.sleep(0.05)
+    assert not pending.done()  # a frozen agent answers nothing
+    await harness.runtime.resume(sandbox_id)
+    result = await asyncio.wait_for(pending, 5)
+    assert result["items"] == [{"is_primary": True, "text": "2"}]
+    assert not (await harness.runtime.poll(sandbox_id)).frozen

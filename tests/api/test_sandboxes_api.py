@@ -249,11 +249,6 @@ async def test_bad_cursor_is_a_422_envelope(harness: Harness, cursor: str) -> No
     assert "cursor" in body["detail"]
 
 
-@pytest.mark.xfail(
-    reason="bug: decode_cursor accepts a naive timestamp, which UTCDateTime refuses at query "
-    "time, so the forged cursor is a 500 instead of a 422",
-    strict=True,
-)
 async def test_cursor_with_a_naive_timestamp_is_a_422(harness: Harness) -> None:
     cursor = _b64(json.dumps(["2025-01-01T00:00:00", "sb_00000000"]).encode())
     response = await harness.client.get("/v1/sandboxes", params={"cursor": cursor})
@@ -331,11 +326,6 @@ async def test_os_error_during_launch_makes_the_sandbox_error(harness: Harness) 
     assert "Permission denied" in str(sandbox["status_reason"])
 
 
-@pytest.mark.xfail(
-    reason="bug: SandboxService.create only catches SandcastleError/OSError, so any other "
-    "exception from the backend leaves the row 'creating' until the next restart",
-    strict=True,
-)
 async def test_unexpected_launch_exception_still_makes_the_sandbox_error(
     harness: Harness,
 ) -> None:
@@ -478,9 +468,7 @@ async def test_rows_and_runtime_agree_after_a_mixed_workload(harness: Harness) -
     gone = (await harness.create())["id"]
     await harness.client.delete(f"/v1/sandboxes/{gone}")
     async with harness.db.session() as session:
-        rows = {
-            row.id: row.status for row in (await session.scalars(select(SandboxRow))).all()
-        }
+        rows = {row.id: row.status for row in (await session.scalars(select(SandboxRow))).all()}
     assert rows == {kept: "running", gone: "destroyed"}
     assert await harness.runtime.list_sandboxes() == [kept]
 

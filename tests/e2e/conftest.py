@@ -29,7 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         try:
             proc.destroy_all()
         finally:
-            proc.stop()
+            proc.purge()
 
 
 @pytest.fixture

@@ -30,4 +30,4 @@ def test_sandboxes_survive_a_server_crash(tmp_path: Path) -> None:
         try:
             server.destroy_all()
         finally:
-            server.stop()
+            server.purge()

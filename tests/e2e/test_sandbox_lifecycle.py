@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -19,7 +20,11 @@ def test_create_returns_running_sandbox_with_documented_fields(sandbox: dict[str
     assert sandbox["expires_at"] == sandbox["timeout_at"]
     assert sandbox["started_at"] and sandbox["created_at"]
     assert "snapshot_id" not in sandbox  # only while paused
-    assert "warm_pool_checkout" not in sandbox  # no pool was considered
+    # The server keeps a warm pool for "python", so create considered it.
+    checkout = sandbox["warm_pool_checkout"]
+    assert isinstance(checkout, dict) and checkout["id"] == "wp_python"
+    assert isinstance(checkout["hit"], bool)
+    assert "traffic_access_token" not in sandbox  # only when asked for
 
 
 def test_metadata_is_stored_verbatim_and_get_returns_it(api: httpx.Client) -> None:
@@ -40,14 +45,21 @@ def test_delete_keeps_the_record_as_destroyed_and_removes_processes(
 ) -> None:
     sandbox_id = api.post("/v1/sandboxes", json={}).json()["id"]
     layer = server.data_dir / "sandboxes" / sandbox_id
-    cgroup = Path("/sys/fs/cgroup/pids/sandcastle") / sandbox_id
-    assert layer.exists() and cgroup.exists()
+    (cgroup,) = Path("/sys/fs/cgroup/pids/sandcastle").glob(f"*/{sandbox_id}")
+    (run_dir,) = Path("/run/sandcastle").glob(f"*/{sandbox_id}")
+    socket = run_dir / "chan" / "agent.sock"
+    pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    assert layer.exists() and socket.exists() and pids
+    assert os.path.ismount(run_dir / "root") and os.path.ismount(layer / "layer")
     deleted = api.delete(f"/v1/sandboxes/{sandbox_id}")
     assert deleted.status_code == 200
     assert deleted.json()["status"] == "destroyed"
     assert api.get(f"/v1/sandboxes/{sandbox_id}").json()["status"] == "destroyed"
     assert not layer.exists()
     assert not cgroup.exists()
+    assert not run_dir.exists() and not socket.exists()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert str(run_dir) not in Path("/proc/mounts").read_text()
     executed = api.post(f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "1"})
     assert executed.status_code == 409
     assert executed.json()["type"] == "conflict_error"

@@ -9,7 +9,8 @@ from typing import Any
 
 from sandcastle.agent import layout
 from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
-from sandcastle.agent.kernels import ContextGoneError, Kernels
+from sandcastle.agent.files import AgentFiles
+from sandcastle.agent.kernels import ContextGoneError, ContextSetupError, Kernels
 
 _AGENT_ONLY_ENV = (
     "PYTHONPATH",
@@ -39,14 +40,32 @@ def build_handlers(kernels: Kernels) -> dict[str, Any]:
     async def context_create(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         try:
             ctx = await kernels.create(
-                str(params["context_id"]), str(params["language"]), params.get("cwd")
+                str(params["context_id"]),
+                str(params["language"]),
+                params.get("cwd"),
+                keep_spare=bool(params.get("keep_spare", True)),
             )
-        except ValueError as exc:
-            raise RequestFailed("invalid", str(exc)) from exc
+        except ContextSetupError as exc:
+            code = "invalid" if exc.field == "language" else f"invalid_{exc.field}"
+            raise RequestFailed(code, str(exc)) from exc
         return {"context_id": ctx.id, "language": ctx.language, "cwd": ctx.cwd}
 
     async def context_delete(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         await kernels.delete(str(params["context_id"]))
+        return {}
+
+    async def context_restart(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        try:
+            await kernels.restart(str(params["context_id"]))
+        except ContextGoneError as exc:
+            raise RequestFailed("context_not_found", f"no context {exc} in this sandbox") from exc
+        return {}
+
+    async def context_interrupt(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        try:
+            await kernels.interrupt(str(params["context_id"]))
+        except ContextGoneError as exc:
+            raise RequestFailed("context_not_found", f"no context {exc} in this sandbox") from exc
         return {}
 
     async def execute(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -65,6 +84,8 @@ def build_handlers(kernels: Kernels) -> dict[str, Any]:
         "ping": ping,
         "context.create": context_create,
         "context.delete": context_delete,
+        "context.restart": context_restart,
+        "context.interrupt": context_interrupt,
         "execute": execute,
     }
 
@@ -77,15 +98,17 @@ async def amain() -> None:
         kernel_env=kernel_env(),
     )
     kernels.keep_spare("python")
+    files = AgentFiles(home=layout.USER_HOME)
     channel = AgentChannel(
         os.environ.get("SANDCASTLE_CHANNEL_SOCKET", layout.CHANNEL_SOCKET),
         sandbox_id,
-        build_handlers(kernels),
+        {**build_handlers(kernels), **files.handlers()},
         lambda: kernels.context_ids,
     )
     try:
         await channel.run_forever()
     finally:
+        await files.aclose()
         await kernels.aclose()
 
 

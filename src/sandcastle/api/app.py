@@ -11,12 +11,19 @@ from fastapi import FastAPI
 
 from sandcastle import __version__
 from sandcastle.api import errors
+from sandcastle.api.activity import ActivityMiddleware
 from sandcastle.api.deps import Services
-from sandcastle.api.routes import execute, health, sandboxes
+from sandcastle.api.hostrouting import HostRoutingMiddleware
+from sandcastle.api.routes import agent_api, contexts, execute, files, health, sandboxes
 from sandcastle.config import Settings
 from sandcastle.runtime.base import Runtime
+from sandcastle.services.activity import ActivityTracker
+from sandcastle.services.agent_api import AgentApiService
 from sandcastle.services.bootstrap import ensure_defaults
+from sandcastle.services.contexts import ContextService
 from sandcastle.services.executions import ExecutionService
+from sandcastle.services.files import FilesService
+from sandcastle.services.pool import WarmPoolService
 from sandcastle.services.sandboxes import SandboxService
 from sandcastle.store.db import Database
 
@@ -32,12 +39,23 @@ def create_app(
 ) -> FastAPI:
     """Build the app around injected parts; nothing starts until the lifespan runs."""
     sandbox_service = SandboxService(settings, db, runtime)
+    pool = WarmPoolService(settings, db, sandbox_service)
+    sandbox_service.pool = pool
+    context_service = ContextService(db, sandbox_service)
+    executions = ExecutionService(sandbox_service, context_service)
+    files_service = FilesService(sandbox_service)
+    activity = ActivityTracker()
     services = Services(
         settings=settings,
         db=db,
         runtime=runtime,
         sandboxes=sandbox_service,
-        executions=ExecutionService(db, sandbox_service),
+        executions=executions,
+        contexts=context_service,
+        pool=pool,
+        files=files_service,
+        activity=activity,
+        agent_api=AgentApiService(sandbox_service, executions, files_service, activity),
     )
 
     @contextlib.asynccontextmanager
@@ -49,13 +67,18 @@ def create_app(
             on_admin_key(key)
         await sandbox_service.adopt_all()
         log.info("runtime backend: %s", runtime.name)
-        reconciler = asyncio.create_task(_reconcile_forever(sandbox_service, settings))
+        background = [
+            asyncio.create_task(_reconcile_forever(sandbox_service, settings)),
+            asyncio.create_task(pool.run_forever()),
+        ]
         try:
             yield
         finally:
-            reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runtime.aclose()
             await db.aclose()
 
@@ -70,6 +93,12 @@ def create_app(
     app.include_router(health.router)
     app.include_router(sandboxes.router)
     app.include_router(execute.router)
+    app.include_router(contexts.router)
+    app.include_router(files.router)
+    app.include_router(agent_api.router)
+    # The last added runs first: sandbox hosts are rewritten before activity is recorded.
+    app.add_middleware(ActivityMiddleware, tracker=activity)
+    app.add_middleware(HostRoutingMiddleware, domain=settings.sandbox_domain)
     return app
 
 

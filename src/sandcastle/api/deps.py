@@ -10,8 +10,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sandcastle.config import Settings
 from sandcastle.runtime.base import Runtime
+from sandcastle.services.activity import ActivityTracker
+from sandcastle.services.agent_api import AgentApiService
 from sandcastle.services.auth import Principal, authenticate
+from sandcastle.services.contexts import ContextService
 from sandcastle.services.executions import ExecutionService
+from sandcastle.services.files import FilesService
+from sandcastle.services.pool import WarmPoolService
 from sandcastle.services.sandboxes import SandboxService
 from sandcastle.store.db import Database
 
@@ -23,6 +28,11 @@ class Services:
     runtime: Runtime
     sandboxes: SandboxService
     executions: ExecutionService
+    contexts: ContextService
+    pool: WarmPoolService
+    files: FilesService
+    activity: ActivityTracker
+    agent_api: AgentApiService
 
 
 def get_services(request: Request) -> Services:

@@ -73,13 +73,19 @@ def lookup(exc: BaseException) -> tuple[int, str]:
 
 
 def envelope(
-    status: int, detail: str, type_: str, errs: list[dict[str, Any]] | None = None
+    status: int,
+    detail: str,
+    type_: str,
+    errs: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": status, "detail": detail, "type": type_}
     if errs is not None:
         body["errors"] = errs
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, headers=all_headers or None)
 
 
 def execute_validation(errs: list[dict[str, str]]) -> JSONResponse:
@@ -95,11 +101,14 @@ async def _sandcastle_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
     errs = None
     if isinstance(exc, errors.FieldError):
-        errs = [{"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}]
+        errs = [{"loc": [exc.location, exc.field], "msg": exc.message, "type": "value_error"}]
     return envelope(status, exc.message, type_, errs)
 
 
-def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+def _field_name(error: dict[str, Any]) -> str:
+    if error.get("type") == "json_invalid":
+        return "body"  # its loc holds a character offset, not a field
+    loc = error.get("loc", ())
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
 
@@ -109,7 +118,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     raw = list(exc.errors())
     if _uses_execute_document(request):
         return execute_validation(
-            [{"field": _field_name(e.get("loc", ())), "error": str(e.get("msg", ""))} for e in raw]
+            [{"field": _field_name(e), "error": str(e.get("msg", ""))} for e in raw]
         )
     errs = [
         {
@@ -129,7 +138,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if status == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}"
-    return envelope(status, detail, type_)
+    headers = dict(exc.headers or {})
+    if status == 405:
+        # Starlette names only the first route that matched the path; list every method.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return envelope(status, detail, type_, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        route_methods = getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(request.url.path):
+            methods |= set(route_methods)
+    return sorted(methods)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

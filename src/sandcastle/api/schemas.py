@@ -9,10 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandcastle.domain.execution import ExecutionResult
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
+from sandcastle.errors import FieldError
 
 
 def rfc3339(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+class NetworkBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    internet: bool = Field(default=False, description="Outbound access through NAT.")
 
 
 class SandboxCreateBody(BaseModel):
@@ -26,6 +33,14 @@ class SandboxCreateBody(BaseModel):
     timeout_ms: int | None = Field(default=None, ge=1)
     timeout_action: Literal["destroy", "hibernate"] = "destroy"
     cwd: str | None = Field(default=None, min_length=1, max_length=4096)
+    network: NetworkBody = Field(default_factory=NetworkBody)
+
+
+class TimeoutBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_ms: int = Field(ge=1, description="New deadline, counted from now.")
+    timeout_action: Literal["destroy", "hibernate"] | None = None
 
 
 class ConfigOut(BaseModel):
@@ -36,11 +51,11 @@ class ConfigOut(BaseModel):
 
 class WarmPoolCheckoutOut(BaseModel):
     hit: bool
-    id: str | None = None
+    id: str
 
 
 class SandboxOut(BaseModel):
-    """``sandbox-get.txt``'s sandbox object."""
+    """``sandbox-get.txt``'s sandbox object (with ``fields``, only the fields asked for)."""
 
     id: str
     status: SandboxStatus
@@ -51,16 +66,35 @@ class SandboxOut(BaseModel):
     started_at: str | None = None
     timeout_ms: int | None = None
     timeout_at: str | None = None
-    expires_at: str | None = None
+    expires_at: str | None = Field(default=None, description="Alias of timeout_at.")
     timeout_action: Literal["destroy", "hibernate"] | None = None
     cwd: str | None = None
-    snapshot_id: str | None = None
+    snapshot_id: str | None = Field(default=None, description="Present only when paused.")
     warm_pool_checkout: WarmPoolCheckoutOut | None = None
+    traffic_access_token: str | None = Field(
+        default=None, description="Only when asked for with ``fields``."
+    )
+    network: NetworkBody | None = None
+    oom_kills: int | None = Field(
+        default=None, description="Out-of-memory kills inside the sandbox so far."
+    )
     status_reason: str | None = Field(default=None, description="Why the sandbox is in error.")
 
 
-def sandbox_out(sandbox: Sandbox) -> dict[str, Any]:
-    """Serialise a sandbox; ``snapshot_id`` and ``warm_pool_checkout`` only when they apply."""
+#: The ``fields`` mask accepts exactly the fields ``sandbox-get.txt`` names.
+MASKABLE_FIELDS = frozenset(
+    {
+        "id", "status", "config", "template", "metadata", "started_at", "timeout_ms",
+        "timeout_at", "expires_at", "timeout_action", "created_at", "cwd", "snapshot_id",
+        "traffic_access_token",
+    }
+)  # fmt: skip
+
+
+def sandbox_out(sandbox: Sandbox, fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """Serialise a sandbox. Optional fields appear only when they apply: ``cwd`` when one was
+    configured, ``snapshot_id`` while paused (and a snapshot exists), ``warm_pool_checkout``
+    when create considered a pool, ``traffic_access_token`` only when asked for."""
     body: dict[str, Any] = {
         "id": sandbox.id,
         "status": sandbox.status.value,
@@ -77,11 +111,38 @@ def sandbox_out(sandbox: Sandbox) -> dict[str, Any]:
         "timeout_at": rfc3339(sandbox.timeout_at),
         "expires_at": rfc3339(sandbox.timeout_at),
         "timeout_action": sandbox.timeout_action.value,
-        "cwd": sandbox.cwd,
     }
+    if sandbox.cwd is not None:
+        body["cwd"] = sandbox.cwd
+    if sandbox.warm_pool_checkout is not None:
+        body["warm_pool_checkout"] = {
+            "hit": sandbox.warm_pool_checkout.hit,
+            "id": sandbox.warm_pool_checkout.pool_id,
+        }
+    body["network"] = {"internet": sandbox.internet}
+    body["oom_kills"] = sandbox.oom_kills
     if sandbox.status_reason is not None:
         body["status_reason"] = sandbox.status_reason
-    return body
+    if fields is None:
+        return body
+    if "traffic_access_token" in fields and sandbox.traffic_access_token is not None:
+        body["traffic_access_token"] = sandbox.traffic_access_token
+    return {key: value for key, value in body.items() if key in fields}
+
+
+def parse_fields(raw: str | None) -> frozenset[str] | None:
+    """``fields=id,status`` → the mask; unknown names are a validation error."""
+    if raw is None:
+        return None
+    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
+    unknown = sorted(names - MASKABLE_FIELDS)
+    if unknown or not names:
+        message = (
+            f"unknown field(s) {', '.join(unknown) or '(none given)'}; "
+            f"supported: {', '.join(sorted(MASKABLE_FIELDS))}"
+        )
+        raise FieldError("fields", message, location="query")
+    return names
 
 
 class SandboxListOut(BaseModel):
@@ -94,7 +155,8 @@ class ExecuteBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code: str
+    #: Bounded so any request fits one agent-channel frame, whatever its escaping.
+    code: str = Field(max_length=2_000_000)
     context_id: str | None = None
     language: str | None = None
     env_vars: dict[str, str] | None = None
@@ -158,7 +220,13 @@ def execute_out(context_id: str, result: ExecutionResult) -> dict[str, Any]:
     }
 
 
+class PoolStatusOut(BaseModel):
+    target: int
+    ready: int
+
+
 class HealthOut(BaseModel):
     status: Literal["ok"]
     version: str
     runtime: str
+    warm_pools: dict[str, PoolStatusOut]

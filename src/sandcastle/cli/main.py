@@ -10,6 +10,7 @@ from sandcastle.cli import client_commands, server_commands
 
 app = typer.Typer(help="Sandcastle: self-hosted isolated sandboxes.", no_args_is_help=True)
 app.command("serve")(server_commands.serve)
+app.command("purge")(server_commands.purge)
 app.add_typer(server_commands.template_app, name="template")
 app.add_typer(client_commands.sandbox_app, name="sandbox")
 app.command("exec")(client_commands.exec_code)

@@ -84,6 +84,43 @@ def template_build(
         raise typer.Exit(1) from exc
 
 
+@template_app.command("list")
+def template_list(data_dir: DataDirOpt = None) -> None:
+    """Show built templates."""
+    settings = _settings(data_dir)
+    root = settings.resolved_templates_dir
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if root.is_dir() and names:
+        for name in names:
+            info = load_template(name, root)
+            if info is not None:
+                console.print(f"{name}  build {info.build_id}  {info.size_bytes / 1e6:.0f} MB")
+    else:
+        console.print("no templates built")
+
+
+def purge(
+    data_dir: DataDirOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Destroy every sandbox process, mount and cgroup of this data directory (the server must
+    be stopped). Records stay; running ones will be marked error at the next start."""
+    from sandcastle.runtime.registry import create_runtime
+
+    settings = _settings(data_dir)
+    runtime = create_runtime(settings)
+
+    async def run() -> int:
+        ids = await runtime.list_sandboxes()
+        for sandbox_id in ids:
+            await runtime.destroy(sandbox_id)
+        return len(ids)
+
+    if not yes and not typer.confirm(f"destroy all sandboxes of {settings.data_dir}?"):
+        raise typer.Exit(1)
+    console.print(f"destroyed {asyncio.run(run())} sandboxes")
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sandcastle.errors import ConflictError
+from sandcastle.errors import ConflictError, InvalidRequestError
 
 
 class SandboxStatus(enum.StrEnum):
@@ -40,6 +41,8 @@ _TRANSITIONS: dict[SandboxStatus, frozenset[SandboxStatus]] = {
 }
 
 LIVE_STATUSES = frozenset({SandboxStatus.CREATING, SandboxStatus.RUNNING, SandboxStatus.PAUSED})
+#: Statuses whose deadline (``timeout_at``) is enforced.
+DEADLINE_STATUSES = frozenset({SandboxStatus.RUNNING, SandboxStatus.PAUSED})
 
 
 def can_transition(current: SandboxStatus, target: SandboxStatus) -> bool:
@@ -61,6 +64,14 @@ class SandboxConfig:
     disk_mb: int
 
 
+@dataclass(frozen=True)
+class WarmPoolCheckout:
+    """What create did with a warm pool: took a started sandbox from it (hit) or not."""
+
+    hit: bool
+    pool_id: str
+
+
 @dataclass
 class Sandbox:
     """A sandbox as the control plane records it."""
@@ -80,6 +91,11 @@ class Sandbox:
     cwd: str | None = None
     status_reason: str | None = None
     destroyed_at: datetime | None = None
+    paused_at: datetime | None = None
+    internet: bool = False
+    traffic_access_token: str | None = None
+    warm_pool_checkout: WarmPoolCheckout | None = None
+    oom_kills: int = 0
 
     def require_running(self) -> None:
         if self.status is not SandboxStatus.RUNNING:
@@ -87,3 +103,14 @@ class Sandbox:
             raise ConflictError(
                 f"sandbox {self.id} is {self.status.value}{detail}; it must be running"
             )
+
+
+def normalise_cwd(cwd: str | None) -> str | None:
+    """An absolute, normalised directory path (``/a/./b/../c`` → ``/a/c``), or ``None``."""
+    if cwd is None:
+        return None
+    if not cwd.startswith("/") or "\x00" in cwd:
+        raise InvalidRequestError("cwd must be an absolute path")
+    normal = posixpath.normpath(cwd)
+    # normpath keeps a leading "//"; POSIX lets it mean something else, we do not.
+    return "/" + normal.lstrip("/")

@@ -27,6 +27,8 @@ class LaunchSpec:
     pids_max: int
     cwd: str
     env: dict[str, str] = field(default_factory=dict)
+    #: Outbound network access (NAT); otherwise the sandbox has only loopback.
+    internet: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,16 @@ class ProcessState:
     alive: bool
     oom_kills: int = 0
     memory_bytes: int = 0
+    frozen: bool = False
+    cpu_seconds: float = 0.0
 
 
 class Runtime(abc.ABC):
     """An isolation backend."""
 
     name: ClassVar[str]
+    #: Whether the backend can save and restore a sandbox's memory (hibernate, snapshots).
+    supports_memory_snapshots: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def launch(self, spec: LaunchSpec) -> AgentLink:
@@ -61,6 +67,14 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def poll(self, sandbox_id: str) -> ProcessState:
         """Observe the sandbox's processes without changing anything."""
+
+    @abc.abstractmethod
+    async def pause(self, sandbox_id: str) -> None:
+        """Stop every process of the sandbox in place (memory stays resident, no CPU used)."""
+
+    @abc.abstractmethod
+    async def resume(self, sandbox_id: str) -> None:
+        """Let a paused sandbox's processes run again."""
 
     @abc.abstractmethod
     async def destroy(self, sandbox_id: str) -> None:

@@ -1,21 +1,20 @@
 """The ``bwrap`` backend: bubblewrap namespaces, cgroup v1 limits, seccomp, an overlay root.
 
 Each sandbox gets, under ``<sandboxes_dir>/<id>/`` (durable, private to root):
-- ``upper/`` and ``work/``: its writable layer over the template's read-only root filesystem;
+- ``layer.img`` mounted at ``layer/``: its writable layer, size-limited (``layers.py``);
 - ``agent.log``: the agent's stdout and stderr;
 
-and under ``<run_dir>/<id>/`` (root-owned, traversable, so the unprivileged bubblewrap can reach
-it by path):
-- ``root/``: the overlay mount joining template and layer (a host mount: it outlives a server
-  restart, and the sandbox's processes keep running in it);
+and under ``<run_dir>/<instance>/<id>/`` (root-owned, traversable, so the unprivileged
+bubblewrap can reach it by path):
+- ``root/``: the overlay joining template and layer (a host mount: it outlives a server restart);
 - ``chan/agent.sock``: the host end of the agent channel; ``chan/`` is mounted read-only at
   ``/run/sandcastle`` so a restarted server can replace the socket under a running agent.
 
-bubblewrap itself runs as ``HOST_UID``, an unprivileged host user, after joining the sandbox's
-cgroups. Inside, every namespace is new (user, pid, mount, network with only ``lo``, ipc, uts,
-cgroup), the user is uid 1000 mapped to ``HOST_UID``, further user namespaces are disabled, no
-capability is held, and the seccomp filter applies. Code that escaped all of that would be an
-unprivileged user on the host.
+bubblewrap runs as ``HOST_UID``, an unprivileged host user, after joining the sandbox's cgroups.
+Inside, every namespace is new (user, pid, mount, network, ipc, uts, cgroup), the user is uid
+1000 mapped to ``HOST_UID``, further user namespaces are disabled, no capability is held, and the
+seccomp filter applies. Code that escaped all of that would be an unprivileged user on the host.
+Network is only ``lo`` unless the sandbox asked for the internet (``network.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -33,11 +33,10 @@ from typing import ClassVar
 import sandcastle.agent
 from sandcastle.agent import layout
 from sandcastle.errors import RuntimeBackendError
-from sandcastle.runtime import cgroups, seccomp
+from sandcastle.runtime import cgroups, layers, network, seccomp
 from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
 from sandcastle.runtime.channel import AgentLink
 
-_SAFE_PATH_CHARS = frozenset(",:")  # overlay mount options split on these
 DEFAULT_RUN_DIR = Path("/run/sandcastle")
 
 
@@ -59,39 +58,43 @@ def sandbox_env(spec: LaunchSpec) -> dict[str, str]:
     return env
 
 
+def instance_name(data_dir: Path) -> str:
+    """A short stable name for one server's data directory."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
+
+
 class BwrapRuntime(Runtime):
     name: ClassVar[str] = "bwrap"
+    supports_memory_snapshots: ClassVar[bool] = False
 
     def __init__(
         self,
         sandboxes_dir: Path,
         *,
+        instance: str,
         run_dir: Path = DEFAULT_RUN_DIR,
         bwrap_path: str | None = None,
     ) -> None:
-        for path in (sandboxes_dir, run_dir):
-            if _SAFE_PATH_CHARS & set(str(path)):
-                raise RuntimeBackendError(f"overlay paths may not contain ',' or ':': {path}")
         self._dir = sandboxes_dir
-        self._run_dir = run_dir
+        self._instance = instance
+        self._run_dir = run_dir / instance
+        self._shared_run_dir = run_dir
         self._bwrap = bwrap_path or shutil.which("bwrap") or "bwrap"
         self._agent_pkg: Path | None = None
         self._links: dict[str, AgentLink] = {}
         self._reapers: set[asyncio.Task[int]] = set()
 
-    def _paths(self, sandbox_id: str) -> dict[str, Path]:
+    def _group(self, sandbox_id: str) -> cgroups.SandboxCgroup:
+        return cgroups.SandboxCgroup(sandbox_id, self._instance)
+
+    def _layer(self, sandbox_id: str) -> layers.LayerPaths:
         base = self._dir / sandbox_id
-        run = self._run_dir / sandbox_id
-        return {
-            "base": base,
-            "upper": base / "upper",
-            "work": base / "work",
-            "log": base / "agent.log",
-            "run": run,
-            "root": run / "root",
-            "chan": run / "chan",
-            "socket": run / "chan" / "agent.sock",
-        }
+        return layers.LayerPaths(
+            image=base / "layer.img", mount=base / "layer", root=self._run_dir / sandbox_id / "root"
+        )
+
+    def _chan(self, sandbox_id: str) -> Path:
+        return self._run_dir / sandbox_id / "chan"
 
     def _agent_package(self) -> Path:
         """A copy of the agent package where the unprivileged bubblewrap can read it.
@@ -105,9 +108,9 @@ class BwrapRuntime(Runtime):
             digest = hashlib.sha256()
             for file in files:
                 digest.update(file.name.encode() + b"\0" + file.read_bytes())
-            target = self._run_dir / f"agent-{digest.hexdigest()[:16]}"
+            target = self._shared_run_dir / f"agent-{digest.hexdigest()[:16]}"
             if not target.is_dir():
-                staging = self._run_dir / f".agent-{os.getpid()}-{secrets.token_hex(4)}"
+                staging = self._shared_run_dir / f".agent-{os.getpid()}-{secrets.token_hex(4)}"
                 staging.mkdir(parents=True)
                 for file in files:
                     shutil.copy2(file, staging / file.name)
@@ -120,41 +123,38 @@ class BwrapRuntime(Runtime):
         return self._agent_pkg
 
     async def launch(self, spec: LaunchSpec) -> AgentLink:
-        paths = self._paths(spec.sandbox_id)
         if not (spec.rootfs / "usr").is_dir():
             raise RuntimeBackendError(f"template root filesystem missing at {spec.rootfs}")
-        group = cgroups.SandboxCgroup(spec.sandbox_id)
+        group = self._group(spec.sandbox_id)
+        layer = self._layer(spec.sandbox_id)
+        chan = self._chan(spec.sandbox_id)
         try:
-            self._run_dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(self._run_dir, 0o711)
-            for key in ("upper", "work", "root", "chan"):
-                paths[key].mkdir(parents=True, exist_ok=True)
-            os.chmod(paths["run"], 0o711)
-            await _run(
-                "mount",
-                "-t",
-                "overlay",
-                "overlay",
-                "-o",
-                f"lowerdir={spec.rootfs},upperdir={paths['upper']},workdir={paths['work']}",
-                str(paths["root"]),
-            )
+            for directory in (self._shared_run_dir, self._run_dir, chan.parent):
+                directory.mkdir(parents=True, exist_ok=True)
+                os.chmod(directory, 0o711)
+            chan.mkdir(exist_ok=True)
+            (self._dir / spec.sandbox_id).mkdir(parents=True, exist_ok=True)
+            seed = {"/etc/resolv.conf": network.RESOLV_CONF} if spec.internet else {}
+            await layers.create(layer, spec.rootfs, spec.disk_mb, seed)
             group.create(
                 cgroups.Limits(vcpus=spec.vcpus, memory_mb=spec.memory_mb, pids_max=spec.pids_max)
             )
-            link = AgentLink(spec.sandbox_id, paths["socket"])
+            link = AgentLink(spec.sandbox_id, chan / "agent.sock")
             await link.listen()
             self._links[spec.sandbox_id] = link
-            await self._spawn(spec, paths, group)
+            await self._spawn(spec, layer, chan, group)
         except BaseException:
             await self.destroy(spec.sandbox_id)
             raise
         return link
 
     async def _spawn(
-        self, spec: LaunchSpec, paths: dict[str, Path], group: cgroups.SandboxCgroup
+        self,
+        spec: LaunchSpec,
+        layer: layers.LayerPaths,
+        chan: Path,
+        group: cgroups.SandboxCgroup,
     ) -> None:
-        agent_pkg = self._agent_package()
         argv = [
             self._bwrap,
             "--unshare-all",
@@ -163,84 +163,117 @@ class BwrapRuntime(Runtime):
             "--uid", str(layout.USER_UID),
             "--gid", str(layout.USER_GID),
             "--hostname", "sandbox",
-            "--bind", str(paths["root"]), "/",
+            "--bind", str(layer.root), "/",
             "--proc", "/proc",
             "--dev", "/dev",
             "--tmpfs", "/dev/shm",
-            "--ro-bind", str(paths["chan"]), layout.CHANNEL_DIR,
-            "--ro-bind", str(agent_pkg), layout.AGENT_PACKAGE_DIR,
+            "--ro-bind", str(chan), layout.CHANNEL_DIR,
+            "--ro-bind", str(self._agent_package()), layout.AGENT_PACKAGE_DIR,
             "--new-session",
             "--clearenv",
         ]  # fmt: skip
         for key, value in sandbox_env(spec).items():
             argv += ["--setenv", key, value]
         seccomp_fd = seccomp.bpf_fd()
+        fds = [seccomp_fd]
+        argv += ["--seccomp", str(seccomp_fd)]
+        # With the internet, bubblewrap reports the sandbox's pid (info) and waits (block)
+        # until slirp4netns has plugged a tap device into the new network namespace.
+        info_r = info_w = block_r = block_w = -1
+        if spec.internet:
+            info_r, info_w = os.pipe()
+            block_r, block_w = os.pipe()
+            fds += [info_w, block_r]
+            argv += ["--info-fd", str(info_w), "--block-fd", str(block_r)]
         argv += [
-            "--seccomp", str(seccomp_fd),
             "--chdir", layout.USER_HOME,
             "--",
             f"{layout.AGENT_VENV}/bin/python", "-m", "sandcastle.agent",
         ]  # fmt: skip
         procs_files = group.procs_files()
+        log_path = self._dir / spec.sandbox_id / "agent.log"
         try:
-            with open(paths["log"], "ab") as log:
+            with open(log_path, "ab") as log:
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    pass_fds=(seccomp_fd,),
+                    pass_fds=tuple(fds),
                     start_new_session=True,
                     preexec_fn=lambda: _enter_sandbox_user(procs_files),
                 )
         except OSError as exc:
             raise RuntimeBackendError(f"cannot start bubblewrap: {exc}") from exc
         finally:
-            os.close(seccomp_fd)
-        # Reap it when it ends (it is our child until this server exits; then init reaps it).
+            for fd in (seccomp_fd, info_w, block_r):
+                if fd >= 0:
+                    os.close(fd)
+        self._reap(proc)
+        if spec.internet:
+            try:
+                info = json.loads(await asyncio.to_thread(_read_all, info_r))
+                await network.attach(int(info["child-pid"]), procs_files, log_path)
+            except (ValueError, KeyError) as exc:
+                raise RuntimeBackendError(f"bubblewrap gave no sandbox pid: {exc}") from exc
+            finally:
+                os.close(info_r)
+                with contextlib.suppress(OSError):
+                    os.write(block_w, b"1")
+                os.close(block_w)
+
+    def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        # Our child until this server exits (then init reaps it): wait so it leaves no zombie.
         reaper = asyncio.create_task(proc.wait())
         self._reapers.add(reaper)
         reaper.add_done_callback(self._reapers.discard)
 
     async def adopt(self, sandbox_id: str) -> AgentLink | None:
-        if not cgroups.SandboxCgroup(sandbox_id).pids():
+        if not self._group(sandbox_id).pids():
             return None
         link = self._links.get(sandbox_id)
         if link is None:
-            link = AgentLink(sandbox_id, self._paths(sandbox_id)["socket"])
+            link = AgentLink(sandbox_id, self._chan(sandbox_id) / "agent.sock")
             await link.listen()
             self._links[sandbox_id] = link
         return link
 
     async def poll(self, sandbox_id: str) -> ProcessState:
-        group = cgroups.SandboxCgroup(sandbox_id)
+        group = self._group(sandbox_id)
         return ProcessState(
             alive=bool(group.pids()),
             oom_kills=group.oom_kills(),
             memory_bytes=group.memory_bytes(),
+            frozen=group.is_frozen(),
+            cpu_seconds=group.cpu_seconds(),
         )
+
+    async def pause(self, sandbox_id: str) -> None:
+        group = self._group(sandbox_id)
+        if not group.pids():
+            raise RuntimeBackendError(f"sandbox {sandbox_id} has no processes to pause")
+        await asyncio.to_thread(group.freeze)
+
+    async def resume(self, sandbox_id: str) -> None:
+        await asyncio.to_thread(self._group(sandbox_id).thaw)
 
     async def destroy(self, sandbox_id: str) -> None:
         link = self._links.pop(sandbox_id, None)
         if link is not None:
             await link.aclose()
-        group = cgroups.SandboxCgroup(sandbox_id)
+        group = self._group(sandbox_id)
         await asyncio.to_thread(group.kill_all)
         await asyncio.to_thread(group.remove)
-        paths = self._paths(sandbox_id)
-        if os.path.ismount(paths["root"]):
-            try:
-                await _run("umount", str(paths["root"]))
-            except RuntimeBackendError:
-                await _run("umount", "-l", str(paths["root"]))
-        for key in ("base", "run"):
-            if paths[key].exists():
-                await asyncio.to_thread(shutil.rmtree, paths[key], True)
+        await layers.remove(self._layer(sandbox_id))
+        for directory in (self._dir / sandbox_id, self._run_dir / sandbox_id):
+            if directory.exists():
+                await asyncio.to_thread(shutil.rmtree, directory, True)
 
     async def list_sandboxes(self) -> list[str]:
-        ids = set(cgroups.list_sandbox_groups())
-        if self._dir.is_dir():
-            ids.update(p.name for p in self._dir.iterdir() if p.is_dir())
+        ids = set(cgroups.list_sandbox_groups(self._instance))
+        for directory in (self._dir, self._run_dir):
+            if directory.is_dir():
+                ids.update(p.name for p in directory.iterdir() if p.name.startswith("sb_"))
         return sorted(ids)
 
     def link(self, sandbox_id: str) -> AgentLink | None:
@@ -264,10 +297,8 @@ def _enter_sandbox_user(procs_files: list[str]) -> None:
     os.setuid(layout.HOST_UID)
 
 
-async def _run(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeBackendError(f"{argv[0]} failed ({proc.returncode}): {out.decode().strip()}")
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data

@@ -1,8 +1,9 @@
 """cgroup v1 groups for sandboxes: limits, membership, freezing, killing, accounting.
 
-One group per sandbox under ``sandcastle/<id>`` in each controller we use. The group, not a pid,
-is the truth about whether a sandbox's processes live: the server may restart, but the group and
-its members remain.
+One group per sandbox under ``sandcastle/<instance>/<id>`` in each controller we use, where the
+instance names one server's data directory (so two servers on a host never touch each other's
+sandboxes). The group, not a pid, is the truth about whether a sandbox's processes live: the
+server may restart, but the group and its members remain.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from sandcastle.errors import RuntimeBackendError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-CONTROLLERS = ("memory", "cpu", "pids", "freezer")
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
 PARENT = "sandcastle"
 _CFS_PERIOD_US = 100_000
 
@@ -32,12 +33,13 @@ class Limits:
 class SandboxCgroup:
     """The cgroup v1 groups of one sandbox."""
 
-    def __init__(self, sandbox_id: str, root: Path = CGROUP_ROOT) -> None:
+    def __init__(self, sandbox_id: str, instance: str, root: Path = CGROUP_ROOT) -> None:
         self.sandbox_id = sandbox_id
+        self._parent = f"{PARENT}/{instance}"
         self._root = root
 
     def path(self, controller: str) -> Path:
-        return self._root / controller / PARENT / self.sandbox_id
+        return self._root / controller / self._parent / self.sandbox_id
 
     def create(self, limits: Limits) -> None:
         try:
@@ -58,7 +60,9 @@ class SandboxCgroup:
 
     def procs_files(self) -> list[str]:
         """Paths a freshly forked child writes its pid into, before exec, to join."""
-        return [str(self.path(c) / "cgroup.procs") for c in CONTROLLERS]
+        # Where controllers share a hierarchy (``cpu,cpuacct``), one write is enough.
+        unique = {os.path.realpath(self.path(c)): c for c in CONTROLLERS}
+        return [str(Path(p) / "cgroup.procs") for p in unique]
 
     def pids(self) -> list[int]:
         try:
@@ -80,6 +84,18 @@ class SandboxCgroup:
             if key == "oom_kill":
                 return int(value)
         return 0
+
+    def cpu_seconds(self) -> float:
+        try:
+            return int((self.path("cpuacct") / "cpuacct.usage").read_text()) / 1e9
+        except FileNotFoundError:
+            return 0.0
+
+    def is_frozen(self) -> bool:
+        try:
+            return (self.path("freezer") / "freezer.state").read_text().strip() == "FROZEN"
+        except FileNotFoundError:
+            return False
 
     def memory_bytes(self) -> int:
         try:
@@ -111,8 +127,7 @@ class SandboxCgroup:
             time.sleep(0.01)
 
     def remove(self) -> None:
-        for controller in CONTROLLERS:
-            path = self.path(controller)
+        for path in {Path(os.path.realpath(self.path(c))) for c in CONTROLLERS}:
             for _ in range(50):
                 try:
                     path.rmdir()
@@ -134,9 +149,9 @@ class SandboxCgroup:
             time.sleep(0.001)
 
 
-def list_sandbox_groups(root: Path = CGROUP_ROOT) -> list[str]:
-    """Ids of every sandbox that has a group (alive or not yet removed)."""
-    parent = root / "pids" / PARENT
+def list_sandbox_groups(instance: str, root: Path = CGROUP_ROOT) -> list[str]:
+    """Ids of every sandbox of ``instance`` that has a group (alive or not yet removed)."""
+    parent = root / "pids" / PARENT / instance
     if not parent.is_dir():
         return []
     return sorted(p.name for p in parent.iterdir() if p.is_dir())

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sandcastle.agent import protocol
-from sandcastle.errors import AgentError, AgentUnavailableError
+from sandcastle.errors import AgentError, AgentUnavailableError, ProtocolError
 
 log = logging.getLogger("sandcastle.channel")
 
@@ -160,7 +160,10 @@ class AgentLink:
             "params": params,
         }
         try:
-            await conn.send(request)
+            try:
+                await conn.send(request)
+            except protocol.FrameError as exc:
+                raise ProtocolError(f"request too large for the agent channel: {exc}") from exc
             while True:
                 event = await pending.events.get()
                 if event is None:

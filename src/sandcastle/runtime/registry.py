@@ -7,10 +7,12 @@ from collections.abc import Callable
 from sandcastle.config import Settings
 from sandcastle.errors import ConfigurationError
 from sandcastle.runtime.base import Runtime
-from sandcastle.runtime.bwrap import BwrapRuntime
+from sandcastle.runtime.bwrap import BwrapRuntime, instance_name
 
 _BACKENDS: dict[str, Callable[[Settings], Runtime]] = {
-    "bwrap": lambda settings: BwrapRuntime(settings.sandboxes_dir),
+    "bwrap": lambda settings: BwrapRuntime(
+        settings.sandboxes_dir, instance=instance_name(settings.data_dir)
+    ),
 }
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sandcastle.domain import ids
-from sandcastle.domain.execution import ExecutionError, ExecutionResult
+from sandcastle.domain.execution import ExecutionResult
+from sandcastle.domain.sandbox import Sandbox
 from sandcastle.errors import FieldError, NotFoundError
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.services.auth import Principal
 from sandcastle.services.sandboxes import SandboxService
-from sandcastle.store.db import Database
-from sandcastle.store.models import ContextRow
+
+if TYPE_CHECKING:  # contexts.py imports normalise_language from here
+    from sandcastle.services.contexts import ContextService
 
 #: Every spelling ``execute.txt`` accepts, mapped to the language family that runs it.
 LANGUAGES: dict[str, str] = {
@@ -29,7 +29,7 @@ LANGUAGES: dict[str, str] = {
     "node": "typescript",
 }
 #: Language families whose kernel this server's templates carry.
-AVAILABLE = frozenset({"python"})
+AVAILABLE = frozenset({"python", "typescript"})
 
 OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -41,6 +41,25 @@ class ExecuteRequest:
     language: str | None = None
     env_vars: dict[str, str] | None = None
     timeout_ms: int = 30_000
+
+
+@dataclass(frozen=True)
+class PreparedExecution:
+    """An execution whose sandbox, context and input are checked: it only has to run."""
+
+    sandbox: Sandbox
+    link: AgentLink
+    context_id: str
+    request: ExecuteRequest
+
+
+def check_env_vars(env_vars: dict[str, str] | None) -> None:
+    """Names and values any process environment can hold (they reach the kernel as data)."""
+    for name, value in (env_vars or {}).items():
+        if not name or "=" in name or "\0" in name:
+            raise FieldError("env_vars", f"invalid environment variable name {name!r}")
+        if "\0" in value:
+            raise FieldError("env_vars", f"the value of {name} contains a NUL character")
 
 
 def normalise_language(language: str | None) -> str:
@@ -55,9 +74,9 @@ def normalise_language(language: str | None) -> str:
 
 
 class ExecutionService:
-    def __init__(self, db: Database, sandboxes: SandboxService) -> None:
-        self._db = db
+    def __init__(self, sandboxes: SandboxService, contexts: ContextService) -> None:
         self._sandboxes = sandboxes
+        self._contexts = contexts
 
     async def execute(
         self,
@@ -67,16 +86,42 @@ class ExecutionService:
         *,
         on_event: OnEvent | None = None,
     ) -> tuple[str, ExecutionResult]:
+        prepared = await self.prepare(principal, sandbox_id, request)
+        return prepared.context_id, await self.run(prepared, on_event=on_event)
+
+    async def prepare(
+        self, principal: Principal, sandbox_id: str, request: ExecuteRequest
+    ) -> PreparedExecution:
+        """Check everything and resolve (or create) the context; nothing runs yet.
+
+        Every request error is raised here, so a streaming caller can still answer with an
+        HTTP error before its stream starts.
+        """
         sandbox = await self._sandboxes.get(principal, sandbox_id)
-        sandbox.require_running()
-        link = await self._sandboxes.agent(sandbox)
+        check_env_vars(request.env_vars)
         if request.context_id is None:
             language = normalise_language(request.language)
-            context_id = await self._create_context(link, sandbox_id, language, sandbox.cwd)
+            sandbox.require_running()
+            link = await self._sandboxes.agent(sandbox)
+            context = await self._contexts.start(link, sandbox, language, sandbox.cwd)
         else:
-            context_id = request.context_id
-            await self._check_context(sandbox_id, context_id, request.language)
+            context = await self._contexts.find(sandbox_id, request.context_id)
+            if request.language is not None and normalise_language(request.language) != (
+                context.language
+            ):
+                raise FieldError(
+                    "language",
+                    f"context {context.id} runs {context.language}, not {request.language!r}",
+                )
+            sandbox.require_running()
+            link = await self._sandboxes.agent(sandbox)
+        return PreparedExecution(sandbox, link, context.id, request)
 
+    async def run(
+        self, prepared: PreparedExecution, *, on_event: OnEvent | None = None
+    ) -> ExecutionResult:
+        """Run a prepared execution, passing each agent event to ``on_event`` as it comes."""
+        sandbox, context_id, request = prepared.sandbox, prepared.context_id, prepared.request
         result = ExecutionResult()
 
         async def collect(event: dict[str, Any]) -> None:
@@ -90,59 +135,31 @@ class ExecutionService:
             "timeout_ms": request.timeout_ms,
             "env_vars": request.env_vars or {},
         }
+        oom_before = await self._sandboxes.observe_oom(sandbox.id)
         try:
-            reply = await link.call("execute", params, on_event=collect)
+            reply = await prepared.link.call("execute", params, on_event=collect)
         except AgentRequestError as exc:
             if exc.code == "context_not_found":
                 raise NotFoundError(
-                    f"context {context_id} not found in sandbox {sandbox_id}"
+                    f"context {context_id} not found in sandbox {sandbox.id}"
                 ) from exc
             raise
         if result.execution_count is None and isinstance(reply.get("execution_count"), int):
             result.execution_count = reply["execution_count"]
         if reply.get("status") == "died":
-            memory_mb = await self._sandboxes.record_oom(sandbox_id)
-            if memory_mb is not None:
-                result.error = ExecutionError(
-                    name="OutOfMemoryError",
-                    value=(
-                        f"the context's kernel was killed for exceeding the sandbox's memory limit"
-                        f" of {memory_mb} MB; its state is lost, create a new context"
-                    ),
-                    traceback="",
+            if await self._sandboxes.observe_oom(sandbox.id) > oom_before:
+                memory_mb = sandbox.config.memory_mb
+                # An event like the agent's, so a stream tells it too; it supersedes the
+                # KernelDiedError before it.
+                await collect(
+                    {
+                        "kind": "error",
+                        "name": "OutOfMemoryError",
+                        "value": (
+                            f"the context's kernel was killed for exceeding the sandbox's memory"
+                            f" limit of {memory_mb} MB; its state is lost, create a new context"
+                        ),
+                        "traceback": [],
+                    }
                 )
-        return context_id, result
-
-    async def _create_context(
-        self, link: AgentLink, sandbox_id: str, language: str, cwd: str | None
-    ) -> str:
-        context_id = ids.new_context_id()
-        async with self._db.session() as session:
-            session.add(
-                ContextRow(
-                    id=context_id,
-                    sandbox_id=sandbox_id,
-                    language=language,
-                    cwd=cwd,
-                    status="creating",
-                    created_at=datetime.now(UTC),
-                )
-            )
-        await link.call(
-            "context.create", {"context_id": context_id, "language": language, "cwd": cwd}
-        )
-        async with self._db.session() as session:
-            row = await session.get(ContextRow, context_id)
-            if row is not None:
-                row.status = "ready"
-        return context_id
-
-    async def _check_context(self, sandbox_id: str, context_id: str, language: str | None) -> None:
-        async with self._db.session() as session:
-            row = await session.get(ContextRow, context_id)
-        if row is None or row.sandbox_id != sandbox_id:
-            raise NotFoundError(f"context {context_id} not found in sandbox {sandbox_id}")
-        if language is not None and normalise_language(language) != row.language:
-            raise FieldError(
-                "language", f"context {context_id} runs {row.language}, not {language!r}"
-            )
+        return result

@@ -1,36 +1,34 @@
-"""Sandbox lifecycle: create, get, list, destroy; re-adoption and reconciliation.
+"""Sandbox lifecycle: create, get, list, pause, resume, timeout, destroy; adoption, reconciling.
 
-Invariant: a row is written (and committed) before the runtime acts on it, and every status
-change goes through the domain's state machine. A sandbox never stays ``creating``: either the
-agent connects and it is ``running``, or it is ``error`` with the reason.
+Invariants: a row is written (and committed) before the runtime acts on it; every status change
+goes through the domain's state machine; a sandbox never stays ``creating`` — the agent connects
+and it is ``running``, or it is ``error`` with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from sandcastle.config import Settings
 from sandcastle.domain import ids
 from sandcastle.domain.sandbox import (
+    DEADLINE_STATUSES,
     LIVE_STATUSES,
     Sandbox,
     SandboxStatus,
     TimeoutAction,
     check_transition,
+    normalise_cwd,
 )
-from sandcastle.errors import (
-    ConflictError,
-    LimitExceededError,
-    NotFoundError,
-    SandcastleError,
-)
+from sandcastle.errors import ConflictError, LimitExceededError, NotFoundError
 from sandcastle.runtime.base import LaunchSpec, Runtime
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.builder import load_template
@@ -58,6 +56,21 @@ class CreateSandbox:
     timeout_ms: int | None = None
     timeout_action: TimeoutAction = TimeoutAction.DESTROY
     cwd: str | None = None
+    internet: bool = False
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    statuses: list[str] = field(default_factory=list)
+    template: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resources:
+    vcpus: int
+    memory_mb: int
+    disk_mb: int
 
 
 class SandboxService:
@@ -68,21 +81,37 @@ class SandboxService:
         self._db = db
         self._runtime = runtime
         self._clock = clock
+        #: Set by the warm pool service: ``(template, resources, internet) -> checkout``.
+        self.pool: WarmPoolHook | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
 
     # --- queries ---------------------------------------------------------------------------
 
     async def get(self, principal: Principal, sandbox_id: str) -> Sandbox:
         async with self._db.session() as session:
-            return repo.to_sandbox(
-                await repo.get_sandbox_row(session, principal.org_id, sandbox_id)
-            )
+            row = await repo.get_sandbox_row(session, principal.org_id, sandbox_id)
+            return repo.to_sandbox(row)
 
     async def list(
-        self, principal: Principal, *, limit: int, cursor: str | None
+        self,
+        principal: Principal,
+        *,
+        limit: int,
+        cursor: str | None,
+        where: ListFilter | None = None,
     ) -> tuple[list[Sandbox], str | None]:
-        query = repo.newest_first_page(repo.sandboxes_of(principal.org_id), cursor, limit)
+        where = where or ListFilter()
+        query = repo.sandboxes_of(
+            principal.org_id,
+            statuses=where.statuses,
+            template=where.template,
+            metadata=where.metadata,
+        )
         async with self._db.session() as session:
-            rows = list((await session.scalars(query)).all())
+            rows = list((await session.scalars(repo.newest_first_page(query, cursor, limit))).all())
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -91,87 +120,122 @@ class SandboxService:
 
     # --- create ----------------------------------------------------------------------------
 
-    def _resolve_config(self, request: CreateSandbox) -> tuple[int, int, int, int]:
+    def resolve_resources(
+        self, vcpus: int | None, memory_mb: int | None, disk_mb: int | None
+    ) -> Resources:
         s = self._settings
-        vcpus = request.vcpus or s.default_vcpus
-        memory_mb = request.memory_mb or s.default_memory_mb
-        disk_mb = request.disk_mb or s.default_disk_mb
-        timeout_ms = request.timeout_ms or s.default_timeout_ms
+        resources = Resources(
+            vcpus=vcpus or s.default_vcpus,
+            memory_mb=memory_mb or s.default_memory_mb,
+            disk_mb=disk_mb or s.default_disk_mb,
+        )
         checks = [
-            ("vcpus", vcpus, 1, s.max_vcpus),
-            ("memory_mb", memory_mb, s.min_memory_mb, s.max_memory_mb),
-            ("disk_mb", disk_mb, s.min_disk_mb, s.max_disk_mb),
-            ("timeout_ms", timeout_ms, 1000, s.max_timeout_ms),
+            ("vcpus", resources.vcpus, 1, s.max_vcpus),
+            ("memory_mb", resources.memory_mb, s.min_memory_mb, s.max_memory_mb),
+            ("disk_mb", resources.disk_mb, s.min_disk_mb, s.max_disk_mb),
         ]
         for name, value, low, high in checks:
             if not low <= value <= high:
                 raise LimitExceededError(f"{name} must be between {low} and {high} on this server")
-        return vcpus, memory_mb, disk_mb, timeout_ms
+        return resources
+
+    def _check_timeout(self, timeout_ms: int, action: TimeoutAction) -> None:
+        if not 1000 <= timeout_ms <= self._settings.max_timeout_ms:
+            raise LimitExceededError(
+                f"timeout_ms must be between 1000 and {self._settings.max_timeout_ms}"
+            )
+        if action is TimeoutAction.HIBERNATE and not self._runtime.supports_memory_snapshots:
+            raise LimitExceededError(
+                f"timeout_action 'hibernate' needs memory snapshots, which the "
+                f"{self._runtime.name} backend does not have; use 'destroy'"
+            )
 
     async def create(self, principal: Principal, request: CreateSandbox) -> Sandbox:
         template_name = request.template or self._settings.default_template
         template = load_template(template_name, self._settings.resolved_templates_dir)
         if template is None:
             raise NotFoundError(f"template {template_name!r} not found (build it first)")
-        if request.timeout_action is TimeoutAction.HIBERNATE:
-            raise LimitExceededError(
-                f"timeout_action 'hibernate' needs memory snapshots, which the "
-                f"{self._runtime.name} backend does not have; use 'destroy'"
-            )
-        vcpus, memory_mb, disk_mb, timeout_ms = self._resolve_config(request)
+        resources = self.resolve_resources(request.vcpus, request.memory_mb, request.disk_mb)
+        timeout_ms = request.timeout_ms or self._settings.default_timeout_ms
+        self._check_timeout(timeout_ms, request.timeout_action)
+        cwd = normalise_cwd(request.cwd)
         project_id = principal.project_id or await self._default_project(principal.org_id)
-        now = self._clock()
-        row = SandboxRow(
+        tenancy = {
+            "org_id": principal.org_id,
+            "project_id": project_id,
+            "metadata_json": request.metadata,
+            "cwd": cwd,
+            "timeout_ms": timeout_ms,
+            "timeout_action": request.timeout_action.value,
+        }
+        pool_id = None
+        if self.pool is not None:
+            pool_id, taken = await self.pool.checkout(
+                template_name, resources, request.internet, tenancy, self._clock()
+            )
+            if taken is not None:
+                return taken
+        row = self.new_row(template_name, resources, internet=request.internet, **tenancy)
+        if pool_id is not None:
+            row.warm_pool_hit, row.warm_pool_id = False, pool_id
+        return await self.boot(row, template.rootfs)
+
+    def new_row(
+        self, template: str, resources: Resources, *, internet: bool, **values: Any
+    ) -> SandboxRow:
+        return SandboxRow(
             id=ids.new_sandbox_id(),
-            org_id=principal.org_id,
-            project_id=project_id,
             status=SandboxStatus.CREATING.value,
-            template=template_name,
-            vcpus=vcpus,
-            memory_mb=memory_mb,
-            disk_mb=disk_mb,
-            metadata_json=request.metadata,
-            cwd=request.cwd,
-            timeout_ms=timeout_ms,
-            timeout_action=request.timeout_action.value,
+            template=template,
+            vcpus=resources.vcpus,
+            memory_mb=resources.memory_mb,
+            disk_mb=resources.disk_mb,
             runtime=self._runtime.name,
-            created_at=now,
+            created_at=self._clock(),
             oom_kills_seen=0,
+            internet=internet,
+            traffic_access_token=secrets.token_urlsafe(24),
+            metadata_json=values.pop("metadata_json", {}),
+            timeout_action=values.pop("timeout_action", TimeoutAction.DESTROY.value),
+            **values,
         )
+
+    async def boot(self, row: SandboxRow, rootfs: Any) -> Sandbox:
+        """Record, launch, and wait for the agent; ``running`` or ``error``, never stuck."""
         async with self._db.session() as session:
             session.add(row)
         spec = LaunchSpec(
             sandbox_id=row.id,
-            rootfs=template.rootfs,
-            vcpus=vcpus,
-            memory_mb=memory_mb,
-            disk_mb=disk_mb,
+            rootfs=rootfs,
+            vcpus=row.vcpus,
+            memory_mb=row.memory_mb,
+            disk_mb=row.disk_mb,
             pids_max=self._settings.pids_max,
-            cwd=request.cwd or "/home/user",
+            cwd=row.cwd or "/home/user",
+            internet=row.internet,
         )
         try:
             link = await self._runtime.launch(spec)
             await link.wait_connected(self._settings.agent_connect_timeout_s)
-        except (SandcastleError, OSError) as exc:
-            reason = f"start failed: {exc}"
-            await self._set_status(row.id, SandboxStatus.ERROR, reason=reason)
-            await self._runtime.destroy(row.id)
-            log.warning("sandbox %s: %s", row.id, reason)
+        except Exception as exc:
+            # Whatever went wrong, the sandbox must not stay ``creating``.
+            await self._abandon(row.id, f"start failed: {exc}")
             raise
         except asyncio.CancelledError:
             await asyncio.shield(self._abandon(row.id, "create was cancelled"))
             raise
         started = self._clock()
+        deadline = (
+            None if row.timeout_ms is None else started + timedelta(milliseconds=row.timeout_ms)
+        )
         return await self._set_status(
-            row.id,
-            SandboxStatus.RUNNING,
-            started_at=started,
-            timeout_at=started + timedelta(milliseconds=timeout_ms),
+            row.id, SandboxStatus.RUNNING, started_at=started, timeout_at=deadline
         )
 
     async def _abandon(self, sandbox_id: str, reason: str) -> None:
-        await self._set_status(sandbox_id, SandboxStatus.ERROR, reason=reason)
+        log.warning("sandbox %s: %s", sandbox_id, reason)
         await self._runtime.destroy(sandbox_id)
+        await self._set_status(sandbox_id, SandboxStatus.ERROR, reason=reason)
 
     async def _default_project(self, org_id: str) -> str:
         async with self._db.session() as session:
@@ -184,7 +248,44 @@ class SandboxService:
             raise NotFoundError("the organisation has no project to put the sandbox in")
         return project_id
 
-    # --- destroy ---------------------------------------------------------------------------
+    # --- pause, resume, timeout, destroy ----------------------------------------------------
+
+    async def pause(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        sandbox = await self.get(principal, sandbox_id)
+        check_transition(sandbox_id, sandbox.status, SandboxStatus.PAUSED)
+        await self._runtime.pause(sandbox_id)
+        return await self._set_status(
+            sandbox_id, SandboxStatus.PAUSED, expect=SandboxStatus.RUNNING, paused_at=self._clock()
+        )
+
+    async def resume(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        sandbox = await self.get(principal, sandbox_id)
+        if sandbox.status is not SandboxStatus.PAUSED:
+            raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}, not paused")
+        await self._runtime.resume(sandbox_id)
+        return await self._set_status(
+            sandbox_id, SandboxStatus.RUNNING, expect=SandboxStatus.PAUSED, paused_at=None
+        )
+
+    async def set_timeout(
+        self,
+        principal: Principal,
+        sandbox_id: str,
+        timeout_ms: int,
+        action: TimeoutAction | None = None,
+    ) -> Sandbox:
+        """A new deadline ``timeout_ms`` from now (and optionally a new action)."""
+        sandbox = await self.get(principal, sandbox_id)
+        if sandbox.status not in DEADLINE_STATUSES:
+            raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}")
+        self._check_timeout(timeout_ms, action or sandbox.timeout_action)
+        values: dict[str, Any] = {
+            "timeout_ms": timeout_ms,
+            "timeout_at": self._clock() + timedelta(milliseconds=timeout_ms),
+        }
+        if action is not None:
+            values["timeout_action"] = action.value
+        return await self._set_status(sandbox_id, sandbox.status, **values)
 
     async def destroy(self, principal: Principal, sandbox_id: str) -> Sandbox:
         sandbox = await self.get(principal, sandbox_id)
@@ -204,6 +305,12 @@ class SandboxService:
         """The running sandbox's agent link, waiting briefly for an agent that is redialing."""
         sandbox.require_running()
         link = self._runtime.link(sandbox.id) or await self._runtime.adopt(sandbox.id)
+        if (
+            link is not None
+            and not link.connected
+            and not (await self._runtime.poll(sandbox.id)).alive
+        ):
+            link = None
         if link is None:
             await self._mark_dead(sandbox.id)
             raise ConflictError(f"sandbox {sandbox.id} is no longer running: its processes exited")
@@ -211,20 +318,19 @@ class SandboxService:
             await link.wait_connected(wait_s)
         return link
 
-    async def record_oom(self, sandbox_id: str) -> int | None:
-        """Return the memory limit (MB) if the sandbox had an OOM kill not yet reported."""
+    async def observe_oom(self, sandbox_id: str) -> int:
+        """The sandbox's OOM-kill count now, recorded on its row."""
         state = await self._runtime.poll(sandbox_id)
         async with self._db.session() as session:
             row = await session.get(SandboxRow, sandbox_id)
-            if row is None or state.oom_kills <= row.oom_kills_seen:
-                return None
-            row.oom_kills_seen = state.oom_kills
-            return row.memory_mb
+            if row is not None and state.oom_kills > row.oom_kills_seen:
+                row.oom_kills_seen = state.oom_kills
+        return state.oom_kills
 
     # --- start-up and reconciliation -------------------------------------------------------
 
     async def adopt_all(self) -> None:
-        """At start-up: re-attach to every live sandbox; mark those whose processes died."""
+        """At start-up: re-attach to every live sandbox; settle those that did not survive."""
         async with self._db.session() as session:
             rows = (
                 await session.scalars(
@@ -237,21 +343,22 @@ class SandboxService:
             link = await self._runtime.adopt(row.id)
             if row.status == SandboxStatus.CREATING.value:
                 # The server died mid-create: nobody is waiting for it, so do not keep it.
-                await self._abandon(
-                    row.id, "the server restarted while the sandbox was being created"
-                )
+                await self._abandon(row.id, "the server restarted while the sandbox was created")
             elif link is None:
                 await self._mark_dead(row.id)
             else:
                 log.info("re-adopted sandbox %s", row.id)
+        await self._remove_orphans()
 
     async def reconcile(self) -> None:
-        """Apply deadlines and notice sandboxes whose processes are gone."""
+        """Apply deadlines, notice dead sandboxes and OOM kills, destroy orphans."""
         now = self._clock()
         async with self._db.session() as session:
             rows = (
                 await session.scalars(
-                    select(SandboxRow).where(SandboxRow.status == SandboxStatus.RUNNING.value)
+                    select(SandboxRow).where(
+                        SandboxRow.status.in_([s.value for s in DEADLINE_STATUSES])
+                    )
                 )
             ).all()
         for row in rows:
@@ -259,26 +366,68 @@ class SandboxService:
                 log.info("sandbox %s reached its timeout: destroying", row.id)
                 await self._destroy(row.id, reason="timeout")
                 continue
-            if not (await self._runtime.poll(row.id)).alive:
+            state = await self._runtime.poll(row.id)
+            if not state.alive:
                 await self._mark_dead(row.id)
+            elif state.oom_kills > row.oom_kills_seen:
+                await self.observe_oom(row.id)
+        await self._remove_orphans()
+
+    async def _remove_orphans(self) -> None:
+        """Destroy runtime resources that no live record accounts for."""
+        present = await self._runtime.list_sandboxes()
+        if not present:
+            return
+        async with self._db.session() as session:
+            live = set(
+                (
+                    await session.scalars(
+                        select(SandboxRow.id).where(
+                            SandboxRow.id.in_(present),
+                            SandboxRow.status.in_([s.value for s in LIVE_STATUSES]),
+                        )
+                    )
+                ).all()
+            )
+        for sandbox_id in present:
+            if sandbox_id not in live:
+                log.warning("destroying orphan sandbox resources %s", sandbox_id)
+                await self._runtime.destroy(sandbox_id)
 
     async def _mark_dead(self, sandbox_id: str) -> None:
+        state = await self._runtime.poll(sandbox_id)
         reason = "the sandbox's processes exited unexpectedly"
+        if state.oom_kills:
+            reason += f" (after {state.oom_kills} out-of-memory kills)"
         await self._runtime.destroy(sandbox_id)
+        async with self._db.session() as session:
+            row = await session.get(SandboxRow, sandbox_id)
+            if row is not None and row.pool is not None:
+                # A warm-pool entry nobody owns: forget it; the pool boots another.
+                await session.execute(delete(SandboxRow).where(SandboxRow.id == sandbox_id))
+                return
         try:
             await self._set_status(sandbox_id, SandboxStatus.ERROR, reason=reason)
         except ConflictError:
-            pass  # destroyed meanwhile
+            return  # destroyed meanwhile
         log.warning("sandbox %s: %s", sandbox_id, reason)
 
     async def _set_status(
-        self, sandbox_id: str, status: SandboxStatus, *, reason: str | None = None, **values: Any
+        self,
+        sandbox_id: str,
+        status: SandboxStatus,
+        *,
+        reason: str | None = None,
+        expect: SandboxStatus | None = None,
+        **values: Any,
     ) -> Sandbox:
         async with self._db.session() as session:
             row = await session.get(SandboxRow, sandbox_id, with_for_update=True)
             if row is None:
                 raise NotFoundError(f"sandbox {sandbox_id} not found")
             current = SandboxStatus(row.status)
+            if expect is not None and current is not expect:
+                raise ConflictError(f"sandbox {sandbox_id} is {current.value}")
             if current is not status:
                 check_transition(sandbox_id, current, status)
             row.status = status.value
@@ -287,3 +436,18 @@ class SandboxService:
             for key, value in values.items():
                 setattr(row, key, value)
             return repo.to_sandbox(row)
+
+
+class WarmPoolHook(Protocol):
+    """What the sandbox service needs from a warm pool (see ``services/pool.py``)."""
+
+    async def checkout(
+        self,
+        template: str,
+        resources: Resources,
+        internet: bool,
+        tenancy: dict[str, Any],
+        now: datetime,
+    ) -> tuple[str | None, Sandbox | None]:
+        """``(pool id if a pool was considered, the checked-out sandbox or None)``."""
+        ...

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -73,8 +83,11 @@ class SandboxRow(Base):
     __table_args__ = (Index("ix_sandboxes_org_created", "org_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
-    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    #: Null while the sandbox is a warm-pool entry no tenant has checked out.
+    org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id"))
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"))
+    #: The template whose warm pool holds this sandbox; null once checked out (or never pooled).
+    pool: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     template: Mapped[str] = mapped_column(String(64))
@@ -90,8 +103,14 @@ class SandboxRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     destroyed_at: Mapped[datetime | None]
-    #: OOM kills already reported, so each is reported once.
+    #: OOM kills observed in the sandbox's memory cgroup so far.
     oom_kills_seen: Mapped[int] = mapped_column(Integer, default=0)
+    internet: Mapped[bool] = mapped_column(Boolean, default=False)
+    traffic_access_token: Mapped[str | None] = mapped_column(String(64))
+    paused_at: Mapped[datetime | None]
+    #: Set when create considered a warm pool: whether it was a hit, and the pool's id.
+    warm_pool_hit: Mapped[bool | None] = mapped_column(Boolean)
+    warm_pool_id: Mapped[str | None] = mapped_column(String(80))
 
 
 class ContextRow(Base):

@@ -7,10 +7,16 @@ import binascii
 import json
 from datetime import datetime
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, String, and_, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sandcastle.domain.sandbox import Sandbox, SandboxConfig, SandboxStatus, TimeoutAction
+from sandcastle.domain.sandbox import (
+    Sandbox,
+    SandboxConfig,
+    SandboxStatus,
+    TimeoutAction,
+    WarmPoolCheckout,
+)
 from sandcastle.errors import InvalidRequestError, NotFoundError
 from sandcastle.store.models import SandboxRow
 
@@ -18,8 +24,8 @@ from sandcastle.store.models import SandboxRow
 def to_sandbox(row: SandboxRow) -> Sandbox:
     return Sandbox(
         id=row.id,
-        org_id=row.org_id,
-        project_id=row.project_id,
+        org_id=row.org_id or "",
+        project_id=row.project_id or "",
         status=SandboxStatus(row.status),
         config=SandboxConfig(vcpus=row.vcpus, memory_mb=row.memory_mb, disk_mb=row.disk_mb),
         template=row.template,
@@ -32,6 +38,15 @@ def to_sandbox(row: SandboxRow) -> Sandbox:
         cwd=row.cwd,
         status_reason=row.status_reason,
         destroyed_at=row.destroyed_at,
+        paused_at=row.paused_at,
+        internet=row.internet,
+        traffic_access_token=row.traffic_access_token,
+        warm_pool_checkout=(
+            None
+            if row.warm_pool_hit is None or row.warm_pool_id is None
+            else WarmPoolCheckout(hit=row.warm_pool_hit, pool_id=row.warm_pool_id)
+        ),
+        oom_kills=row.oom_kills_seen,
     )
 
 
@@ -52,7 +67,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, row_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created), str(row_id)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return when, str(row_id)
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
         raise InvalidRequestError("cursor is not one this server issued") from exc
 
@@ -72,5 +90,21 @@ def newest_first_page(
     return query.order_by(SandboxRow.created_at.desc(), SandboxRow.id.desc()).limit(limit + 1)
 
 
-def sandboxes_of(org_id: str) -> Select[SandboxRow]:
-    return select(SandboxRow).where(SandboxRow.org_id == org_id)
+def sandboxes_of(
+    org_id: str,
+    *,
+    statuses: list[str] | None = None,
+    template: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Select[SandboxRow]:
+    """An org's sandboxes, optionally filtered; warm-pool entries belong to no org."""
+    query = select(SandboxRow).where(SandboxRow.org_id == org_id)
+    if statuses:
+        query = query.where(SandboxRow.status.in_(statuses))
+    if template is not None:
+        query = query.where(SandboxRow.template == template)
+    for key, value in (metadata or {}).items():
+        # Metadata values are free-form JSON; the filter matches string values (and the string
+        # form of numbers and booleans), as query strings can only carry strings.
+        query = query.where(cast(SandboxRow.metadata_json[key].as_string(), String) == value)
+    return query

@@ -1,11 +1,14 @@
-"""``POST /v1/sandboxes/{id}/execute`` (``execute.txt``)."""
+"""``POST /v1/sandboxes/{id}/execute`` (``execute.txt``) and its streamed twin ``…/execute/stream``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from anyio.abc import ObjectSendStream
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
 
+from sandcastle.api import streaming
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.errors import execute_document_errors
 from sandcastle.api.schemas import ExecuteBody, ExecuteOut, execute_out
@@ -41,3 +44,66 @@ async def execute(
         ),
     )
     return execute_out(context_id, result)
+
+
+def _request(body: ExecuteBody) -> ExecuteRequest:
+    return ExecuteRequest(
+        code=body.code,
+        context_id=body.context_id,
+        language=body.language,
+        env_vars=body.env_vars,
+        timeout_ms=body.timeout_ms,
+    )
+
+
+_STREAM_DOC = {
+    200: {
+        "description": "Typed events, one per line (NDJSON) or as SSE with "
+        "`Accept: text/event-stream`; the last is `end_of_execution`. See docs/STREAMING.md.",
+        "model": streaming.StreamEventDoc,
+        "content": {streaming.SSE: {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post(
+    "/{sandbox_id}/execute/stream",
+    status_code=200,
+    response_class=streaming.EventStreamResponse,
+    responses=_STREAM_DOC,  # type: ignore[arg-type]
+)
+@execute_document_errors
+async def execute_stream(
+    sandbox_id: str,
+    body: ExecuteBody,
+    request: Request,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    keepalive_ms: Annotated[
+        int,
+        Query(ge=100, le=60_000, description="Silence after which a keepalive event is sent."),
+    ] = 5_000,
+) -> streaming.EventStreamResponse:
+    """Run code like ``/execute`` and stream its events as they happen.
+
+    Request errors (validation, unknown sandbox or context) are HTTP errors as for
+    ``/execute``; once the stream has started, everything is an event. A client that
+    disconnects interrupts the execution; the context keeps its state.
+    """
+    prepared = await services.executions.prepare(principal, sandbox_id, _request(body))
+
+    async def produce(sender: ObjectSendStream[BaseModel]) -> None:
+        async def forward(event: dict[str, Any]) -> None:
+            converted = streaming.from_agent(event)
+            if converted is not None:
+                await sender.send(converted)
+
+        await services.executions.run(prepared, on_event=forward)
+
+    accept = request.headers.get("accept", "")
+    return streaming.EventStreamResponse(
+        produce,
+        media_type=streaming.SSE if streaming.SSE in accept else streaming.NDJSON,
+        context_id=prepared.context_id,
+        keepalive_s=keepalive_ms / 1000,
+    )

@@ -15,4 +15,10 @@ router = APIRouter(tags=["health"])
 
 @router.get("/v1/health", response_model=HealthOut)
 async def health(services: ServicesDep) -> dict[str, Any]:
-    return {"status": "ok", "version": __version__, "runtime": services.runtime.name}
+    """Liveness, the runtime backend in use, and each warm pool's fill."""
+    return {
+        "status": "ok",
+        "version": __version__,
+        "runtime": services.runtime.name,
+        "warm_pools": await services.pool.status(),
+    }

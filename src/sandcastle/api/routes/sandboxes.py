@@ -1,24 +1,70 @@
-"""``/v1/sandboxes``: create, get, list, destroy (``sandbox-get.txt``)."""
+"""``/v1/sandboxes``: the lifecycle of ``sandbox-get.txt``."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from sandcastle.api.deps import PrincipalDep, ServicesDep
-from sandcastle.api.schemas import SandboxCreateBody, SandboxListOut, SandboxOut, sandbox_out
-from sandcastle.domain.sandbox import TimeoutAction
-from sandcastle.services.sandboxes import CreateSandbox
+from sandcastle.api.schemas import (
+    SandboxCreateBody,
+    SandboxListOut,
+    SandboxOut,
+    TimeoutBody,
+    parse_fields,
+    sandbox_out,
+)
+from sandcastle.domain.sandbox import SandboxStatus, TimeoutAction
+from sandcastle.errors import FieldError
+from sandcastle.services.sandboxes import CreateSandbox, ListFilter
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 
+FieldsQuery = Annotated[
+    str | None,
+    Query(
+        description="Comma-separated field mask: id, status, config, template, metadata, "
+        "started_at, timeout_ms, timeout_at, expires_at, timeout_action, created_at, cwd, "
+        "snapshot_id, traffic_access_token."
+    ),
+]
+_METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
 
-@router.post("", status_code=201, response_model=SandboxOut, response_model_exclude_unset=True)
+
+def _statuses(raw: list[str]) -> list[str]:
+    """``status=a&status=b,c`` → ``[a, b, c]``, each a known status."""
+    known = {s.value for s in SandboxStatus}
+    out = [part.strip() for item in raw for part in item.split(",") if part.strip()]
+    unknown = sorted(set(out) - known)
+    if unknown:
+        raise FieldError(
+            "status",
+            f"unknown status {', '.join(unknown)}; use {', '.join(sorted(known))}",
+            location="query",
+        )
+    return out
+
+
+def _metadata_filter(request: Request) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        match = _METADATA_KEY.match(key)
+        if match:
+            found[match.group(1)] = value
+    return found
+
+
+@router.post("", status_code=201, response_model=SandboxOut)
 async def create_sandbox(
     body: SandboxCreateBody, principal: PrincipalDep, services: ServicesDep
-) -> dict[str, Any]:
-    """Create a sandbox; answers once its agent is connected (``status: running``)."""
+) -> JSONResponse:
+    """Create a sandbox; answers once its agent is connected (``status: running``).
+
+    A warm-pool sandbox is used when one fits (``warm_pool_checkout.hit``).
+    """
     sandbox = await services.sandboxes.create(
         principal,
         CreateSandbox(
@@ -30,34 +76,75 @@ async def create_sandbox(
             timeout_ms=body.timeout_ms,
             timeout_action=TimeoutAction(body.timeout_action),
             cwd=body.cwd,
+            internet=body.network.internet,
         ),
     )
-    return sandbox_out(sandbox)
+    return JSONResponse(sandbox_out(sandbox), status_code=201)
 
 
-@router.get("", response_model=SandboxListOut, response_model_exclude_unset=True)
+@router.get("", response_model=SandboxListOut)
 async def list_sandboxes(
+    request: Request,
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query()] = None,
-) -> dict[str, Any]:
-    """The caller's sandboxes, newest first; ``next_cursor`` is null on the last page."""
-    sandboxes, next_cursor = await services.sandboxes.list(principal, limit=limit, cursor=cursor)
-    return {"items": [sandbox_out(s) for s in sandboxes], "next_cursor": next_cursor}
+    status: Annotated[list[str], Query(description="Repeatable or comma-separated.")] = [],  # noqa: B006 - FastAPI copies query defaults
+    template: Annotated[str | None, Query()] = None,
+    fields: FieldsQuery = None,
+) -> JSONResponse:
+    """The caller's sandboxes, newest first. Filter with ``status``, ``template`` and
+    ``metadata[key]=value``; ``next_cursor`` is null on the last page."""
+    mask = parse_fields(fields)
+    where = ListFilter(
+        statuses=_statuses(status), template=template, metadata=_metadata_filter(request)
+    )
+    sandboxes, next_cursor = await services.sandboxes.list(
+        principal, limit=limit, cursor=cursor, where=where
+    )
+    return JSONResponse(
+        {"items": [sandbox_out(s, mask) for s in sandboxes], "next_cursor": next_cursor}
+    )
 
 
-@router.get("/{sandbox_id}", response_model=SandboxOut, response_model_exclude_unset=True)
+@router.get("/{sandbox_id}", response_model=SandboxOut)
 async def get_sandbox(
-    sandbox_id: str, principal: PrincipalDep, services: ServicesDep
-) -> dict[str, Any]:
+    sandbox_id: str, principal: PrincipalDep, services: ServicesDep, fields: FieldsQuery = None
+) -> JSONResponse:
     """Get sandbox details."""
-    return sandbox_out(await services.sandboxes.get(principal, sandbox_id))
+    mask = parse_fields(fields)
+    return JSONResponse(sandbox_out(await services.sandboxes.get(principal, sandbox_id), mask))
 
 
-@router.delete("/{sandbox_id}", response_model=SandboxOut, response_model_exclude_unset=True)
+@router.delete("/{sandbox_id}", response_model=SandboxOut)
 async def destroy_sandbox(
     sandbox_id: str, principal: PrincipalDep, services: ServicesDep
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Destroy the sandbox's processes and files; the record stays, ``destroyed``."""
-    return sandbox_out(await services.sandboxes.destroy(principal, sandbox_id))
+    return JSONResponse(sandbox_out(await services.sandboxes.destroy(principal, sandbox_id)))
+
+
+@router.post("/{sandbox_id}/pause", response_model=SandboxOut)
+async def pause_sandbox(
+    sandbox_id: str, principal: PrincipalDep, services: ServicesDep
+) -> JSONResponse:
+    """Freeze every process in place: memory stays, no CPU is used. ``running`` only."""
+    return JSONResponse(sandbox_out(await services.sandboxes.pause(principal, sandbox_id)))
+
+
+@router.post("/{sandbox_id}/resume", response_model=SandboxOut)
+async def resume_sandbox(
+    sandbox_id: str, principal: PrincipalDep, services: ServicesDep
+) -> JSONResponse:
+    """Let a paused sandbox run again, its contexts as they were."""
+    return JSONResponse(sandbox_out(await services.sandboxes.resume(principal, sandbox_id)))
+
+
+@router.post("/{sandbox_id}/timeout", response_model=SandboxOut)
+async def set_sandbox_timeout(
+    sandbox_id: str, body: TimeoutBody, principal: PrincipalDep, services: ServicesDep
+) -> JSONResponse:
+    """Set a new deadline ``timeout_ms`` from now (and optionally ``timeout_action``)."""
+    action = TimeoutAction(body.timeout_action) if body.timeout_action else None
+    sandbox = await services.sandboxes.set_timeout(principal, sandbox_id, body.timeout_ms, action)
+    return JSONResponse(sandbox_out(sandbox))

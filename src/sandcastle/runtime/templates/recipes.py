@@ -136,6 +136,30 @@ _KERNELSPEC = {
     "metadata": {"debugger": False},
 }
 
+#: Deno's own Jupyter kernel (``deno jupyter --kernel``) for TypeScript and JavaScript.
+_DENO_KERNELSPEC = {
+    "argv": [
+        f"{layout.USER_VENV}/bin/deno",
+        "jupyter",
+        "--kernel",
+        "--conn",
+        "{connection_file}",
+    ],
+    "display_name": "Deno",
+    "language": "typescript",
+    # SIGINT, Jupyter's default interrupt, kills Deno's kernel; an interrupt_request on the
+    # control channel stops the running code (V8 terminate_execution) and keeps the kernel.
+    "interrupt_mode": "message",
+    "env": {
+        # Deno caches analysis results here; the template is read-only below the user's home.
+        "DENO_DIR": f"{layout.USER_HOME}/.cache/deno",
+        # Without it, results' text/plain carries ANSI colour codes.
+        "NO_COLOR": "1",
+        # Sandboxes have no network; do not try.
+        "DENO_NO_UPDATE_CHECK": "1",
+    },
+}
+
 
 _HOSTS = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
@@ -153,6 +177,11 @@ def _python() -> Recipe:
             Run(
                 "Install ipykernel, numpy, pandas, matplotlib",
                 _pip_install(layout.USER_VENV, "ipykernel", "numpy", "pandas", "matplotlib"),
+            ),
+            Run(
+                # The PyPI package ships the deno binary as a venv script: /opt/venv/bin/deno.
+                "Install Deno",
+                _pip_install(layout.USER_VENV, "deno"),
             ),
             Run(
                 # The user's environment is the user's: `pip install` in a sandbox must work.
@@ -193,6 +222,15 @@ def _python() -> Recipe:
                 uid=layout.HOST_UID,
                 gid=layout.HOST_GID,
                 cwd=layout.USER_HOME,
+            ),
+            Write(
+                "Add Deno kernelspec",
+                files=(
+                    File(
+                        f"{layout.JUPYTER_DIR}/kernels/deno/kernel.json",
+                        json.dumps(_DENO_KERNELSPEC, indent=1) + "\n",
+                    ),
+                ),
             ),
             Write(
                 # debootstrap copies the build host's hostname and resolv.conf into the target;

@@ -1,0 +1,580 @@
+"""File operations inside the sandbox, served over the agent channel.
+
+Every path goes through :mod:`sandcastle.agent.paths` first. Blocking filesystem work runs in
+worker threads so that a large directory or a slow disk never stalls the channel (and with it
+every execution's events).
+
+A channel frame holds at most 16 MiB, so whole files never travel in one message. Reading and
+writing are sessions over a handle, moved in chunks at explicit offsets that the host pulls
+(``file.read.chunk``) or pushes (``file.write.chunk``): the host decides the pace and how many
+chunks are in flight, so a slow HTTP client slows the sandbox's disk, not the server's memory.
+A write goes to a hidden temporary file beside the target and is renamed into place only on
+``file.write.close``: an upload that fails or is aborted never leaves a half-written file, and a
+symlink planted at the target is replaced, never written through. Handles left idle for
+:data:`HANDLE_IDLE_S` (a host that went away) are closed, and their temporary files removed.
+
+Methods (``docs/AGENT_PROTOCOL.md``, "Files"): ``file.list``, ``file.stat``, ``file.mkdir``,
+``file.delete``, ``file.rename``, ``file.read.open|chunk|close``,
+``file.write.open|chunk|close|abort``, ``files.snapshot``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import errno
+import os
+import posixpath
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired, TypedDict, TypeVar
+
+from sandcastle.agent.channel import Emit, Handler, RequestFailed
+from sandcastle.agent.paths import PathRules, check_not_ancestor, invalid
+
+#: The largest chunk one ``file.read.chunk`` returns or one ``file.write.chunk`` may carry;
+#: base64 makes it 4/3 larger, well below a frame's 16 MiB.
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+#: Open read/write handles at once; more means a host is leaking them.
+MAX_HANDLES = 64
+#: A handle unused this long is closed (its host went away without closing it).
+HANDLE_IDLE_S = 300.0
+_REAP_INTERVAL_S = 30.0
+#: Bounds on one listing or snapshot, so its reply always fits in a frame.
+MAX_LIST_ENTRIES = 10_000
+SNAPSHOT_MAX_FILES = 10_000
+SNAPSHOT_MAX_DEPTH = 16
+_REPLY_BUDGET_BYTES = 8 * 1024 * 1024
+
+FileType = Literal["file", "dir", "symlink", "other"]
+
+_ERRNO_CODES = {
+    errno.ENOENT: "not_found",
+    errno.EEXIST: "exists",
+    errno.ENOTEMPTY: "not_empty",
+    errno.EISDIR: "is_a_directory",
+    errno.ENOTDIR: "not_a_directory",
+    errno.EACCES: "permission_denied",
+    errno.EPERM: "permission_denied",
+    errno.EROFS: "permission_denied",
+    errno.ENOSPC: "no_space",
+    errno.EDQUOT: "no_space",
+    errno.EFBIG: "no_space",
+    errno.ENAMETOOLONG: "invalid_path",
+    # O_NOFOLLOW met a symlink: the last component was swapped for one after it was resolved.
+    errno.ELOOP: "invalid_path",
+    errno.EBUSY: "busy",
+    errno.EXDEV: "cross_device",
+}
+
+
+class FileInfo(TypedDict):
+    name: str
+    path: str
+    type: FileType
+    size: int
+    #: Permission bits (``st_mode & 0o7777``).
+    mode: int
+    mtime_ns: int
+    #: Where a symlink points (not resolved).
+    target: NotRequired[str]
+
+
+class Listing(TypedDict):
+    path: str
+    entries: list[FileInfo]
+    truncated: bool
+
+
+class Snapshot(TypedDict):
+    root: str
+    #: Path relative to ``root`` → ``[size, mtime_ns]``, regular files only.
+    files: dict[str, list[int]]
+    truncated: bool
+
+
+def os_error(exc: OSError, path: str) -> RequestFailed:
+    """Translate a filesystem error into the reply's error code, once, where it happens."""
+    code = _ERRNO_CODES.get(exc.errno or 0, "io_error")
+    return RequestFailed(code, f"{path}: {exc.strerror or exc}")
+
+
+def _encodable(name: str) -> bool:
+    # A name that is not UTF-8 on disk arrives with surrogate escapes; JSON cannot carry it.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _type_of(mode: int) -> FileType:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "other"
+
+
+def info_of(path: str, st: os.stat_result) -> FileInfo:
+    info: FileInfo = {
+        "name": posixpath.basename(path) or "/",
+        "path": path,
+        "type": _type_of(st.st_mode),
+        "size": st.st_size,
+        "mode": stat.S_IMODE(st.st_mode),
+        "mtime_ns": st.st_mtime_ns,
+    }
+    if stat.S_ISLNK(st.st_mode):
+        with contextlib.suppress(OSError):
+            info["target"] = _printable(os.readlink(path))
+    return info
+
+
+def lstat_info(path: str) -> FileInfo:
+    try:
+        return info_of(path, os.lstat(path))
+    except OSError as exc:
+        raise os_error(exc, path) from exc
+
+
+# --- directory operations (run in worker threads) ------------------------------------------------
+
+
+def list_dir(path: str, limit: int) -> Listing:
+    entries: list[FileInfo] = []
+    budget = _REPLY_BUDGET_BYTES
+    truncated = False
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                if not _encodable(entry.name):
+                    continue
+                if len(entries) >= limit or budget <= 0:
+                    truncated = True
+                    break
+                try:
+                    info = info_of(entry.path, entry.stat(follow_symlinks=False))
+                except OSError:
+                    continue  # vanished while listing
+                entries.append(info)
+                budget -= 200 + 2 * len(info["path"]) + len(info.get("target", ""))
+    except OSError as exc:
+        raise os_error(exc, path) from exc
+    entries.sort(key=lambda e: e["name"])
+    return {"path": path, "entries": entries, "truncated": truncated}
+
+
+def make_dir(path: str) -> tuple[bool, FileInfo]:
+    existed = os.path.isdir(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError as exc:
+        raise RequestFailed("exists", f"{path} exists and is not a directory") from exc
+    except OSError as exc:
+        raise os_error(exc, path) from exc
+    return not existed, lstat_info(path)
+
+
+def delete(path: str) -> None:
+    check_not_ancestor(path)
+    try:
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            # rmtree works on directory fds and never follows a symlink out of the tree.
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except OSError as exc:
+        raise os_error(exc, getattr(exc, "filename", None) or path) from exc
+
+
+def rename(source: str, target: str, overwrite: bool) -> FileInfo:
+    check_not_ancestor(source)
+    try:
+        os.lstat(source)
+        if not overwrite and os.path.lexists(target):
+            raise RequestFailed("exists", f"{target} exists")
+        try:
+            os.rename(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.move(source, target)  # another filesystem (e.g. /dev/shm): copy, then delete
+    except OSError as exc:
+        raise os_error(exc, getattr(exc, "filename", None) or source) from exc
+    return lstat_info(target)
+
+
+def snapshot(root: str, max_files: int, max_depth: int) -> Snapshot:
+    """Size and mtime of the regular files under ``root``: hidden entries and symlinks skipped."""
+    files: dict[str, list[int]] = {}
+    budget = _REPLY_BUDGET_BYTES
+    truncated = False
+    stack: list[tuple[str, str, int]] = [(root, "", 0)]
+    while stack and not truncated:
+        directory, prefix, depth = stack.pop()
+        try:
+            it = os.scandir(directory)
+        except OSError as exc:
+            if directory == root:
+                raise os_error(exc, root) from exc
+            continue
+        with it:
+            for entry in it:
+                if entry.name.startswith(".") or not _encodable(entry.name):
+                    continue
+                relative = prefix + entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if depth + 1 < max_depth:
+                            stack.append((entry.path, relative + "/", depth + 1))
+                        else:
+                            truncated = True
+                    elif entry.is_file(follow_symlinks=False):
+                        if len(files) >= max_files or budget <= 0:
+                            truncated = True
+                            break
+                        st = entry.stat(follow_symlinks=False)
+                        files[relative] = [st.st_size, st.st_mtime_ns]
+                        budget -= 64 + len(relative)
+                except OSError:
+                    continue
+    return {"root": root, "files": files, "truncated": truncated}
+
+
+# --- read and write sessions ---------------------------------------------------------------------
+
+
+@dataclass
+class _Handle:
+    id: str
+    kind: Literal["read", "write"]
+    fd: int
+    path: str
+    #: For writes: the temporary file the data goes to until ``close``.
+    tmp: str | None = None
+    exclusive: bool = False
+    last_used: float = field(default_factory=time.monotonic)
+    busy: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+
+def _open_for_read(path: str) -> tuple[int, FileInfo]:
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang the agent; O_NOFOLLOW: a symlink swapped in
+        # after resolution is refused (ELOOP), not followed.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise os_error(exc, path) from exc
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise RequestFailed("is_a_directory", f"{path} is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise RequestFailed("not_a_file", f"{path} is not a regular file")
+        return fd, info_of(path, st)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_for_write(
+    target: str, name_exists: bool, exclusive: bool, parents: bool
+) -> tuple[int, str]:
+    parent, name = posixpath.split(target)
+    if not name:
+        raise invalid("cannot write to /")
+    if exclusive and name_exists:
+        raise RequestFailed("exists", f"{target} exists")
+    try:
+        if parents:
+            os.makedirs(parent, exist_ok=True)
+        mode: int | None = None
+        try:
+            st = os.stat(target)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISDIR(st.st_mode):
+                raise RequestFailed("is_a_directory", f"{target} is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise RequestFailed("not_a_file", f"{target} is not a regular file")
+            mode = stat.S_IMODE(st.st_mode)
+        # Hidden, unique, created with O_EXCL (which never follows a symlink).
+        tmp = posixpath.join(parent, f".{name[:200]}.{secrets.token_hex(4)}.sandcastle-part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise os_error(exc, getattr(exc, "filename", None) or target) from exc
+    if mode is not None:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, mode)  # replacing a file keeps its permissions
+    return fd, tmp
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _commit(handle: _Handle, expected_size: int | None) -> tuple[bool, FileInfo]:
+    assert handle.tmp is not None
+    try:
+        size = os.fstat(handle.fd).st_size
+        if expected_size is not None and size != expected_size:
+            raise RequestFailed(
+                "incomplete", f"{handle.path}: got {size} bytes, expected {expected_size}"
+            )
+        os.close(handle.fd)
+        handle.fd = -1
+        if handle.exclusive:
+            # link() fails if anything appeared at the target meanwhile: no-clobber, atomically.
+            os.link(handle.tmp, handle.path)
+            os.unlink(handle.tmp)
+            created = True
+        else:
+            created = not os.path.lexists(handle.path)
+            os.rename(handle.tmp, handle.path)
+        handle.tmp = None
+    except OSError as exc:
+        raise os_error(exc, handle.path) from exc
+    return created, lstat_info(handle.path)
+
+
+def _discard(handle: _Handle) -> None:
+    if handle.fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(handle.fd)
+        handle.fd = -1
+    if handle.tmp is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(handle.tmp)
+        handle.tmp = None
+
+
+T = TypeVar("T")
+
+
+def _int_param(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise RequestFailed("invalid", f"{name} must be an integer in [{low}, {high}]")
+    return value
+
+
+class AgentFiles:
+    """The file methods of one agent, and the read/write handles they have open."""
+
+    def __init__(self, home: str) -> None:
+        self.rules = PathRules(home)
+        self._handles: dict[str, _Handle] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "file.list": self.list,
+            "file.stat": self.stat,
+            "file.mkdir": self.mkdir,
+            "file.delete": self.delete,
+            "file.rename": self.rename,
+            "file.read.open": self.read_open,
+            "file.read.chunk": self.read_chunk,
+            "file.read.close": self.close_handle,
+            "file.write.open": self.write_open,
+            "file.write.chunk": self.write_chunk,
+            "file.write.close": self.write_close,
+            "file.write.abort": self.close_handle,
+            "files.snapshot": self.snapshot,
+        }
+
+    async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for handle in list(self._handles.values()):
+            await self._drop(handle)
+
+    # --- simple operations ---------------------------------------------------------------------
+
+    async def list(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        path = self.rules.resolve(params.get("path", self.rules.home), follow=True)
+        limit = _int_param(params, "limit", MAX_LIST_ENTRIES, 1, MAX_LIST_ENTRIES)
+        return dict(await asyncio.to_thread(list_dir, path, limit))
+
+    async def stat(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        path = self.rules.resolve(params.get("path"), follow=False)
+        return dict(await asyncio.to_thread(lstat_info, path))
+
+    async def mkdir(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        path = self.rules.resolve(params.get("path"), follow=True)
+        created, info = await asyncio.to_thread(make_dir, path)
+        return {"created": created, "info": info}
+
+    async def delete(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        path = self.rules.resolve(params.get("path"), follow=False)
+        await asyncio.to_thread(delete, path)
+        return {}
+
+    async def rename(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        source = self.rules.resolve(params.get("from"), follow=False)
+        target = self.rules.resolve(params.get("to"), follow=False)
+        check_not_ancestor(target)
+        info = await asyncio.to_thread(rename, source, target, bool(params.get("overwrite")))
+        return dict(info)
+
+    async def snapshot(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        root = self.rules.resolve(params.get("root", self.rules.home), follow=True)
+        max_files = _int_param(params, "max_files", SNAPSHOT_MAX_FILES, 1, SNAPSHOT_MAX_FILES)
+        max_depth = _int_param(params, "max_depth", SNAPSHOT_MAX_DEPTH, 1, SNAPSHOT_MAX_DEPTH)
+        return dict(await asyncio.to_thread(snapshot, root, max_files, max_depth))
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    async def read_open(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        path = self.rules.resolve(params.get("path"), follow=True)
+        self._check_capacity()
+        fd, info = await asyncio.to_thread(_open_for_read, path)
+        handle = self._add(_Handle(id=secrets.token_hex(8), kind="read", fd=fd, path=path))
+        return {"handle": handle.id, "size": info["size"], "info": info}
+
+    async def read_chunk(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        handle = self._get(params, "read")
+        offset = _int_param(params, "offset", 0, 0, 2**62)
+        length = _int_param(params, "length", MAX_CHUNK_BYTES, 1, MAX_CHUNK_BYTES)
+        data = await self._io(handle, lambda: os.pread(handle.fd, length, offset))
+        return {"data_b64": base64.b64encode(data).decode("ascii"), "eof": len(data) < length}
+
+    async def write_open(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        raw = params.get("path")
+        target = self.rules.resolve(raw, follow=True)
+        exclusive = bool(params.get("exclusive", False))
+        parents = bool(params.get("parents", True))
+        self._check_capacity()
+
+        def open_() -> tuple[int, str]:
+            # "Exists" is about the name itself: a symlink there, even dangling, is a file.
+            name_exists = os.path.lexists(self.rules.resolve(raw, follow=False))
+            return _open_for_write(target, name_exists, exclusive, parents)
+
+        fd, tmp = await asyncio.to_thread(open_)
+        handle = self._add(
+            _Handle(
+                id=secrets.token_hex(8),
+                kind="write",
+                fd=fd,
+                path=target,
+                tmp=tmp,
+                exclusive=exclusive,
+            )
+        )
+        return {"handle": handle.id, "path": target}
+
+    async def write_chunk(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        handle = self._get(params, "write")
+        offset = _int_param(params, "offset", 0, 0, 2**62)
+        encoded = params.get("data_b64")
+        if not isinstance(encoded, str):
+            raise RequestFailed("invalid", "data_b64 must be a string")
+        try:
+            # strict_mode: validated in C; b64decode(validate=True) checks with a slow regex.
+            data = binascii.a2b_base64(encoded, strict_mode=True)
+        except ValueError as exc:
+            raise RequestFailed("invalid", "data_b64 is not valid base64") from exc
+        if len(data) > MAX_CHUNK_BYTES:
+            raise RequestFailed("invalid", f"a chunk must be at most {MAX_CHUNK_BYTES} bytes")
+        await self._io(handle, lambda: _pwrite_all(handle.fd, data, offset))
+        return {"written": len(data)}
+
+    async def write_close(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        handle = self._get(params, "write")
+        size = params.get("size")
+        expected = size if isinstance(size, int) and not isinstance(size, bool) else None
+        handle.closing = True
+        await handle.idle.wait()
+        self._handles.pop(handle.id, None)
+        try:
+            created, info = await asyncio.to_thread(_commit, handle, expected)
+        finally:
+            await asyncio.to_thread(_discard, handle)
+        return {"created": created, "info": info}
+
+    async def close_handle(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """``file.read.close`` and ``file.write.abort``: forget the handle, discard a write."""
+        handle = self._handles.get(str(params.get("handle")))
+        if handle is not None:
+            await self._drop(handle)
+        return {}
+
+    # --- handle bookkeeping --------------------------------------------------------------------
+
+    def _check_capacity(self) -> None:
+        if len(self._handles) >= MAX_HANDLES:
+            raise RequestFailed("too_many_handles", f"at most {MAX_HANDLES} files open at once")
+
+    def _add(self, handle: _Handle) -> _Handle:
+        self._handles[handle.id] = handle
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever())
+        return handle
+
+    def _get(self, params: dict[str, Any], kind: str) -> _Handle:
+        handle = self._handles.get(str(params.get("handle")))
+        if handle is None or handle.kind != kind or handle.closing:
+            raise RequestFailed("bad_handle", f"no open {kind} handle {params.get('handle')!r}")
+        handle.last_used = time.monotonic()
+        return handle
+
+    async def _io(self, handle: _Handle, work: Callable[[], T]) -> T:
+        handle.busy += 1
+        handle.idle.clear()
+        future = asyncio.get_running_loop().run_in_executor(None, work)
+
+        def release(_: object) -> None:
+            handle.busy -= 1
+            handle.last_used = time.monotonic()
+            if handle.busy == 0:
+                handle.idle.set()
+
+        # The handle counts as busy until the thread is really done with its fd, even if the
+        # request is cancelled meanwhile: closing the fd under a running pread/pwrite could let
+        # it touch whatever file reuses that number.
+        future.add_done_callback(release)
+        try:
+            return await asyncio.shield(future)
+        except OSError as exc:
+            raise os_error(exc, handle.path) from exc
+
+    async def _drop(self, handle: _Handle) -> None:
+        handle.closing = True
+        self._handles.pop(handle.id, None)
+        await handle.idle.wait()
+        await asyncio.to_thread(_discard, handle)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_REAP_INTERVAL_S)
+            now = time.monotonic()
+            for handle in list(self._handles.values()):
+                if handle.busy == 0 and now - handle.last_used > HANDLE_IDLE_S:
+                    await self._drop(handle)

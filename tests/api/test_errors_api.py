@@ -1,0 +1,193 @@
+"""Every error the API gives is the envelope ``{code, detail, type, errors?}``, FastAPI's own too."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import update
+
+from sandcastle.store.models import ApiKeyRow
+from tests.api.conftest import Harness, assert_envelope
+
+ROUTES = [
+    ("GET", "/v1/sandboxes"),
+    ("POST", "/v1/sandboxes"),
+    ("GET", "/v1/sandboxes/sb_00000000"),
+    ("DELETE", "/v1/sandboxes/sb_00000000"),
+    ("POST", "/v1/sandboxes/sb_00000000/execute"),
+]
+
+
+# --- authentication -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer sc_wrong", "Bearer ", "Basic dXNlcjpwYXNz", "sc_no_scheme"],
+)
+async def test_missing_or_wrong_key_is_401_with_www_authenticate(
+    harness: Harness, method: str, path: str, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = await harness.anon.request(method, path, headers=headers, json={"code": "1"})
+    body = assert_envelope(response, 401, "authentication_error")
+    assert body["detail"].startswith("Authentication failed")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_the_admin_key_works_and_is_written_privately(harness: Harness) -> None:
+    assert harness.key.startswith("sc_")
+    assert harness.settings.admin_key_path.stat().st_mode & 0o777 == 0o600
+    response = await harness.anon.get(
+        "/v1/sandboxes", headers={"Authorization": f"Bearer {harness.key}"}
+    )
+    assert response.status_code == 200
+
+
+async def test_revoked_key_is_401(harness: Harness) -> None:
+    async with harness.db.session() as session:
+        await session.execute(update(ApiKeyRow).values(revoked_at=datetime.now(UTC)))
+    response = await harness.client.get("/v1/sandboxes")
+    body = assert_envelope(response, 401, "authentication_error")
+    assert "revoked" in body["detail"]
+
+
+async def test_authentication_comes_before_validation(harness: Harness) -> None:
+    """Without a key, a bad body says nothing about the schema."""
+    response = await harness.anon.post("/v1/sandboxes", json={"memory_mb": "lots"})
+    assert_envelope(response, 401, "authentication_error")
+    response = await harness.anon.get("/v1/sandboxes", params={"limit": 0})
+    assert_envelope(response, 401, "authentication_error")
+
+
+# --- FastAPI's own errors, in the envelope ----------------------------------------------------
+
+
+async def test_unknown_route_is_404_envelope(harness: Harness) -> None:
+    response = await harness.client.get("/v1/nothing-here")
+    assert assert_envelope(response, 404, "not_found_error") == {
+        "code": 404,
+        "detail": "no route GET /v1/nothing-here",
+        "type": "not_found_error",
+    }
+    deeper = await harness.client.post("/v1/sandboxes/sb_00000000/nope", json={})
+    assert_envelope(deeper, 404, "not_found_error")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/v1/sandboxes"),
+        ("PATCH", "/v1/sandboxes/sb_00000000"),
+        ("GET", "/v1/sandboxes/sb_00000000/execute"),
+        ("POST", "/v1/health"),
+    ],
+)
+async def test_wrong_method_is_405_envelope(harness: Harness, method: str, path: str) -> None:
+    response = await harness.client.request(method, path)
+    body = assert_envelope(response, 405, "invalid_error")
+    assert body["detail"] == "Method Not Allowed"
+
+
+async def test_405_names_the_allowed_methods(harness: Harness) -> None:
+    response = await harness.client.put("/v1/sandboxes")
+    assert response.status_code == 405
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
+
+
+async def test_malformed_json_is_a_422_envelope(harness: Harness) -> None:
+    response = await harness.client.post(
+        "/v1/sandboxes", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    body = assert_envelope(response, 422, "validation_error")
+    [error] = body["errors"]
+    assert error["loc"][0] == "body"
+    assert error["type"] == "json_invalid"
+
+
+async def test_wrong_field_type_is_a_422_envelope_with_locations(harness: Harness) -> None:
+    response = await harness.client.post(
+        "/v1/sandboxes", json={"memory_mb": "lots", "vcpus": 0, "metadata": {"kept": True}}
+    )
+    body = assert_envelope(response, 422, "validation_error")
+    assert body["detail"] == "Validation error"
+    by_loc = {tuple(e["loc"]): e["type"] for e in body["errors"]}
+    assert by_loc == {("body", "memory_mb"): "int_parsing", ("body", "vcpus"): "greater_than_equal"}
+
+
+async def test_body_that_is_not_an_object_is_a_422_envelope(harness: Harness) -> None:
+    response = await harness.client.post("/v1/sandboxes", json=["template", "python"])
+    body = assert_envelope(response, 422, "validation_error")
+    assert body["errors"][0]["loc"] == ["body"]
+
+
+async def test_query_validation_is_a_422_envelope(harness: Harness) -> None:
+    response = await harness.client.get("/v1/sandboxes", params={"limit": 0})
+    body = assert_envelope(response, 422, "validation_error")
+    assert body["errors"] == [
+        {
+            "loc": ["query", "limit"],
+            "msg": "Input should be greater than or equal to 1",
+            "type": "greater_than_equal",
+        }
+    ]
+
+
+# --- server-side failures -------------------------------------------------------------------
+
+
+async def test_unexpected_exception_is_a_500_envelope_that_leaks_nothing(
+    harness: Harness,
+) -> None:
+    harness.runtime.fail_launch = ValueError("secret internal detail")
+    response = await harness.client.post("/v1/sandboxes", json={})
+    body = assert_envelope(response, 500, "server_error")
+    assert body["detail"] == "Internal server error"
+    assert "secret" not in response.text
+
+
+async def test_agent_failure_is_a_502_envelope(harness: Harness) -> None:
+    sandbox_id = (await harness.create())["id"]
+    harness.runtime.agent(sandbox_id).fail_next = RuntimeError("kernel manager exploded")
+    response = await harness.client.post(f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "1"})
+    body = assert_envelope(response, 502, "bad_gateway_error")
+    assert "kernel manager exploded" in body["detail"]
+    # The agent lives on: the next request works.
+    assert (await harness.execute(sandbox_id, code="1"))["items"] == [
+        {"is_primary": True, "text": "1"}
+    ]
+
+
+# --- OpenAPI --------------------------------------------------------------------------------
+
+
+async def test_openapi_lists_the_routes(harness: Harness) -> None:
+    response = await harness.anon.get("/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
+    assert spec["info"]["title"] == "Sandcastle"
+    routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+    assert routes == {
+        ("GET", "/v1/health"),
+        ("GET", "/v1/sandboxes"),
+        ("POST", "/v1/sandboxes"),
+        ("GET", "/v1/sandboxes/{sandbox_id}"),
+        ("DELETE", "/v1/sandboxes/{sandbox_id}"),
+        ("POST", "/v1/sandboxes/{sandbox_id}/execute"),
+    }
+    schemes = spec["components"]["securitySchemes"]
+    assert [s["scheme"] for s in schemes.values()] == ["bearer"]
+    schemas = spec["components"]["schemas"]
+    assert schemas["ExecuteBody"]["required"] == ["code"]
+    assert set(schemas["SandboxStatus"]["enum"]) == {
+        "creating",
+        "running",
+        "paused",
+        "destroyed",
+        "error",
+    }
+    list_params = {p["name"]: p for p in spec["paths"]["/v1/sandboxes"]["get"]["parameters"]}
+    assert list_params["limit"]["schema"]["minimum"] == 1
+    assert list_params["limit"]["schema"]["maximum"] == 200
