@@ -11,6 +11,15 @@ import httpx
 from tests.serverproc import ServerProcess
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_create_returns_running_sandbox_with_documented_fields(sandbox: dict[str, object]) -> None:
     assert re.fullmatch(r"sb_[0-9a-f]{8}", str(sandbox["id"]))
     assert sandbox["status"] == "running"
@@ -58,7 +67,7 @@ def test_delete_keeps_the_record_as_destroyed_and_removes_processes(
     assert not layer.exists()
     assert not cgroup.exists()
     assert not run_dir.exists() and not socket.exists()
-    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert not any(_running(pid) for pid in pids)
     assert str(run_dir) not in Path("/proc/mounts").read_text()
     executed = api.post(f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "1"})
     assert executed.status_code == 409

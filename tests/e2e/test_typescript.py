@@ -121,7 +121,7 @@ def test_a_pending_await_that_times_out_restarts_the_kernel(
     # Deno's interrupt stops running JavaScript, not a promise being awaited.
     run(api, sandbox["id"], context_id=ts, code="const lost = 1")
     code = "await new Promise((ok) => setTimeout(ok, 60_000))"
-    stuck = run(api, sandbox["id"], context_id=ts, code=code, timeout_ms=300)
+    stuck = run(api, sandbox["id"], context_id=ts, code=code, timeout_ms=1000)
     assert stuck["error"]["name"] == "TimeoutError" and "restarted" in stuck["error"]["value"]
     after = run(api, sandbox["id"], context_id=ts, code="typeof lost + '!'")
     assert after["items"] == [{"is_primary": True, "text": '"undefined!"'}]
