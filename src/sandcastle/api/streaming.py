@@ -161,7 +161,11 @@ class EventStreamResponse(Response):
         context_id: str,
         keepalive_s: float,
     ) -> None:
-        super().__init__(media_type=media_type, headers={"Cache-Control": "no-store"})
+        # Not Response.__init__: it would announce a Content-Length for an empty body.
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self.init_headers({"Cache-Control": "no-store"})
         self._producer = producer
         self._context_id = context_id
         self._keepalive_s = keepalive_s
