@@ -124,7 +124,7 @@ def row(label: str, samples: list[float], base_label: str, base: list[float]) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--iterations", type=int, default=20)
     args = parser.parse_args()
     n: int = args.iterations

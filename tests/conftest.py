@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["tests.e2e_fixtures"]
+
 #: Variables the test harness itself sets; everything else SANDCASTLE_* is removed per test.
 _KEEP = {"SANDCASTLE_TEST_TEMPLATES_DIR"}
 

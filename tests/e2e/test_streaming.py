@@ -167,24 +167,27 @@ def test_a_client_that_leaves_interrupts_the_execution(
     run(api, sandbox["id"], context_id=context_id, code="kept = 'yes'; done = -1")
     code = (
         "import time\n"
-        "print('started', flush=True)\n"
         "for i in range(600):\n"
-        "    time.sleep(0.1)\n"
         "    done = i\n"
+        "    if i == 3:\n"
+        "        print('started', flush=True)\n"
+        "    time.sleep(0.1)\n"
     )
-    body = {"code": code, "context_id": context_id}
-    with api.stream("POST", stream_url(sandbox), json=body) as response:
+    body = {"code": code, "context_id": context_id, "timeout_ms": 600_000}
+    # No keepalive in the way: only the server's watch for the disconnect can notice.
+    params = {"keepalive_ms": 60_000}
+    with api.stream("POST", stream_url(sandbox), json=body, params=params) as response:
         for event in ndjson_events(response):
             if event["type"] == "stdout":
                 break
     # Leaving the block closed the connection mid-stream. Were the loop still running, this
     # execute would wait behind it for a minute: the client's timeout is well below that.
     with httpx.Client(
-        base_url=str(api.base_url), headers=dict(api.headers), timeout=30
+        base_url=str(api.base_url), headers=dict(api.headers), timeout=20
     ) as impatient:
         after = impatient.post(
             f"/v1/sandboxes/{sandbox['id']}/execute",
-            json={"code": "(kept, 0 <= done < 599)", "context_id": context_id},
+            json={"code": "(kept, 3 <= done < 599)", "context_id": context_id},
         )
     assert after.status_code == 200, after.text
     result = after.json()

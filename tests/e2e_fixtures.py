@@ -1,4 +1,7 @@
-"""End-to-end fixtures: one real server per test session, real bwrap sandboxes."""
+"""End-to-end fixtures (a pytest plugin): one real server per test session, real sandboxes.
+
+Shared by ``tests/e2e`` and ``tests/security``; loaded from ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
