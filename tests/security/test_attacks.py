@@ -284,9 +284,9 @@ def test_tampering_with_the_agent_socket_does_not_confuse_the_server(
         "def attempt(payload):\n"
         "    s = socket.socket(socket.AF_UNIX)\n"
         "    s.connect('/run/sandcastle/agent.sock')\n"
-        "    s.sendall(payload)\n"
         "    s.settimeout(2)\n"
         "    try:\n"
+        "        s.sendall(payload)\n"
         "        return s.recv(100)\n"
         "    except OSError:\n"
         "        return b''\n"
@@ -297,6 +297,9 @@ def test_tampering_with_the_agent_socket_does_not_confuse_the_server(
         "attempt(struct.pack('>I', 0xFFFFFFFF))\n"
         "attempt(struct.pack('>I', 5) + b'[1,2]')\n"
         "attempt(struct.pack('>I', 12) + b'\\xff\\xfe not utf8')\n"
+        # A well-formed hello from user code: it must not take the agent's place.
+        "hello = json.dumps({'type': 'hello', 'version': 1, 'sandbox_id': 'x', 'contexts': []})\n"
+        "attempt(struct.pack('>I', len(hello)) + hello.encode())\n"
         "'done'"
     )
     assert value(run(api, sid, code=code)) == "done"

@@ -65,10 +65,12 @@ def test_python_recipe_installs_both_venvs_without_pip_cache() -> None:
     installs = [argv for argv in argvs if argv[1:2] == ("install",)]
     assert [argv[0] for argv in installs] == [
         f"{layout.USER_VENV}/bin/pip",
+        f"{layout.USER_VENV}/bin/pip",
         f"{layout.AGENT_VENV}/bin/pip",
     ]
     assert {"ipykernel", "numpy", "pandas", "matplotlib"} <= set(installs[0])
-    assert "jupyter_client" in installs[1]
+    assert installs[1][-1] == "deno"
+    assert "jupyter_client" in installs[2]
     assert all("--no-cache-dir" in argv for argv in installs)
     # Each venv exists before its pip runs.
     assert argvs.index(("python3", "-m", "venv", layout.USER_VENV)) < argvs.index(installs[0])
@@ -103,6 +105,36 @@ def test_kernelspec_content() -> None:
         "metadata": {"debugger": False},
     }
     assert files[f"{layout.AGENT_APP_DIR}/sandcastle/__init__.py"].content == ""
+
+
+def test_deno_kernelspec_runs_the_user_venvs_deno_with_message_interrupts() -> None:
+    steps = get_recipe("python").steps
+    files = {f.path: f for s in steps if isinstance(s, Write) for f in s.files}
+    spec = json.loads(files[f"{layout.JUPYTER_DIR}/kernels/deno/kernel.json"].content)
+    assert spec["argv"] == [
+        f"{layout.USER_VENV}/bin/deno",
+        "jupyter",
+        "--kernel",
+        "--conn",
+        "{connection_file}",
+    ]
+    assert spec["language"] == "typescript"
+    # SIGINT kills Deno's kernel; an interrupt_request does not.
+    assert spec["interrupt_mode"] == "message"
+    assert spec["env"]["DENO_DIR"].startswith(layout.USER_HOME + "/")
+    assert spec["env"]["NO_COLOR"] == "1"
+    # The user owns the venv only after deno is in it.
+    argvs = [run.argv for run in _runs(get_recipe("python"))]
+    chown = next(i for i, argv in enumerate(argvs) if argv[0] == "chown")
+    assert argvs.index(_pip_install_of("deno")) < chown
+
+
+def _pip_install_of(package: str) -> tuple[str, ...]:
+    return next(
+        run.argv
+        for run in _runs(get_recipe("python"))
+        if run.argv[1:2] == ("install",) and run.argv[-1] == package
+    )
 
 
 def test_user_matches_the_layout() -> None:

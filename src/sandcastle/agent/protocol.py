@@ -101,12 +101,18 @@ def encode(message: Any) -> bytes:
 
 async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     """Read one message; ``None`` at a clean end of stream; ``FrameError`` on garbage."""
+    message, _ = await read_sized_frame(reader)
+    return message
+
+
+async def read_sized_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any] | None, int]:
+    """Like :func:`read_frame`, also returning the frame's size in bytes."""
     try:
         header = await reader.readexactly(_HEADER.size)
     except asyncio.IncompleteReadError as exc:
         if exc.partial:
             raise FrameError("connection closed inside a frame header") from exc
-        return None
+        return None, 0
     (length,) = _HEADER.unpack(header)
     if length > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
@@ -120,4 +126,9 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
         raise FrameError("frame is not UTF-8 JSON") from exc
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise FrameError("frame is not a message object with a type")
-    return message
+    # The agent dispatches requests by id; the host ignores events and replies it cannot match.
+    if message["type"] in ("request", "cancel") and not isinstance(
+        message.get("id"), int
+    ):
+        raise FrameError(f"a {message['type']} frame needs an integer id")
+    return message, length

@@ -93,6 +93,9 @@ class BwrapRuntime(Runtime):
             image=base / "layer.img", mount=base / "layer", root=self._run_dir / sandbox_id / "root"
         )
 
+    def _pid_file(self, sandbox_id: str) -> Path:
+        return self._dir / sandbox_id / "agent.pid"
+
     def _chan(self, sandbox_id: str) -> Path:
         return self._run_dir / sandbox_id / "chan"
 
@@ -139,7 +142,7 @@ class BwrapRuntime(Runtime):
             group.create(
                 cgroups.Limits(vcpus=spec.vcpus, memory_mb=spec.memory_mb, pids_max=spec.pids_max)
             )
-            link = AgentLink(spec.sandbox_id, chan / "agent.sock")
+            link = AgentLink(spec.sandbox_id, chan / "agent.sock", self._pid_file(spec.sandbox_id))
             await link.listen()
             self._links[spec.sandbox_id] = link
             await self._spawn(spec, layer, chan, group)
@@ -233,7 +236,9 @@ class BwrapRuntime(Runtime):
             return None
         link = self._links.get(sandbox_id)
         if link is None:
-            link = AgentLink(sandbox_id, self._chan(sandbox_id) / "agent.sock")
+            link = AgentLink(
+                sandbox_id, self._chan(sandbox_id) / "agent.sock", self._pid_file(sandbox_id)
+            )
             await link.listen()
             self._links[sandbox_id] = link
         return link

@@ -13,6 +13,8 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,17 @@ log = logging.getLogger("sandcastle.channel")
 OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+#: Bytes of events one request may have received but not yet consumed. The agent bounds its
+#: output far below this; only a misbehaving sandbox reaches it, and its request then fails.
+MAX_UNCONSUMED_BYTES = 64 * 1024 * 1024
+
+
 class _Pending:
     def __init__(self, on_event: OnEvent | None) -> None:
         self.on_event = on_event
         self.reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.events: asyncio.Queue[tuple[dict[str, Any], int] | None] = asyncio.Queue()
+        self.unconsumed = 0
 
 
 class _Connection:
@@ -51,13 +59,22 @@ class _Connection:
             pending.events.put_nowait(None)
         self.pending.clear()
 
+    def fail(self, request_id: int, error: Exception) -> None:
+        pending = self.pending.pop(request_id, None)
+        if pending is not None:
+            if not pending.reply.done():
+                pending.reply.set_exception(error)
+            pending.events.put_nowait(None)
+
 
 class AgentLink:
     """The live link to one sandbox's agent."""
 
-    def __init__(self, sandbox_id: str, socket_path: Path) -> None:
+    def __init__(self, sandbox_id: str, socket_path: Path, pid_file: Path | None = None) -> None:
         self.sandbox_id = sandbox_id
         self.socket_path = socket_path
+        #: Where the agent's host pid is kept (trust on first use; see ``_accept``).
+        self.pid_file = pid_file
         self._server: asyncio.Server | None = None
         self._conn: _Connection | None = None
         self._connected = asyncio.Event()
@@ -86,8 +103,36 @@ class AgentLink:
                 f"the agent of sandbox {self.sandbox_id} did not connect within {timeout:g} s"
             ) from exc
 
+    def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
+        """Only the process that connected first (the agent) may ever be the agent.
+
+        User code runs as the agent's user and can reach the socket, so a hello proves nothing;
+        the peer's pid does. It is recorded on disk at the first connection, before any user
+        code has run, so it survives a server restart.
+        """
+        if self.pid_file is None:
+            return True
+        sock = writer.get_extra_info("socket")
+        pid, _uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        )
+        try:
+            expected = int(self.pid_file.read_text())
+        except FileNotFoundError:
+            self.pid_file.write_text(str(pid))
+            return True
+        except ValueError:
+            return False
+        return bool(pid == expected)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(reader, writer)
+        if not self._peer_allowed(writer):
+            log.warning(
+                "sandbox %s: refused a channel connection not from its agent", self.sandbox_id
+            )
+            writer.close()
+            return
         try:
             hello = await asyncio.wait_for(protocol.read_frame(reader), timeout=10)
         except (TimeoutError, protocol.FrameError, OSError) as exc:
@@ -110,10 +155,10 @@ class AgentLink:
         reason = "the agent disconnected"
         try:
             while True:
-                message = await protocol.read_frame(conn.reader)
+                message, size = await protocol.read_sized_frame(conn.reader)
                 if message is None:
                     break
-                self._dispatch(conn, message)
+                self._dispatch(conn, message, size)
         except protocol.FrameError as exc:
             reason = f"the agent broke the channel protocol: {exc}"
             log.warning("sandbox %s: %s", self.sandbox_id, reason)
@@ -126,16 +171,20 @@ class AgentLink:
                 self._conn = None
                 self._connected.clear()
 
-    def _dispatch(self, conn: _Connection, message: dict[str, Any]) -> None:
+    def _dispatch(self, conn: _Connection, message: dict[str, Any], size: int) -> None:
         kind = message["type"]
         request_id = message.get("id")
         pending = conn.pending.get(request_id) if isinstance(request_id, int) else None
-        if pending is None:
+        if pending is None or not isinstance(request_id, int):
             return  # late or forged: ignore
         if kind == "event" and isinstance(message.get("event"), dict):
-            pending.events.put_nowait(message["event"])
+            pending.unconsumed += size
+            if pending.unconsumed > MAX_UNCONSUMED_BYTES:
+                conn.fail(request_id, ProtocolError("the agent sent more output than allowed"))
+                return
+            pending.events.put_nowait((message["event"], size))
         elif kind == "reply":
-            conn.pending.pop(request_id, None)  # type: ignore[arg-type]
+            conn.pending.pop(request_id, None)
             pending.events.put_nowait(None)
             if not pending.reply.done():
                 pending.reply.set_result(message)
@@ -165,11 +214,13 @@ class AgentLink:
             except protocol.FrameError as exc:
                 raise ProtocolError(f"request too large for the agent channel: {exc}") from exc
             while True:
-                event = await pending.events.get()
-                if event is None:
+                item = await pending.events.get()
+                if item is None:
                     break
+                event, size = item
                 if on_event is not None:
                     await on_event(event)
+                pending.unconsumed -= size
             reply = await pending.reply
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
