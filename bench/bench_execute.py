@@ -32,10 +32,10 @@ from typing import Any
 import httpx
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
-from tests.serverproc import ServerProcess, templates_dir
 
 from bench.bench_skeleton import destroy_leftovers, p95
 from sandcastle.runtime.templates.recipes import _DENO_KERNELSPEC
+from tests.serverproc import ServerProcess, templates_dir
 
 #: How long the agent gets to replace a spare kernel between context-creation samples.
 SPARE_SETTLE_S = {"python": 1.5, "typescript": 2.0}

@@ -28,10 +28,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from sandcastle.services.files import CHUNK_BYTES, WINDOW, FileDownload, FileInfo, call, push_file
 from tests.agent.conftest import start_agent
 from tests.serverproc import ServerProcess
-
-from sandcastle.services.files import CHUNK_BYTES, WINDOW, FileDownload, FileInfo, call, push_file
 
 MB = 1024 * 1024
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 from jupyter_client.manager import KernelManager
+
 from tests.serverproc import ServerProcess, templates_dir
 
 
