@@ -37,7 +37,8 @@ class Database:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         config.set_main_option("sqlalchemy.url", self.url)
         config.attributes["configure_logger"] = False
-        await asyncio.to_thread(command.upgrade, config, "head")
+        # "heads": independent migration branches (one per feature) all apply.
+        await asyncio.to_thread(command.upgrade, config, "heads")
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
