@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandcastle.agent import layout
-from sandcastle.runtime.templates.builder import apply_on_host, resolve_inside
+from sandcastle.runtime.templates.rootfs import apply_on_host, resolve_inside
 from sandcastle.runtime.templates.recipes import (
     RECIPES,
     AddUser,
