@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sandcastle.domain.execution import ExecutionResult
 from sandcastle.domain.sandbox import Sandbox
-from sandcastle.errors import FieldError, NotFoundError
+from sandcastle.errors import AgentUnavailableError, FieldError, NotFoundError
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.services.auth import Principal
 from sandcastle.services.sandboxes import SandboxService
 
 if TYPE_CHECKING:  # contexts.py imports normalise_language from here
     from sandcastle.services.contexts import ContextService
+
+#: Beyond an execution's own timeout, how long the agent may take to interrupt, restart a
+#: stuck kernel and answer, before the host gives up on it.
+AGENT_ANSWER_MARGIN_S = 90.0
 
 #: Every spelling ``execute.txt`` accepts, mapped to the language family that runs it.
 LANGUAGES: dict[str, str] = {
@@ -136,8 +141,16 @@ class ExecutionService:
             "env_vars": request.env_vars or {},
         }
         oom_before = await self._sandboxes.observe_oom(sandbox.id)
+        # The agent enforces timeout_ms itself (interrupt, then restart after a grace period);
+        # this host-side bound only catches an agent that stopped answering altogether.
+        deadline_s = request.timeout_ms / 1000 + AGENT_ANSWER_MARGIN_S
         try:
-            reply = await prepared.link.call("execute", params, on_event=collect)
+            async with asyncio.timeout(deadline_s):
+                reply = await prepared.link.call("execute", params, on_event=collect)
+        except TimeoutError as exc:
+            raise AgentUnavailableError(
+                f"the agent of sandbox {sandbox.id} did not answer within {deadline_s:g} s"
+            ) from exc
         except AgentRequestError as exc:
             if exc.code == "context_not_found":
                 raise NotFoundError(
