@@ -100,7 +100,15 @@ class ServerProcess:
         """Destroy every sandbox of this data dir, warm-pool entries included."""
         self.stop()
         subprocess.run(
-            [sys.executable, "-m", "sandcastle", "purge", "--yes", "--data-dir", str(self.data_dir)],
+            [
+                sys.executable,
+                "-m",
+                "sandcastle",
+                "purge",
+                "--yes",
+                "--data-dir",
+                str(self.data_dir),
+            ],
             check=True,
             capture_output=True,
             timeout=120,

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from sandcastle.agent import layout
-from sandcastle.runtime.templates.rootfs import apply_on_host, resolve_inside
 from sandcastle.runtime.templates.recipes import (
     RECIPES,
     AddUser,
@@ -22,6 +21,7 @@ from sandcastle.runtime.templates.recipes import (
     digest,
     get_recipe,
 )
+from sandcastle.runtime.templates.rootfs import apply_on_host, resolve_inside
 
 
 def test_get_recipe_returns_python_and_unknown_names_raise_key_error() -> None:

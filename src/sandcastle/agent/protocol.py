@@ -127,8 +127,6 @@ async def read_sized_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any]
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise FrameError("frame is not a message object with a type")
     # The agent dispatches requests by id; the host ignores events and replies it cannot match.
-    if message["type"] in ("request", "cancel") and not isinstance(
-        message.get("id"), int
-    ):
+    if message["type"] in ("request", "cancel") and not isinstance(message.get("id"), int):
         raise FrameError(f"a {message['type']} frame needs an integer id")
     return message, length
