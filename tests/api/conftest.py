@@ -128,6 +128,8 @@ def make_settings(root: Path, **overrides: Any) -> Settings:
         # Tests reconcile by hand, deterministically; the background loop must not race them.
         "reconcile_interval_s": 3600.0,
         "agent_connect_timeout_s": 5.0,
+        # No warm pool unless a test asks for one: creates stay deterministic.
+        "warm_pool": {},
         **overrides,
     }
     return Settings(**values)
