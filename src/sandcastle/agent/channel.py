@@ -133,8 +133,20 @@ class AgentChannel:
                 "id": request_id,
                 "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"},
             }
-        with contextlib.suppress(OSError, protocol.FrameError):
+        try:
             await send(reply)
+        except (protocol.FrameError, UnicodeEncodeError, TypeError, ValueError) as exc:
+            # The result could not be framed (too large, not JSON): the host must still get an
+            # answer, or its caller would wait forever.
+            failed: protocol.Reply = {
+                "type": "reply",
+                "id": request_id,
+                "error": {"code": "internal", "message": f"reply could not be sent: {exc}"},
+            }
+            with contextlib.suppress(OSError, protocol.FrameError):
+                await send(failed)
+        except OSError:
+            pass  # the link is gone; the host fails the request itself
 
 
 def _forget(tasks: dict[int, asyncio.Task[None]], request_id: int) -> Callable[[object], None]:
