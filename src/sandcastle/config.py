@@ -47,6 +47,21 @@ class Settings(BaseSettings):
     #: Seconds between reconciliations of records against real processes and deadlines.
     reconcile_interval_s: float = Field(default=2.0, gt=0)
 
+    #: Asynchronous code runs (docs/RUNS.md): runs executing at once per sandbox and in all.
+    runs_max_concurrent_per_sandbox: int = Field(default=4, ge=1)
+    runs_max_concurrent: int = Field(default=64, ge=1)
+    #: Runs waiting in one sandbox's queue; more are refused until some finish.
+    runs_max_queued_per_sandbox: int = Field(default=1000, ge=1)
+    run_default_timeout_secs: int = Field(default=300, ge=1)
+    run_max_timeout_secs: int = Field(default=86_400, ge=1)
+    #: How long a finished run, its output and its artifacts are kept (from its completion).
+    run_retention_s: int = Field(default=86_400, ge=1)
+    #: Seconds between purges of expired runs and artifacts.
+    run_purge_interval_s: float = Field(default=60.0, gt=0)
+    #: Files one run may turn into artifacts, and the bytes one artifact may have.
+    run_artifacts_max_files: int = Field(default=100, ge=0)
+    run_artifact_max_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
         if not self.min_memory_mb <= self.default_memory_mb <= self.max_memory_mb:
@@ -57,6 +72,8 @@ class Settings(BaseSettings):
             raise ValueError("default_vcpus must not exceed max_vcpus")
         if self.default_timeout_ms > self.max_timeout_ms:
             raise ValueError("default_timeout_ms must not exceed max_timeout_ms")
+        if self.run_default_timeout_secs > self.run_max_timeout_secs:
+            raise ValueError("run_default_timeout_secs must not exceed run_max_timeout_secs")
         return self
 
     @property
@@ -72,6 +89,10 @@ class Settings(BaseSettings):
     @property
     def sandboxes_dir(self) -> Path:
         return self.data_dir / "sandboxes"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
 
     @property
     def admin_key_path(self) -> Path:

@@ -49,6 +49,11 @@ def can_transition(current: SandboxStatus, target: SandboxStatus) -> bool:
     return target in _TRANSITIONS[current]
 
 
+def predecessors(target: SandboxStatus) -> list[SandboxStatus]:
+    """Every status from which ``target`` may be reached, ``target`` itself included."""
+    return [s for s in SandboxStatus if s is target or can_transition(s, target)]
+
+
 def check_transition(sandbox_id: str, current: SandboxStatus, target: SandboxStatus) -> None:
     """Raise ``ConflictError`` unless ``current → target`` is a legal move."""
     if not can_transition(current, target):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from sandcastle.config import Settings
 from sandcastle.domain import ids
@@ -27,6 +27,7 @@ from sandcastle.domain.sandbox import (
     TimeoutAction,
     check_transition,
     normalise_cwd,
+    predecessors,
 )
 from sandcastle.errors import ConflictError, LimitExceededError, NotFoundError
 from sandcastle.runtime.base import LaunchSpec, Runtime
@@ -421,20 +422,29 @@ class SandboxService:
         expect: SandboxStatus | None = None,
         **values: Any,
     ) -> Sandbox:
+        # One compare-and-set UPDATE: the status only changes from a state that may legally
+        # become ``status``, so a caller acting on a stale read (the reconciler racing a
+        # DELETE) cannot overwrite a newer status.
+        sources = [expect] if expect is not None else predecessors(status)
+        if reason is not None:
+            values["status_reason"] = reason
         async with self._db.session() as session:
-            row = await session.get(SandboxRow, sandbox_id, with_for_update=True)
+            changed = await session.execute(
+                update(SandboxRow)
+                .where(
+                    SandboxRow.id == sandbox_id,
+                    SandboxRow.status.in_([s.value for s in sources]),
+                )
+                .values(status=status.value, **values)
+            )
+            row = await session.get(SandboxRow, sandbox_id, populate_existing=True)
             if row is None:
                 raise NotFoundError(f"sandbox {sandbox_id} not found")
-            current = SandboxStatus(row.status)
-            if expect is not None and current is not expect:
-                raise ConflictError(f"sandbox {sandbox_id} is {current.value}")
-            if current is not status:
-                check_transition(sandbox_id, current, status)
-            row.status = status.value
-            if reason is not None:
-                row.status_reason = reason
-            for key, value in values.items():
-                setattr(row, key, value)
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                current = SandboxStatus(row.status)
+                if expect is not None and current is not expect:
+                    raise ConflictError(f"sandbox {sandbox_id} is {current.value}")
+                check_transition(sandbox_id, current, status)  # raises: the move is illegal
             return repo.to_sandbox(row)
 
 

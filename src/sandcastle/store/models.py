@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -122,3 +123,56 @@ class ContextRow(Base):
     cwd: Mapped[str | None] = mapped_column(String(4096))
     status: Mapped[str] = mapped_column(String(16), default="creating")
     created_at: Mapped[datetime]
+
+
+class RunRow(Base):
+    """An asynchronous code run: the durable queue is this table (``status = 'queued'``)."""
+
+    __tablename__ = "code_runs"
+    __table_args__ = (
+        Index("ix_code_runs_sandbox_seq", "sandbox_id", "seq"),
+        Index("ix_code_runs_status_seq", "status", "seq"),
+        Index("ix_code_runs_expires", "expires_at"),
+        # Never reuse a purged run's number: cursors and FIFO order rely on it only growing.
+        {"sqlite_autoincrement": True},
+    )
+
+    #: Submission order: FIFO per context and the keyset of pagination (never reused).
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id"))
+    context_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    language: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str] = mapped_column(Text)
+    #: Kept only until the run ends: they may hold secrets.
+    env_vars: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    timeout_secs: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    cancel_requested_at: Mapped[datetime | None]
+    execution: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ArtifactRow(Base):
+    """A file a run created or changed, its bytes kept under ``<data_dir>/artifacts``."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("code_runs.id"), index=True)
+    sandbox_id: Mapped[str] = mapped_column(String(16), index=True)
+    context_id: Mapped[str] = mapped_column(String(40))
+    #: The file's path relative to the context's working directory.
+    name: Mapped[str] = mapped_column(String(4096))
+    mime_type: Mapped[str] = mapped_column(String(200))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    #: Null when the file was not copied (too large, changed while read): see ``metadata``.
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    execution_count: Mapped[int | None]
+    expires_at: Mapped[datetime]
+    metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)

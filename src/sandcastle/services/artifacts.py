@@ -1,0 +1,286 @@
+"""Artifacts: the files a code run created or changed, copied out of the sandbox.
+
+Which files: the agent's ``files.snapshot`` of the context's working directory is taken before
+and after the run; every regular file that is new or whose size or mtime changed is the run's.
+(Hidden entries and symlinks are not in snapshots. Two runs that execute at the same time in
+contexts sharing a directory cannot tell whose file is whose: both claim it.)
+
+Where they go: their bytes are pulled through the agent's ``file.read.*`` methods, hashed while
+they stream, and written to ``<data_dir>/artifacts/<run id>/<artifact id>`` on the host, so
+they outlive the sandbox until they expire. Nothing from inside the sandbox ever names a host
+path: files are stored under ids this server made up.
+
+Bounds: at most ``run_artifacts_max_files`` entries per run and ``run_artifact_max_bytes`` per
+file. A file over the size bound (or one that changed while it was read) is listed with no
+content (``sha256`` null) and the reason in its ``metadata``; files past the count bound are
+not listed, and every entry of the run says how many were left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import mimetypes
+import posixpath
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+
+from sandcastle.config import Settings
+from sandcastle.domain.runs import Artifact, new_artifact_id
+from sandcastle.errors import AgentError, NotFoundError, SandcastleError
+from sandcastle.runtime.channel import AgentLink
+from sandcastle.services.auth import Principal
+from sandcastle.services.files import FileDownload, FileInfo, call
+from sandcastle.services.sandboxes import SandboxService
+from sandcastle.store.db import Database
+from sandcastle.store.models import ArtifactRow
+
+log = logging.getLogger("sandcastle.artifacts")
+
+#: Bytes read from the host's disk per chunk when an artifact is served.
+READ_CHUNK = 1024 * 1024
+#: A snapshot: relative path → (size, mtime_ns).
+Snapshot = dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class TakenSnapshot:
+    files: Snapshot
+    #: The agent stopped early (too many files or too deep): changes may be missed.
+    truncated: bool
+
+
+def mime_type_of(name: str) -> str:
+    return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+
+
+def to_artifact(row: ArtifactRow) -> Artifact:
+    return Artifact(
+        id=row.id,
+        run_id=row.run_id,
+        sandbox_id=row.sandbox_id,
+        context_id=row.context_id,
+        name=row.name,
+        mime_type=row.mime_type,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        created_at=row.created_at,
+        execution_count=row.execution_count,
+        expires_at=row.expires_at,
+        metadata=dict(row.metadata_json or {}),
+    )
+
+
+def to_row(artifact: Artifact) -> ArtifactRow:
+    return ArtifactRow(
+        id=artifact.id,
+        run_id=artifact.run_id,
+        sandbox_id=artifact.sandbox_id,
+        context_id=artifact.context_id,
+        name=artifact.name,
+        mime_type=artifact.mime_type,
+        size_bytes=artifact.size_bytes,
+        sha256=artifact.sha256,
+        created_at=artifact.created_at,
+        execution_count=artifact.execution_count,
+        expires_at=artifact.expires_at,
+        metadata_json=artifact.metadata,
+    )
+
+
+def changed_files(before: Snapshot, after: Snapshot) -> list[str]:
+    """Paths that are new in ``after`` or differ from ``before``, in path order."""
+    return sorted(path for path, stat in after.items() if before.get(path) != stat)
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """What :meth:`ArtifactService.collect` needs to know about the run."""
+
+    run_id: str
+    sandbox_id: str
+    context_id: str
+    cwd: str
+    execution_count: int | None
+    created_at: datetime
+    expires_at: datetime
+
+
+class ArtifactService:
+    def __init__(self, settings: Settings, db: Database, sandboxes: SandboxService) -> None:
+        self._settings = settings
+        self._db = db
+        self._sandboxes = sandboxes
+
+    # --- collecting ----------------------------------------------------------------------------
+
+    async def snapshot(self, link: AgentLink, root: str) -> TakenSnapshot | None:
+        """The regular files under ``root``, or ``None`` if the agent could not list them."""
+        try:
+            reply = await call(link, "files.snapshot", {"root": root})
+        except SandcastleError as exc:
+            log.info("snapshot of %s failed: %s", root, exc)
+            return None
+        raw = reply.get("files")
+        if not isinstance(raw, dict):
+            return None
+        files = {str(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
+        return TakenSnapshot(files, bool(reply.get("truncated")))
+
+    def run_dir(self, run_id: str) -> Path:
+        return self._settings.artifacts_dir / run_id
+
+    def path_of(self, artifact: Artifact) -> Path:
+        return self.run_dir(artifact.run_id) / artifact.id
+
+    async def collect(
+        self, link: AgentLink, run: RunFiles, before: TakenSnapshot, after: TakenSnapshot
+    ) -> list[Artifact]:
+        """Copy the files the run created or changed onto the host; their artifacts.
+
+        Stops at the first agent failure (the sandbox went away): what was copied is kept.
+        """
+        limit = self._settings.run_artifacts_max_files
+        changed = changed_files(before.files, after.files)
+        kept, left_out = changed[:limit], changed[limit:]
+        note: dict[str, Any] = {}
+        if left_out:
+            note["omitted_files"] = len(left_out)
+            note["omitted_reason"] = f"the run changed more than {limit} files; only the first "
+            note["omitted_reason"] += f"{limit} by path are kept"
+        if before.truncated or after.truncated:
+            note["snapshot_truncated"] = True
+        artifacts: list[Artifact] = []
+        for name in kept:
+            try:
+                artifact = await self._copy(link, run, name, after.files[name][0], note)
+            except NotFoundError:
+                continue  # deleted (or replaced by a non-file) since the snapshot: nothing to keep
+            except AgentError as exc:
+                log.info("run %s: stopped collecting artifacts: %s", run.run_id, exc)
+                break
+            artifacts.append(artifact)
+        return artifacts
+
+    async def _copy(
+        self, link: AgentLink, run: RunFiles, name: str, size: int, note: dict[str, Any]
+    ) -> Artifact:
+        max_bytes = self._settings.run_artifact_max_bytes
+        artifact_id = new_artifact_id()
+        metadata: dict[str, Any] = {
+            "run_id": run.run_id,
+            "path": posixpath.join(run.cwd, name),
+            **note,
+        }
+
+        def entry(size_bytes: int, sha256: str | None) -> Artifact:
+            return Artifact(
+                id=artifact_id,
+                run_id=run.run_id,
+                sandbox_id=run.sandbox_id,
+                context_id=run.context_id,
+                name=name,
+                mime_type=mime_type_of(name),
+                size_bytes=size_bytes,
+                sha256=sha256,
+                created_at=run.created_at,
+                execution_count=run.execution_count,
+                expires_at=run.expires_at,
+                metadata=metadata,
+            )
+
+        if size > max_bytes:
+            metadata["skipped"] = f"larger than the {max_bytes}-byte limit per artifact"
+            return entry(size, None)
+        opened = await call(link, "file.read.open", {"path": metadata["path"]})
+        download = FileDownload(link, str(opened["handle"]), FileInfo.from_agent(opened["info"]))
+        if download.size > max_bytes:
+            await download.aclose()
+            metadata["skipped"] = f"larger than the {max_bytes}-byte limit per artifact"
+            return entry(download.size, None)
+        target = self.run_dir(run.run_id) / artifact_id
+        try:
+            digest = await _store(download.chunks(), target)
+        except SandcastleError as exc:
+            if isinstance(exc, AgentError):
+                raise
+            metadata["skipped"] = f"the file could not be copied: {exc.message}"
+            return entry(download.size, None)
+        return entry(download.size, digest)
+
+    # --- serving -------------------------------------------------------------------------------
+
+    async def get(self, principal: Principal, sandbox_id: str, artifact_id: str) -> Artifact:
+        """A stored, unexpired artifact of the caller's sandbox (destroyed sandboxes included)."""
+        await self._sandboxes.get(principal, sandbox_id)
+        async with self._db.session() as session:
+            row = await session.get(ArtifactRow, artifact_id)
+        missing = NotFoundError(f"artifact {artifact_id} not found in sandbox {sandbox_id}")
+        if row is None or row.sandbox_id != sandbox_id:
+            raise missing
+        artifact = to_artifact(row)
+        if not artifact.stored or not self.path_of(artifact).is_file():
+            raise missing
+        return artifact
+
+    async def of_runs(self, run_ids: list[str]) -> dict[str, list[Artifact]]:
+        """The artifacts of each run, in the order they were collected (by path)."""
+        found: dict[str, list[Artifact]] = {run_id: [] for run_id in run_ids}
+        if not run_ids:
+            return found
+        query = (
+            select(ArtifactRow)
+            .where(ArtifactRow.run_id.in_(run_ids))
+            .order_by(ArtifactRow.run_id, ArtifactRow.name)
+        )
+        async with self._db.session() as session:
+            for row in (await session.scalars(query)).all():
+                found[row.run_id].append(to_artifact(row))
+        return found
+
+    async def read(self, artifact: Artifact, limit: int | None = None) -> AsyncIterator[bytes]:
+        """The stored bytes, in chunks (at most ``limit`` bytes if given)."""
+        path = self.path_of(artifact)
+        handle: BinaryIO = await asyncio.to_thread(path.open, "rb")
+        remaining = artifact.size_bytes if limit is None else min(limit, artifact.size_bytes)
+        try:
+            while remaining > 0:
+                chunk = await asyncio.to_thread(handle.read, min(READ_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    async def remove_runs(self, run_ids: list[str]) -> None:
+        """Delete the stored files of these runs (their rows are the caller's business)."""
+        for run_id in run_ids:
+            await asyncio.to_thread(shutil.rmtree, self.run_dir(run_id), True)
+
+
+async def _store(chunks: AsyncIterator[bytes], target: Path) -> str:
+    """Write ``chunks`` to ``target`` (via a ``.part`` file), hashing them; the hex SHA-256."""
+    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    out: BinaryIO = await asyncio.to_thread(partial.open, "wb")
+    try:
+        async for chunk in chunks:
+            digest.update(chunk)
+            await asyncio.to_thread(out.write, chunk)
+        await asyncio.to_thread(out.flush)
+    except BaseException:
+        await asyncio.to_thread(out.close)
+        await asyncio.to_thread(partial.unlink, True)
+        raise
+    await asyncio.to_thread(out.close)
+    await asyncio.to_thread(partial.rename, target)
+    return digest.hexdigest()
