@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from sandcastle.api.schemas import ExecuteItemOut
 from sandcastle.domain.execution import to_error, to_item
 from sandcastle.errors import SandcastleError
 
@@ -40,24 +41,12 @@ class StderrEvent(BaseModel):
     text: str
 
 
-class ResultEvent(BaseModel):
+class ResultEvent(ExecuteItemOut):
     """One item of ``execute.txt``'s ``items``, in the order it was produced."""
 
     model_config = ConfigDict(populate_by_name=True)
 
     type: Literal["result"] = "result"
-    is_primary: bool
-    text: str | None = None
-    html: str | None = None
-    markdown: str | None = None
-    svg: str | None = None
-    png: str | None = None
-    jpeg: str | None = None
-    pdf: str | None = None
-    latex: str | None = None
-    json_: Any = Field(default=None, alias="json")
-    javascript: str | None = None
-    extra: dict[str, Any] | None = None
 
 
 class ErrorEvent(BaseModel):
