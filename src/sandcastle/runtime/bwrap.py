@@ -83,6 +83,8 @@ class BwrapRuntime(Runtime):
         self._agent_pkg: Path | None = None
         self._links: dict[str, AgentLink] = {}
         self._reapers: set[asyncio.Task[int]] = set()
+        # One teardown at a time per sandbox: a DELETE and the reconciler may race to destroy.
+        self._destroy_locks: dict[str, asyncio.Lock] = {}
 
     def _group(self, sandbox_id: str) -> cgroups.SandboxCgroup:
         return cgroups.SandboxCgroup(sandbox_id, self._instance)
@@ -263,6 +265,13 @@ class BwrapRuntime(Runtime):
         await asyncio.to_thread(self._group(sandbox_id).thaw)
 
     async def destroy(self, sandbox_id: str) -> None:
+        lock = self._destroy_locks.setdefault(sandbox_id, asyncio.Lock())
+        async with lock:
+            await self._destroy(sandbox_id)
+        if not lock.locked():
+            self._destroy_locks.pop(sandbox_id, None)
+
+    async def _destroy(self, sandbox_id: str) -> None:
         link = self._links.pop(sandbox_id, None)
         if link is not None:
             await link.aclose()

@@ -77,6 +77,8 @@ async def remove(paths: LayerPaths) -> None:
             try:
                 await run("umount", *flags, str(mountpoint))
             except RuntimeBackendError:
+                if not os.path.ismount(mountpoint):
+                    continue  # unmounted meanwhile (another process cleaning up)
                 # Something still holds it (a process mid-exit): detach lazily; the kernel
                 # finishes when the last user goes.
                 await run("umount", "-l", *flags, str(mountpoint))
