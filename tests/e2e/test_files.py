@@ -42,10 +42,14 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
         assert body["detail"].startswith(f"{code}:"), body
 
 
+#: Made by the kernels themselves whenever one starts (the spare is started in the background).
+KERNEL_DIRS = frozenset({".ipython", ".local", ".cache", ".config", ".jupyter"})
+
+
 def home_names(api: httpx.Client, sandbox: dict[str, Any]) -> set[str]:
     response = api.get(files_url(sandbox), params={"path": HOME})
     assert response.status_code == 200, response.text
-    return {e["name"] for e in response.json()["entries"]}
+    return {e["name"] for e in response.json()["entries"]} - KERNEL_DIRS
 
 
 # --- every operation -----------------------------------------------------------------------------
