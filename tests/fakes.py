@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import contextlib
 import io
 import os
@@ -44,6 +45,8 @@ _REPR_METHODS = (
 )
 #: IPython colours its tracebacks; the control plane must strip this.
 _RED, _RESET = "\x1b[0;31m", "\x1b[0m"
+#: A cell whose first line is ``# gate: NAME`` waits until the test opens that gate.
+_GATE = "# gate: "
 
 
 def mime_bundle(value: Any) -> dict[str, Any]:
@@ -120,8 +123,18 @@ class FakeAgent:
         *,
         thawed: asyncio.Event | None = None,
         on_oom: Any = None,
+        fs_root: Path | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
+        #: Where the sandbox's filesystem lives on the host: sandbox path ``/p`` is ``fs_root/p``.
+        self.fs_root = fs_root
+        #: Gates that ``# gate: NAME`` cells wait on; executions waiting on one right now, the
+        #: most ever at once, and the contexts whose execution the host cancelled.
+        self.gates: dict[str, asyncio.Event] = {}
+        self.waiting = 0
+        self.most_waiting = 0
+        self.cancelled: list[str] = []
+        self._read_handles: dict[str, Any] = {}
         #: Cleared while the sandbox is paused: a frozen process answers nothing.
         if thawed is None:
             thawed = asyncio.Event()
@@ -143,6 +156,10 @@ class FakeAgent:
                 "context.create": self.context_create,
                 "context.delete": self.context_delete,
                 "execute": self.execute,
+                "files.snapshot": self.files_snapshot,
+                "file.read.open": self.file_read_open,
+                "file.read.chunk": self.file_read_chunk,
+                "file.read.close": self.file_read_close,
             },
             lambda: list(self.contexts),
         )
@@ -167,6 +184,8 @@ class FakeAgent:
         if ctx is None:
             ctx = FakeContext(context_id, language, params.get("cwd") or self.default_cwd)
             self.contexts[context_id] = ctx
+            if self.fs_root is not None:
+                self.host_path(ctx.cwd).mkdir(parents=True, exist_ok=True)
         return {"context_id": ctx.id, "language": ctx.language, "cwd": ctx.cwd}
 
     async def context_delete(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -199,11 +218,26 @@ class FakeAgent:
             )
             return {"status": "died", "execution_count": None, "restarted": False}
 
+        code = str(params["code"])
+        if code.startswith(_GATE):
+            gate = self.gates.setdefault(
+                code.splitlines()[0][len(_GATE) :].strip(), asyncio.Event()
+            )
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
+            try:
+                await gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(context_id)
+                raise
+            finally:
+                self.waiting -= 1
         ctx.execution_count += 1
         count = ctx.execution_count
         await emit({"kind": "execution_count", "value": count})
         displays: list[dict[str, Any]] = []
         ctx.namespace["display"] = lambda value: displays.append(mime_bundle(value))
+        ctx.namespace["write_file"] = lambda name, data: self.write_file(ctx.cwd, name, data)
         stdout, stderr = io.StringIO(), io.StringIO()
         value: Any = None
         failure: BaseException | None = None
@@ -243,6 +277,68 @@ class FakeAgent:
             "restarted": False,
             "truncated_chars": {"stdout": 0, "stderr": 0},
         }
+
+    # --- files: the sandbox's filesystem is a directory on the host --------------------------
+
+    def host_path(self, path: str) -> Path:
+        if self.fs_root is None:
+            raise RequestFailed("not_found", "this fake sandbox has no filesystem")
+        return self.fs_root / path.lstrip("/")
+
+    def write_file(self, cwd: str, name: str, data: str | bytes) -> None:
+        """``write_file(name, data)`` in a cell: a file in the context's directory."""
+        target = self.host_path(cwd) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data.encode() if isinstance(data, str) else data)
+
+    async def files_snapshot(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        await self._record("files.snapshot", params)
+        root = str(params.get("root") or self.default_cwd)
+        base = self.host_path(root)
+        files: dict[str, list[int]] = {}
+        if not base.is_dir():
+            raise RequestFailed("not_found", f"{root}: no such directory")
+        for path in sorted(base.rglob("*")):
+            relative = path.relative_to(base)
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            if path.is_file() and not path.is_symlink():
+                st = path.stat()
+                files[relative.as_posix()] = [st.st_size, st.st_mtime_ns]
+        return {"root": root, "files": files, "truncated": False}
+
+    async def file_read_open(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        await self._record("file.read.open", params)
+        path = str(params["path"])
+        host = self.host_path(path)
+        if not host.is_file():
+            raise RequestFailed("not_found", f"{path}: no such file")
+        handle = f"h{len(self._read_handles) + 1}"
+        self._read_handles[handle] = host.open("rb")
+        st = host.stat()
+        info = {
+            "name": host.name,
+            "path": path,
+            "type": "file",
+            "size": st.st_size,
+            "mode": st.st_mode & 0o7777,
+            "mtime_ns": st.st_mtime_ns,
+        }
+        return {"handle": handle, "size": st.st_size, "info": info}
+
+    async def file_read_chunk(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        await self._record("file.read.chunk", params)
+        stream = self._read_handles[str(params["handle"])]
+        stream.seek(int(params["offset"]))
+        data = stream.read(int(params["length"]))
+        return {"data_b64": base64.b64encode(data).decode("ascii"), "eof": not data}
+
+    async def file_read_close(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        await self._record("file.read.close", params)
+        stream = self._read_handles.pop(str(params["handle"]), None)
+        if stream is not None:
+            stream.close()
+        return {}
 
 
 @dataclass
@@ -402,7 +498,12 @@ class FakeRuntime(Runtime):
             box.oom_kills += 1
 
         box.agent = FakeAgent(
-            box.spec.sandbox_id, box.socket_path, box.spec.cwd, thawed=box.thawed, on_oom=on_oom
+            box.spec.sandbox_id,
+            box.socket_path,
+            box.spec.cwd,
+            thawed=box.thawed,
+            on_oom=on_oom,
+            fs_root=box.socket_path.parent / "fs",
         )
         box.task = asyncio.create_task(
             box.agent.channel.run_forever(), name=f"fake-agent-{box.spec.sandbox_id}"

@@ -62,6 +62,25 @@ class Settings(BaseSettings):
     run_artifacts_max_files: int = Field(default=100, ge=0)
     run_artifact_max_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
 
+    #: Tenancy, credits and quotas (docs/TENANCY.md). When false, only operators (owners of the
+    #: org made at first start) may create orgs; when true, any key's user may.
+    allow_org_create: bool = False
+    #: Credits a new org starts with. Credits are whole numbers (docs/TENANCY.md).
+    initial_org_credits: int = Field(default=1_000_000_000, ge=0)
+    #: Price of a running sandbox: credits per vCPU-second plus credits per GiB-second of memory.
+    credits_per_vcpu_second: int = Field(default=10, ge=0)
+    credits_per_gib_second: int = Field(default=5, ge=0)
+    #: A paused sandbox keeps its memory: it costs this percentage of the memory price.
+    paused_memory_percent: int = Field(default=100, ge=0, le=100)
+    #: Seconds between credit deductions (and quota enforcement passes).
+    credit_interval_s: float = Field(default=10.0, gt=0)
+    #: Per-org defaults; an operator may override them per org.
+    org_max_concurrent_sandboxes: int = Field(default=100, ge=1)
+    org_max_members: int = Field(default=100, ge=1)
+    #: Requests per second per API key (a token bucket of ``rate_limit_burst``); 0 turns it off.
+    rate_limit_per_s: float = Field(default=100.0, ge=0)
+    rate_limit_burst: int = Field(default=500, ge=1)
+
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
         if not self.min_memory_mb <= self.default_memory_mb <= self.max_memory_mb:

@@ -15,6 +15,12 @@ enter; the HTTP layer maps them to statuses and envelope ``type`` names in one t
     ├── NotFoundError                  unknown, or belongs to another tenant
     ├── ConflictError                  the resource's state forbids the operation
     │   └── AlreadyExistsError
+    │       └── MemberExistsError      the user is a member of the org already
+    ├── QuotaExceededError             an org's quota or budget refuses the request
+    │   ├── SandboxCapacityExceededError   the org runs its maximum of sandboxes
+    │   ├── MemberLimitExceededError   the org has its maximum of members (or more)
+    │   └── UsageLimitExceededError    the org has no credits left
+    ├── RateLimitedError               the key sent too many requests; retry after a while
     ├── RuntimeBackendError            the isolation runtime failed (bwrap, cgroups, mounts)
     │   └── TemplateError              a template is missing or its build failed
     ├── AgentError                     the in-sandbox agent is unreachable or broke protocol
@@ -69,6 +75,34 @@ class ConflictError(SandcastleError):
 
 class AlreadyExistsError(ConflictError):
     """A resource with this identity exists already."""
+
+
+class MemberExistsError(AlreadyExistsError):
+    """The user is already a member of the org."""
+
+
+class QuotaExceededError(SandcastleError):
+    """An org's quota or credit budget does not allow the request."""
+
+
+class SandboxCapacityExceededError(QuotaExceededError):
+    """The org already runs as many sandboxes as it may at once."""
+
+
+class MemberLimitExceededError(QuotaExceededError):
+    """The org has as many members as it may have, or the caller is past that limit."""
+
+
+class UsageLimitExceededError(QuotaExceededError):
+    """The org's credit balance is used up."""
+
+
+class RateLimitedError(SandcastleError):
+    """Too many requests with one key; ``retry_after_s`` says when the next one may pass."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class RuntimeBackendError(SandcastleError):

@@ -120,6 +120,22 @@ class Harness:
             session.add(row)
         return key
 
+    async def add_org(self, slug: str) -> tuple[dict[str, Any], str]:
+        """A new org made through the API by the operator (the admin key); returns the org
+        and the key of its owner."""
+        response = await self.client.post("/v1/orgs", json={"slug": slug})
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body["org"], body["key"]["key"]
+
+    def as_key(self, key: str) -> httpx.AsyncClient:
+        """A client of the same app that sends ``key`` (close it, or use ``async with``)."""
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),
+            base_url="http://test",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+
 
 def make_settings(root: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
@@ -127,19 +143,28 @@ def make_settings(root: Path, **overrides: Any) -> Settings:
         "templates_dir": root / "templates",
         # Tests reconcile by hand, deterministically; the background loop must not race them.
         "reconcile_interval_s": 3600.0,
+        # Likewise credit deductions: tests run them with ``services.accounting.run_pass()``.
+        "credit_interval_s": 3600.0,
         "agent_connect_timeout_s": 5.0,
         # No warm pool unless a test asks for one: creates stay deterministic.
         "warm_pool": {},
+        # Tests poll in tight loops; the rate-limit tests turn the per-key limit on themselves.
+        "rate_limit_per_s": 0.0,
         **overrides,
     }
     return Settings(**values)
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings, runtime: FakeRuntime) -> AsyncIterator[Harness]:
-    """Start the app's lifespan (migrations, admin key, adoption) and yield clients for it."""
+async def running_app(
+    settings: Settings, runtime: FakeRuntime, clock: Callable[[], datetime] | None = None
+) -> AsyncIterator[Harness]:
+    """Start the app's lifespan (migrations, admin key, adoption) and yield clients for it.
+
+    ``clock``: the app's wall clock (lifecycles and metering), for tests that move time.
+    """
     db = Database(f"sqlite+aiosqlite:///{settings.data_dir / 'sandcastle.db'}")
-    app = create_app(settings, db, runtime)
+    app = create_app(settings, db, runtime, **({"clock": clock} if clock is not None else {}))
     async with app.router.lifespan_context(app):
         key = settings.admin_key_path.read_text().strip()
         # Like a real server, an exception that escapes is a 500 response, not a test crash.
@@ -195,7 +220,8 @@ def start_app(root: Path, runtime: FakeRuntime) -> AppFactory:
     """``async with start_app(**settings_overrides) as h:`` for tests that need other settings."""
 
     def start(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Harness]:
-        return running_app(make_settings(root, **overrides), runtime)
+        clock = overrides.pop("clock", None)
+        return running_app(make_settings(root, **overrides), runtime, clock)
 
     return start
 

@@ -141,3 +141,30 @@ def test_bounds_at_their_limits_are_accepted() -> None:
         max_timeout_ms=1000,
     )
     assert (settings.default_memory_mb, settings.default_vcpus) == (128, 4)
+
+
+def test_tenancy_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert settings.allow_org_create is False
+    assert (settings.credits_per_vcpu_second, settings.credits_per_gib_second) == (10, 5)
+    assert settings.paused_memory_percent == 100
+    assert (settings.rate_limit_per_s, settings.rate_limit_burst) == (100.0, 500)
+    monkeypatch.setenv("SANDCASTLE_ALLOW_ORG_CREATE", "true")
+    monkeypatch.setenv("SANDCASTLE_INITIAL_ORG_CREDITS", "5")
+    settings = Settings()
+    assert settings.allow_org_create is True and settings.initial_org_credits == 5
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"paused_memory_percent": 101},
+        {"credits_per_vcpu_second": -1},
+        {"rate_limit_burst": 0},
+        {"org_max_members": 0},
+        {"credit_interval_s": 0},
+    ],
+)
+def test_tenancy_settings_are_bounded(values: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**values)  # type: ignore[arg-type]

@@ -72,6 +72,12 @@ EXPECTED = {
     errors.NotFoundError: (404, "not_found_error"),
     errors.ConflictError: (409, "conflict_error"),
     errors.AlreadyExistsError: (409, "already_exists_error"),
+    errors.MemberExistsError: (409, "member_exists_error"),
+    errors.QuotaExceededError: (403, "forbidden_error"),
+    errors.SandboxCapacityExceededError: (429, "org_sandbox_capacity_exceeded_error"),
+    errors.MemberLimitExceededError: (403, "member_limit_exceeded_error"),
+    errors.UsageLimitExceededError: (403, "usage_limit_exceeded_error"),
+    errors.RateLimitedError: (429, "e2b_rate_limit_error"),
     errors.RuntimeBackendError: (500, "server_error"),
     errors.TemplateError: (500, "server_error"),
     errors.AgentError: (502, "bad_gateway_error"),
@@ -83,7 +89,7 @@ EXPECTED = {
 
 
 def test_the_expectations_cover_every_error_class() -> None:
-    assert len(ERROR_CLASSES) == 15
+    assert len(ERROR_CLASSES) == 21
     assert set(ERROR_CLASSES) <= set(EXPECTED)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 from fastapi import FastAPI
 
@@ -14,17 +15,36 @@ from sandcastle.api import errors
 from sandcastle.api.activity import ActivityMiddleware
 from sandcastle.api.deps import Services
 from sandcastle.api.hostrouting import HostRoutingMiddleware
-from sandcastle.api.routes import agent_api, contexts, execute, files, health, sandboxes
+from sandcastle.api.ratelimit import RateLimiter
+from sandcastle.api.routes import (
+    agent_api,
+    artifacts,
+    code_runs,
+    contexts,
+    execute,
+    files,
+    health,
+    org_sandboxes,
+    orgs,
+    sandboxes,
+)
 from sandcastle.config import Settings
 from sandcastle.runtime.base import Runtime
+from sandcastle.services.accounting import AccountingService
 from sandcastle.services.activity import ActivityTracker
 from sandcastle.services.agent_api import AgentApiService
+from sandcastle.services.artifacts import ArtifactService
 from sandcastle.services.bootstrap import ensure_defaults
 from sandcastle.services.contexts import ContextService
 from sandcastle.services.executions import ExecutionService
 from sandcastle.services.files import FilesService
+from sandcastle.services.members import MemberService
+from sandcastle.services.org_sandboxes import OrgSandboxes
 from sandcastle.services.pool import WarmPoolService
-from sandcastle.services.sandboxes import SandboxService
+from sandcastle.services.run_dispatcher import RunDispatcher
+from sandcastle.services.runs import RunService
+from sandcastle.services.sandboxes import SandboxService, utcnow
+from sandcastle.services.tenancy import TenancyService
 from sandcastle.store.db import Database
 
 log = logging.getLogger("sandcastle.server")
@@ -36,14 +56,29 @@ def create_app(
     runtime: Runtime,
     *,
     on_admin_key: Callable[[str], None] | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
-    """Build the app around injected parts; nothing starts until the lifespan runs."""
-    sandbox_service = SandboxService(settings, db, runtime)
+    """Build the app around injected parts; nothing starts until the lifespan runs.
+
+    ``clock`` is the wall clock of sandbox lifecycles and metering (tests inject a fake one).
+    """
+    sandbox_service = SandboxService(settings, db, runtime, clock=clock)
+    tenancy = TenancyService(settings, db, clock=clock)
+    sandbox_service.admission = tenancy
+    accounting = AccountingService(settings, db, tenancy, sandbox_service, clock=clock)
     pool = WarmPoolService(settings, db, sandbox_service)
     sandbox_service.pool = pool
     context_service = ContextService(db, sandbox_service)
     executions = ExecutionService(sandbox_service, context_service)
     files_service = FilesService(sandbox_service)
+    artifact_service = ArtifactService(settings, db, sandbox_service)
+    dispatcher = RunDispatcher(
+        settings, db, sandbox_service, context_service, executions, artifact_service, clock
+    )
+    runs = RunService(
+        settings, db, sandbox_service, context_service, artifact_service, dispatcher, clock
+    )
+    sandbox_service.on_ended = runs.on_sandbox_ended
     activity = ActivityTracker()
     services = Services(
         settings=settings,
@@ -56,20 +91,34 @@ def create_app(
         files=files_service,
         activity=activity,
         agent_api=AgentApiService(sandbox_service, executions, files_service, activity),
+        runs=runs,
+        artifacts=artifact_service,
+        run_dispatcher=dispatcher,
+        tenancy=tenancy,
+        members=MemberService(settings, db, tenancy, clock=clock),
+        accounting=accounting,
+        org_sandboxes=OrgSandboxes(db, tenancy, accounting.prices, clock),
+        ratelimit=RateLimiter(),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await db.migrate()
-        key = await ensure_defaults(db, settings.admin_key_path)
+        key = await ensure_defaults(
+            db, settings.admin_key_path, initial_credits=settings.initial_org_credits
+        )
         if key is not None and on_admin_key is not None:
             on_admin_key(key)
         await sandbox_service.adopt_all()
+        await runs.recover()
         log.info("runtime backend: %s", runtime.name)
         background = [
             asyncio.create_task(_reconcile_forever(sandbox_service, settings)),
+            asyncio.create_task(accounting.run_forever()),
             asyncio.create_task(pool.run_forever()),
+            asyncio.create_task(dispatcher.run_forever()),
+            asyncio.create_task(runs.maintain_forever()),
         ]
         try:
             yield
@@ -96,6 +145,10 @@ def create_app(
     app.include_router(contexts.router)
     app.include_router(files.router)
     app.include_router(agent_api.router)
+    app.include_router(code_runs.router)
+    app.include_router(artifacts.router)
+    app.include_router(orgs.router)
+    app.include_router(org_sandboxes.router)
     # The last added runs first: sandbox hosts are rewritten before activity is recorded.
     app.add_middleware(ActivityMiddleware, tracker=activity)
     app.add_middleware(HostRoutingMiddleware, domain=settings.sandbox_domain)

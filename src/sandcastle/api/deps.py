@@ -8,16 +8,24 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from sandcastle.api.ratelimit import RateLimiter
 from sandcastle.config import Settings
 from sandcastle.runtime.base import Runtime
+from sandcastle.services.accounting import AccountingService
 from sandcastle.services.activity import ActivityTracker
 from sandcastle.services.agent_api import AgentApiService
+from sandcastle.services.artifacts import ArtifactService
 from sandcastle.services.auth import Principal, authenticate
 from sandcastle.services.contexts import ContextService
 from sandcastle.services.executions import ExecutionService
 from sandcastle.services.files import FilesService
+from sandcastle.services.members import MemberService
+from sandcastle.services.org_sandboxes import OrgSandboxes
 from sandcastle.services.pool import WarmPoolService
+from sandcastle.services.run_dispatcher import RunDispatcher
+from sandcastle.services.runs import RunService
 from sandcastle.services.sandboxes import SandboxService
+from sandcastle.services.tenancy import TenancyService
 from sandcastle.store.db import Database
 
 
@@ -33,6 +41,14 @@ class Services:
     files: FilesService
     activity: ActivityTracker
     agent_api: AgentApiService
+    runs: RunService
+    artifacts: ArtifactService
+    run_dispatcher: RunDispatcher
+    tenancy: TenancyService
+    members: MemberService
+    accounting: AccountingService
+    org_sandboxes: OrgSandboxes
+    ratelimit: RateLimiter
 
 
 def get_services(request: Request) -> Services:
@@ -48,7 +64,16 @@ async def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     services = get_services(request)
-    return await authenticate(services.db, credentials.credentials if credentials else None)
+    principal = await authenticate(services.db, credentials.credentials if credentials else None)
+    settings = services.settings
+    services.ratelimit.check(
+        principal.key_id,
+        settings.rate_limit_per_s
+        if principal.rate_limit_per_s is None
+        else principal.rate_limit_per_s,
+        principal.rate_limit_burst or settings.rate_limit_burst,
+    )
+    return principal
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

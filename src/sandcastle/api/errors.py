@@ -9,6 +9,7 @@ marked with :func:`execute_document_errors`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,7 +30,15 @@ ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
     errors.AuthenticationError: (401, "authentication_error"),
     errors.ForbiddenError: (403, "forbidden_error"),
     errors.NotFoundError: (404, "not_found_error"),
+    errors.MemberExistsError: (409, "member_exists_error"),
     errors.AlreadyExistsError: (409, "already_exists_error"),
+    # 429: the condition clears by itself as the org's sandboxes end (E2B answers its
+    # concurrency limit the same way); the two below need someone to act, so retrying is futile.
+    errors.SandboxCapacityExceededError: (429, "org_sandbox_capacity_exceeded_error"),
+    errors.MemberLimitExceededError: (403, "member_limit_exceeded_error"),
+    errors.UsageLimitExceededError: (403, "usage_limit_exceeded_error"),
+    errors.QuotaExceededError: (403, "forbidden_error"),
+    errors.RateLimitedError: (429, "e2b_rate_limit_error"),
     errors.ConflictError: (409, "conflict_error"),
     errors.AgentUnavailableError: (502, "bad_gateway_error"),
     errors.AgentError: (502, "bad_gateway_error"),
@@ -103,7 +112,10 @@ async def _sandcastle_error(request: Request, exc: Exception) -> JSONResponse:
     errs = None
     if isinstance(exc, errors.FieldError):
         errs = [{"loc": [exc.location, exc.field], "msg": exc.message, "type": "value_error"}]
-    return envelope(status, exc.message, type_, errs)
+    headers = None
+    if isinstance(exc, errors.RateLimitedError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return envelope(status, exc.message, type_, errs, headers=headers)
 
 
 def _field_name(error: dict[str, Any]) -> str:

@@ -34,6 +34,15 @@ class SandboxCreateBody(BaseModel):
     timeout_action: Literal["destroy", "hibernate"] = "destroy"
     cwd: str | None = Field(default=None, min_length=1, max_length=4096)
     network: NetworkBody = Field(default_factory=NetworkBody)
+    project_id: str | None = Field(
+        default=None,
+        max_length=36,
+        description="Project of the org (default: the key's project, else the org's first).",
+    )
+    workspace_id: str | None = Field(
+        default=None, max_length=36, description="Workspace of that project."
+    )
+    sandbox_kind: Literal["runtime", "task", "evaluation", "world"] = "runtime"
 
 
 class TimeoutBody(BaseModel):

@@ -1,4 +1,4 @@
-"""``sandcastle``: serve, template, sandbox, exec."""
+"""``sandcastle``: serve, template, sandbox, exec, org, project, workspace, member, key."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from sandcastle.cli import client_commands, server_commands
+from sandcastle.cli import client_commands, server_commands, tenancy_commands
 
 app = typer.Typer(help="Sandcastle: self-hosted isolated sandboxes.", no_args_is_help=True)
 app.command("serve")(server_commands.serve)
@@ -14,6 +14,11 @@ app.command("purge")(server_commands.purge)
 app.add_typer(server_commands.template_app, name="template")
 app.add_typer(client_commands.sandbox_app, name="sandbox")
 app.command("exec")(client_commands.exec_code)
+app.add_typer(tenancy_commands.org_app, name="org")
+app.add_typer(tenancy_commands.project_app, name="project")
+app.add_typer(tenancy_commands.workspace_app, name="workspace")
+app.add_typer(tenancy_commands.member_app, name="member")
+app.add_typer(tenancy_commands.key_app, name="key")
 
 
 def main() -> None:

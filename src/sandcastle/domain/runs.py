@@ -127,7 +127,9 @@ class RunResult:
 
     def fields(self) -> dict[str, Any]:
         """The bundle's well-known MIME types under their short names (``text``, ``png``, …)."""
-        return {MIME_FIELDS[mime]: value for mime, value in self.data.items() if mime in MIME_FIELDS}
+        return {
+            MIME_FIELDS[mime]: value for mime, value in self.data.items() if mime in MIME_FIELDS
+        }
 
 
 @dataclass(frozen=True)

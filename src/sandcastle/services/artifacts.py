@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import logging
 import mimetypes
+import os
 import posixpath
 import shutil
 from collections.abc import AsyncIterator
@@ -55,6 +56,15 @@ class TakenSnapshot:
     files: Snapshot
     #: The agent stopped early (too many files or too deep): changes may be missed.
     truncated: bool
+
+
+#: What a preview renders: images, text (CSV as a table), JSON; others have no preview.
+PREVIEWABLE_PREFIXES = ("image/", "text/")
+PREVIEWABLE_TYPES = frozenset({"application/json"})
+
+
+def previewable(mime_type: str) -> bool:
+    return mime_type.startswith(PREVIEWABLE_PREFIXES) or mime_type in PREVIEWABLE_TYPES
 
 
 def mime_type_of(name: str) -> str:
@@ -141,12 +151,16 @@ class ArtifactService:
         return self.run_dir(artifact.run_id) / artifact.id
 
     async def collect(
-        self, link: AgentLink, run: RunFiles, before: TakenSnapshot, after: TakenSnapshot
-    ) -> list[Artifact]:
-        """Copy the files the run created or changed onto the host; their artifacts.
-
-        Stops at the first agent failure (the sandbox went away): what was copied is kept.
-        """
+        self,
+        link: AgentLink,
+        run: RunFiles,
+        before: TakenSnapshot,
+        after: TakenSnapshot,
+        into: list[Artifact],
+    ) -> None:
+        """Copy the files the run created or changed onto the host, appending their artifacts
+        to ``into`` as each is complete — so a caller that gives up on a slow collection (or
+        is cancelled) keeps what was copied. Stops at the first agent failure."""
         limit = self._settings.run_artifacts_max_files
         changed = changed_files(before.files, after.files)
         kept, left_out = changed[:limit], changed[limit:]
@@ -157,7 +171,6 @@ class ArtifactService:
             note["omitted_reason"] += f"{limit} by path are kept"
         if before.truncated or after.truncated:
             note["snapshot_truncated"] = True
-        artifacts: list[Artifact] = []
         for name in kept:
             try:
                 artifact = await self._copy(link, run, name, after.files[name][0], note)
@@ -166,8 +179,7 @@ class ArtifactService:
             except AgentError as exc:
                 log.info("run %s: stopped collecting artifacts: %s", run.run_id, exc)
                 break
-            artifacts.append(artifact)
-        return artifacts
+            into.append(artifact)
 
     async def _copy(
         self, link: AgentLink, run: RunFiles, name: str, size: int, note: dict[str, Any]
@@ -208,11 +220,14 @@ class ArtifactService:
         target = self.run_dir(run.run_id) / artifact_id
         try:
             digest = await _store(download.chunks(), target)
+        except AgentError:
+            raise
         except SandcastleError as exc:
-            if isinstance(exc, AgentError):
-                raise
+            # Typically the file shrank while it was read: the run is still writing it.
             metadata["skipped"] = f"the file could not be copied: {exc.message}"
             return entry(download.size, None)
+        finally:
+            await download.aclose()
         return entry(download.size, digest)
 
     # --- serving -------------------------------------------------------------------------------
@@ -277,6 +292,8 @@ async def _store(chunks: AsyncIterator[bytes], target: Path) -> str:
             digest.update(chunk)
             await asyncio.to_thread(out.write, chunk)
         await asyncio.to_thread(out.flush)
+        # The run's outcome (naming this file) is committed durably; so must the bytes be.
+        await asyncio.to_thread(os.fsync, out.fileno())
     except BaseException:
         await asyncio.to_thread(out.close)
         await asyncio.to_thread(partial.unlink, True)

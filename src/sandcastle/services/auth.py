@@ -1,7 +1,12 @@
-"""API keys: minting, hashing, and resolving a presented key to a principal."""
+"""API keys: minting, hashing, and resolving a presented key to a principal.
+
+A key belongs to a member of one org (and may be scoped to one of its projects); the caller's
+role is the member's, read on every request, so a demotion or removal takes effect at once.
+"""
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import secrets
 import uuid
@@ -12,19 +17,41 @@ from sqlalchemy import select
 
 from sandcastle.errors import AuthenticationError
 from sandcastle.store.db import Database
-from sandcastle.store.models import ApiKeyRow
+from sandcastle.store.models import ApiKeyRow, MemberRow, OrgRow
 
 KEY_PREFIX = "sc_"
+#: The org made at first start; its owners are the server's operators.
+OPERATOR_ORG_SLUG = "default"
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's org, its project (if scoped) and its role."""
+    """Who is calling: the key's org, its project (if scoped), its member and role."""
 
     key_id: str
     org_id: str
     project_id: str | None
     role: str
+    member_id: str | None = None
+    user_id: str | None = None
+    #: An owner of the org made at first start: may create orgs and set any org's limits.
+    operator: bool = False
+    #: The org's overrides of the per-key rate limit (null: the server's).
+    rate_limit_per_s: float | None = None
+    rate_limit_burst: int | None = None
+    #: The slug of ``org_id`` (empty when unknown), so org routes need no lookup for the own org.
+    org_slug: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        """Owners and admins manage the org; members only their own keys and sandboxes."""
+        return self.role in (Role.OWNER, Role.ADMIN)
 
 
 def hash_key(key: str) -> str:
@@ -37,7 +64,13 @@ def mint_key() -> str:
 
 
 def new_key_row(
-    *, org_id: str, project_id: str | None, name: str, role: str, now: datetime
+    *,
+    org_id: str,
+    project_id: str | None,
+    name: str,
+    role: str,
+    now: datetime,
+    member_id: str | None = None,
 ) -> tuple[str, ApiKeyRow]:
     """A fresh key and the row that stores only its hash; the key is shown once and dropped."""
     key = mint_key()
@@ -51,6 +84,7 @@ def new_key_row(
         role=role,
         created_at=now,
         revoked_at=None,
+        member_id=member_id,
     )
     return key, row
 
@@ -61,9 +95,31 @@ async def authenticate(db: Database, presented: str | None) -> Principal:
             "Authentication failed: missing API key (Authorization: Bearer <key>)"
         )
     async with db.session() as session:
-        row = await session.scalar(
-            select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(presented))
-        )
-    if row is None or row.revoked_at is not None:
+        found = (
+            await session.execute(
+                select(ApiKeyRow, MemberRow, OrgRow)
+                .join(OrgRow, OrgRow.id == ApiKeyRow.org_id)
+                .outerjoin(MemberRow, MemberRow.id == ApiKeyRow.member_id)
+                .where(ApiKeyRow.key_hash == hash_key(presented))
+            )
+        ).first()
+    if found is None:
         raise AuthenticationError("Authentication failed: unknown or revoked API key")
-    return Principal(key_id=row.id, org_id=row.org_id, project_id=row.project_id, role=row.role)
+    row, member, org = found
+    if row.revoked_at is not None or (
+        row.member_id is not None and (member is None or member.removed_at is not None)
+    ):
+        raise AuthenticationError("Authentication failed: unknown or revoked API key")
+    role = member.role if member is not None else row.role
+    return Principal(
+        key_id=row.id,
+        org_id=row.org_id,
+        project_id=row.project_id,
+        role=role,
+        member_id=row.member_id,
+        user_id=member.user_id if member is not None else None,
+        operator=role == Role.OWNER and org.slug == OPERATOR_ORG_SLUG,
+        rate_limit_per_s=org.rate_limit_per_s,
+        rate_limit_burst=org.rate_limit_burst,
+        org_slug=org.slug,
+    )

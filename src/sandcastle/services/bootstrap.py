@@ -1,4 +1,4 @@
-"""First start: the default org and project, and an admin key written once to disk."""
+"""First start: the default org and project, its owner, and their key written once to disk."""
 
 from __future__ import annotations
 
@@ -9,15 +9,20 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from sandcastle.services.auth import new_key_row
+from sandcastle.services.auth import OPERATOR_ORG_SLUG, Role, new_key_row
 from sandcastle.store.db import Database
-from sandcastle.store.models import OrgRow, ProjectRow
+from sandcastle.store.models import MemberRow, OrgRow, ProjectRow, UserRow
 
-DEFAULT_SLUG = "default"
+DEFAULT_SLUG = OPERATOR_ORG_SLUG
+#: The user who owns the default org: the server's operator.
+ADMIN_EMAIL = "admin@localhost"
 
 
-async def ensure_defaults(db: Database, admin_key_path: Path) -> str | None:
-    """Create org and project ``default`` and an admin key if there is no org yet.
+async def ensure_defaults(
+    db: Database, admin_key_path: Path, *, initial_credits: int = 1_000_000_000
+) -> str | None:
+    """Create org and project ``default``, a user who owns the org, and that owner's key, if
+    there is no org yet.
 
     Returns the new key (to print once) or ``None`` when the server was set up before.
     """
@@ -25,14 +30,32 @@ async def ensure_defaults(db: Database, admin_key_path: Path) -> str | None:
     async with db.session() as session:
         if await session.scalar(select(OrgRow.id).limit(1)) is not None:
             return None
-        org = OrgRow(id=str(uuid.uuid4()), slug=DEFAULT_SLUG, name="Default", created_at=now)
+        org = OrgRow(
+            id=str(uuid.uuid4()),
+            slug=DEFAULT_SLUG,
+            name="Default",
+            created_at=now,
+            credit_balance=initial_credits,
+        )
         project = ProjectRow(
             id=str(uuid.uuid4()), org_id=org.id, key=DEFAULT_SLUG, name="Default", created_at=now
         )
-        key, key_row = new_key_row(
-            org_id=org.id, project_id=project.id, name="admin", role="owner", now=now
+        user = UserRow(id=str(uuid.uuid4()), email=ADMIN_EMAIL, name="admin", created_at=now)
+        member = MemberRow(
+            id=str(uuid.uuid4()), org_id=org.id, user_id=user.id, role=Role.OWNER, created_at=now
         )
-        session.add_all([org, project])
+        # Not scoped to a project: the owner's key works across the org's projects.
+        key, key_row = new_key_row(
+            org_id=org.id,
+            project_id=None,
+            name="admin",
+            role=Role.OWNER,
+            now=now,
+            member_id=member.id,
+        )
+        session.add_all([org, project, user])
+        await session.flush()
+        session.add(member)
         await session.flush()
         session.add(key_row)
     admin_key_path.parent.mkdir(parents=True, exist_ok=True)

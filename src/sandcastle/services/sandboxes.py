@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select, update
@@ -33,7 +34,9 @@ from sandcastle.errors import ConflictError, LimitExceededError, NotFoundError
 from sandcastle.runtime.base import LaunchSpec, Runtime
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.builder import load_template
+from sandcastle.services.accounting import PauseReason, Prices, meter_values, stop_values
 from sandcastle.services.auth import Principal
+from sandcastle.services.tenancy import Placement, TenancyService
 from sandcastle.store import repositories as repo
 from sandcastle.store.db import Database
 from sandcastle.store.models import ProjectRow, SandboxRow
@@ -58,6 +61,10 @@ class CreateSandbox:
     timeout_action: TimeoutAction = TimeoutAction.DESTROY
     cwd: str | None = None
     internet: bool = False
+    #: Tenancy: the project (default: the key's, else the org's first), an optional workspace.
+    project_id: str | None = None
+    workspace_id: str | None = None
+    sandbox_kind: str = "runtime"
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,13 @@ class SandboxService:
         self._clock = clock
         #: Set by the warm pool service: ``(template, resources, internet) -> checkout``.
         self.pool: WarmPoolHook | None = None
+        #: Set by ``create_app``: admits creates and resumes (projects, credits, quotas).
+        self.admission: TenancyService | None = None
+        self.prices = Prices.from_settings(settings)
+        #: Creates of one org are admitted one at a time, so none slips past its capacity.
+        self._create_locks: dict[str, asyncio.Lock] = {}
+        #: Called once a sandbox became ``destroyed`` or ``error`` (settles its code runs).
+        self.on_ended: Callable[[Sandbox], Awaitable[None]] | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -156,30 +170,74 @@ class SandboxService:
         template = load_template(template_name, self._settings.resolved_templates_dir)
         if template is None:
             raise NotFoundError(f"template {template_name!r} not found (build it first)")
-        resources = self.resolve_resources(request.vcpus, request.memory_mb, request.disk_mb)
+        placement = await self._place(principal, request)
+        resources = self._org_resources(request, placement)
         timeout_ms = request.timeout_ms or self._settings.default_timeout_ms
         self._check_timeout(timeout_ms, request.timeout_action)
         cwd = normalise_cwd(request.cwd)
-        project_id = principal.project_id or await self._default_project(principal.org_id)
+        now = self._clock()
         tenancy = {
             "org_id": principal.org_id,
-            "project_id": project_id,
+            "project_id": placement.project_id,
+            "workspace_id": placement.workspace_id,
+            "member_id": principal.member_id,
+            "sandbox_kind": request.sandbox_kind,
+            "build_id": template.build_id,
+            "meter_since": now,
             "metadata_json": request.metadata,
             "cwd": cwd,
             "timeout_ms": timeout_ms,
             "timeout_action": request.timeout_action.value,
         }
-        pool_id = None
-        if self.pool is not None:
-            pool_id, taken = await self.pool.checkout(
-                template_name, resources, request.internet, tenancy, self._clock()
-            )
-            if taken is not None:
-                return taken
-        row = self.new_row(template_name, resources, internet=request.internet, **tenancy)
-        if pool_id is not None:
-            row.warm_pool_hit, row.warm_pool_id = False, pool_id
+        lock = self._create_locks.setdefault(principal.org_id, asyncio.Lock())
+        async with lock:
+            if self.admission is not None and placement.limits is not None:
+                await self.admission.check_capacity(principal.org_id, placement.limits)
+            pool_id = None
+            if self.pool is not None:
+                pool_id, taken = await self.pool.checkout(
+                    template_name, resources, request.internet, tenancy, now
+                )
+                if taken is not None:
+                    return taken
+            row = self.new_row(template_name, resources, internet=request.internet, **tenancy)
+            if pool_id is not None:
+                row.warm_pool_hit, row.warm_pool_id = False, pool_id
+            # Committed under the lock, so the next create's capacity check counts it;
+            # ``boot`` re-attaches the row rather than inserting it again.
+            async with self._db.session() as session:
+                session.add(row)
         return await self.boot(row, template.rootfs)
+
+    async def _place(self, principal: Principal, request: CreateSandbox) -> Placement:
+        if self.admission is not None:
+            return await self.admission.place(principal, request.project_id, request.workspace_id)
+        project_id = (
+            request.project_id
+            or principal.project_id
+            or await self._default_project(principal.org_id)
+        )
+        return Placement(project_id, request.workspace_id, None)
+
+    def _org_resources(self, request: CreateSandbox, placement: Placement) -> Resources:
+        """The server's bounds, narrowed by the org's (defaults too, when the org's are lower)."""
+        limits = placement.limits
+        if limits is None:
+            return self.resolve_resources(request.vcpus, request.memory_mb, request.disk_mb)
+        s = self._settings
+        resources = self.resolve_resources(
+            request.vcpus or min(s.default_vcpus, limits.max_vcpus),
+            request.memory_mb or min(s.default_memory_mb, limits.max_memory_mb),
+            request.disk_mb,
+        )
+        if resources.vcpus > limits.max_vcpus:
+            raise LimitExceededError(f"vcpus must be between 1 and {limits.max_vcpus} for this org")
+        if resources.memory_mb > limits.max_memory_mb:
+            raise LimitExceededError(
+                f"memory_mb must be between {s.min_memory_mb} and {limits.max_memory_mb} "
+                "for this org"
+            )
+        return resources
 
     def new_row(
         self, template: str, resources: Resources, *, internet: bool, **values: Any
@@ -201,7 +259,7 @@ class SandboxService:
             **values,
         )
 
-    async def boot(self, row: SandboxRow, rootfs: Any) -> Sandbox:
+    async def boot(self, row: SandboxRow, rootfs: Path) -> Sandbox:
         """Record, launch, and wait for the agent; ``running`` or ``error``, never stuck."""
         async with self._db.session() as session:
             session.add(row)
@@ -254,19 +312,85 @@ class SandboxService:
     async def pause(self, principal: Principal, sandbox_id: str) -> Sandbox:
         sandbox = await self.get(principal, sandbox_id)
         check_transition(sandbox_id, sandbox.status, SandboxStatus.PAUSED)
+        return await self.suspend(sandbox_id, PauseReason.USER)
+
+    async def suspend(self, sandbox_id: str, reason: PauseReason) -> Sandbox:
+        """Freeze a running sandbox in place, recording why: the user asked, its timeout, its
+        org ran out of credits, or its creator is past the org's member limit."""
+        async with self._db.session() as session:
+            row = await session.get(SandboxRow, sandbox_id)
+        if row is None:
+            raise NotFoundError(f"sandbox {sandbox_id} not found")
+        check_transition(sandbox_id, SandboxStatus(row.status), SandboxStatus.PAUSED)
         await self._runtime.pause(sandbox_id)
-        return await self._set_status(
-            sandbox_id, SandboxStatus.PAUSED, expect=SandboxStatus.RUNNING, paused_at=self._clock()
+        now = self._clock()
+        return await self._metered_move(
+            sandbox_id,
+            SandboxStatus.RUNNING,
+            SandboxStatus.PAUSED,
+            now,
+            paused_at=now,
+            pause_reason=reason.value,
         )
 
     async def resume(self, principal: Principal, sandbox_id: str) -> Sandbox:
         sandbox = await self.get(principal, sandbox_id)
         if sandbox.status is not SandboxStatus.PAUSED:
             raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}, not paused")
+        if self.admission is not None:
+            await self.admission.admit_resume(principal.org_id, sandbox_id)
         await self._runtime.resume(sandbox_id)
-        return await self._set_status(
-            sandbox_id, SandboxStatus.RUNNING, expect=SandboxStatus.PAUSED, paused_at=None
+        now = self._clock()
+        return await self._metered_move(
+            sandbox_id,
+            SandboxStatus.PAUSED,
+            SandboxStatus.RUNNING,
+            now,
+            paused_at=None,
+            pause_reason=None,
+            last_started_at=now,
+            stopped_at=None,
         )
+
+    async def _metered_move(
+        self,
+        sandbox_id: str,
+        source: SandboxStatus,
+        target: SandboxStatus,
+        now: datetime,
+        **values: Any,
+    ) -> Sandbox:
+        """Change the status and cost the metering segment it ends, in one compare-and-set on
+        the status and the meter: a deduction that moved the meter meanwhile makes us read
+        again, so no interval is costed twice or lost (services/accounting.py)."""
+        for _attempt in range(20):
+            async with self._db.session() as session:
+                row = await session.get(SandboxRow, sandbox_id)
+            if row is None:
+                raise NotFoundError(f"sandbox {sandbox_id} not found")
+            if row.status != source.value:
+                raise ConflictError(f"sandbox {sandbox_id} is {row.status}")
+            if source is SandboxStatus.RUNNING:
+                meter = stop_values(row, now, self.prices)
+            else:
+                meter = meter_values(row, now, self.prices)
+            meter.update(values)
+            async with self._db.session() as session:
+                changed = await session.execute(
+                    update(SandboxRow)
+                    .where(
+                        SandboxRow.id == sandbox_id,
+                        SandboxRow.status == source.value,
+                        SandboxRow.meter_units == row.meter_units,
+                        SandboxRow.meter_since.is_not_distinct_from(row.meter_since),
+                    )
+                    .values(status=target.value, **meter)
+                )
+                if changed.rowcount == 1:  # type: ignore[attr-defined]
+                    moved = await session.get(SandboxRow, sandbox_id, populate_existing=True)
+                    assert moved is not None
+                    return repo.to_sandbox(moved)
+        raise ConflictError(f"sandbox {sandbox_id} kept changing; try again")
 
     async def set_timeout(
         self,
@@ -445,7 +569,10 @@ class SandboxService:
                 if expect is not None and current is not expect:
                     raise ConflictError(f"sandbox {sandbox_id} is {current.value}")
                 check_transition(sandbox_id, current, status)  # raises: the move is illegal
-            return repo.to_sandbox(row)
+            sandbox = repo.to_sandbox(row)
+        if status in (SandboxStatus.DESTROYED, SandboxStatus.ERROR) and self.on_ended is not None:
+            await self.on_ended(sandbox)  # after the commit: it writes in its own transaction
+        return sandbox
 
 
 class WarmPoolHook(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 from sqlalchemy import (
     JSON,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -51,10 +53,73 @@ class OrgRow(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
+    #: Credits left, in credits (docs/TENANCY.md); metering debits it, top-ups credit it.
+    credit_balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Per-org quotas; null means the server's default (``Settings.org_*``).
+    max_concurrent_sandboxes: Mapped[int | None] = mapped_column(Integer)
+    max_members: Mapped[int | None] = mapped_column(Integer)
+    max_vcpus: Mapped[int | None] = mapped_column(Integer)
+    max_memory_mb: Mapped[int | None] = mapped_column(Integer)
+    rate_limit_per_s: Mapped[float | None]
+    rate_limit_burst: Mapped[int | None] = mapped_column(Integer)
+
+
+class UserRow(Base):
+    """A person (or robot) who may be a member of several orgs."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class MemberRow(Base):
+    """A user's membership of an org, with a role: ``owner``, ``admin`` or ``member``."""
+
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("org_id", "user_id", name="uq_members_org_user"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    #: Set when the member was removed (their keys are revoked); the row stays for the record.
+    removed_at: Mapped[datetime | None]
+
+
+class WorkspaceRow(Base):
+    __tablename__ = "workspaces"
+    __table_args__ = (UniqueConstraint("org_id", "key", name="uq_workspaces_org_key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class CreditTransactionRow(Base):
+    """The org's credit ledger: top-ups (positive) and metered usage (negative)."""
+
+    __tablename__ = "credit_transactions"
+    __table_args__ = (Index("ix_credit_transactions_org_created", "org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    member_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime]
 
 
 class ProjectRow(Base):
     __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("org_id", "key", name="uq_projects_org_key"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
@@ -77,11 +142,19 @@ class ApiKeyRow(Base):
     role: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    #: The member the key acts as; its role and org are the member's. Null only for keys made
+    #: before members existed and not migrated (then ``role`` is the key's own).
+    member_id: Mapped[str | None] = mapped_column(ForeignKey("members.id"), index=True)
 
 
 class SandboxRow(Base):
     __tablename__ = "sandboxes"
-    __table_args__ = (Index("ix_sandboxes_org_created", "org_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_sandboxes_org_created", "org_id", "created_at", "id"),
+        # The org list for members (their own sandboxes) and the capacity check.
+        Index("ix_sandboxes_org_member_created", "org_id", "member_id", "created_at", "id"),
+        Index("ix_sandboxes_org_status", "org_id", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     #: Null while the sandbox is a warm-pool entry no tenant has checked out.
@@ -112,6 +185,32 @@ class SandboxRow(Base):
     #: Set when create considered a warm pool: whether it was a hit, and the pool's id.
     warm_pool_hit: Mapped[bool | None] = mapped_column(Boolean)
     warm_pool_id: Mapped[str | None] = mapped_column(String(80))
+    # --- tenancy and metering (docs/TENANCY.md) ---
+    #: The public id of ``GET /api/v1/org/{org}/sandboxes`` (``id`` is the provider's id).
+    uuid: Mapped[str] = mapped_column(
+        String(36), unique=True, index=True, default=lambda: str(uuid4())
+    )
+    workspace_id: Mapped[str | None] = mapped_column(ForeignKey("workspaces.id"))
+    sandbox_kind: Mapped[str] = mapped_column(String(16), default="runtime")
+    #: The member whose key created the sandbox.
+    member_id: Mapped[str | None] = mapped_column(ForeignKey("members.id"))
+    #: The template build the sandbox was started from.
+    build_id: Mapped[str | None] = mapped_column(String(36))
+    pause_reason: Mapped[str | None] = mapped_column(String(32))
+    #: Start of the current (or last) running interval; null means ``started_at``.
+    last_started_at: Mapped[datetime | None]
+    #: End of the last running interval (pause or kill); null while running.
+    stopped_at: Mapped[datetime | None]
+    #: When metering settled the sandbox after it was destroyed or failed.
+    killed_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: Running time of closed intervals, in milliseconds.
+    runtime_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Start of the metering segment not yet costed; null means ``started_at``.
+    meter_since: Mapped[datetime | None]
+    #: Cost of every closed segment, in 1/102,400,000 credit (exact; see services/accounting).
+    meter_units: Mapped[int] = mapped_column(BigInteger, default=0)
+    billed_credits: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_credit_deduction_at: Mapped[datetime | None]
 
 
 class ContextRow(Base):

@@ -281,6 +281,8 @@ async def upload_files(
     parts are written as they arrive. Files are written in order: on an error the files before
     it stay, the failing one is not created.
     """
+    # The sandbox first: another tenant's id is a 404 whatever the body holds.
+    (await services.sandboxes.get(principal, sandbox_id)).require_running()
     try:
         boundary = multipart.boundary_of(request.headers.get("content-type"))
     except multipart.MultipartError as exc:

@@ -77,6 +77,9 @@ async def create_sandbox(
             timeout_action=TimeoutAction(body.timeout_action),
             cwd=body.cwd,
             internet=body.network.internet,
+            project_id=body.project_id,
+            workspace_id=body.workspace_id,
+            sandbox_kind=body.sandbox_kind,
         ),
     )
     return JSONResponse(sandbox_out(sandbox), status_code=201)

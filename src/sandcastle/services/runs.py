@@ -1,0 +1,375 @@
+"""Asynchronous code runs: submit, list, get, cancel; recovery at start-up; retention.
+
+The queue is the ``code_runs`` table, not memory: a run is committed ``queued`` before the
+submit returns, and :class:`~sandcastle.services.run_dispatcher.RunDispatcher` picks it up from
+there, so a queued run survives a server crash. Every status change goes through
+``domain.runs.check_transition`` or a conditional ``UPDATE … WHERE status = …``, so two writers
+(a cancel and the dispatcher, a sandbox's end and a run's end) never both win.
+
+Decisions (docs/RUNS.md): a run that was ``running`` when the server died ends ``failed`` with
+"the server restarted" — the agent interrupts work whose host connection is gone, so there is
+no result to resume. Runs and their artifacts are kept ``run_retention_s`` after they end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+
+from sandcastle.config import Settings
+from sandcastle.domain.runs import (
+    TERMINAL_STATUSES,
+    Artifact,
+    Reasons,
+    Run,
+    RunExecution,
+    RunStatus,
+    new_run_id,
+)
+from sandcastle.domain.sandbox import LIVE_STATUSES, Sandbox, SandboxStatus
+from sandcastle.errors import ConflictError, FieldError, LimitExceededError, NotFoundError
+from sandcastle.services.artifacts import ArtifactService
+from sandcastle.services.auth import Principal
+from sandcastle.services.contexts import ContextService
+from sandcastle.services.executions import check_env_vars, normalise_language
+from sandcastle.services.run_dispatcher import RunDispatcher, load_sandbox, rowcount
+from sandcastle.services.sandboxes import Clock, SandboxService, utcnow
+from sandcastle.store.db import Database
+from sandcastle.store.models import ArtifactRow, RunRow
+
+log = logging.getLogger("sandcastle.runs")
+
+#: Expired runs deleted per purge transaction.
+PURGE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class SubmitRun:
+    code: str
+    language: str | None = None
+    context_id: str | None = None
+    env_vars: dict[str, str] | None = None
+    timeout_secs: int | None = None
+
+
+def to_run(row: RunRow, artifacts: list[Artifact]) -> Run:
+    return Run(
+        id=row.id,
+        sandbox_id=row.sandbox_id,
+        context_id=row.context_id,
+        language=row.language,
+        status=RunStatus(row.status),
+        timeout_secs=row.timeout_secs,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        cancel_requested_at=row.cancel_requested_at,
+        execution=None if row.execution is None else RunExecution.from_json(row.execution),
+        artifacts=artifacts,
+        failure_reason=row.failure_reason,
+    )
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps(["run", seq]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        kind, seq = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if kind != "run" or not isinstance(seq, int):
+            raise ValueError(cursor)
+        return seq
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise FieldError(
+            "cursor", "cursor is not one this server issued", location="query"
+        ) from exc
+
+
+class RunService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        sandboxes: SandboxService,
+        contexts: ContextService,
+        artifacts: ArtifactService,
+        dispatcher: RunDispatcher,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._sandboxes = sandboxes
+        self._contexts = contexts
+        self._artifacts = artifacts
+        self._dispatcher = dispatcher
+        self._clock = clock
+
+    # --- submit --------------------------------------------------------------------------------
+
+    async def submit(self, principal: Principal, sandbox_id: str, request: SubmitRun) -> Run:
+        """Queue a run; it starts when its context (and the sandbox's run limit) allow.
+
+        The sandbox may be paused: its runs wait until it resumes. Without ``context_id`` the
+        run gets a new context when it starts (recorded on the run then).
+        """
+        sandbox = await self._sandboxes.get(principal, sandbox_id)
+        if sandbox.status not in LIVE_STATUSES:
+            raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}")
+        check_env_vars(request.env_vars)
+        timeout = request.timeout_secs or self._settings.run_default_timeout_secs
+        if not 1 <= timeout <= self._settings.run_max_timeout_secs:
+            raise LimitExceededError(
+                f"timeout_secs must be between 1 and {self._settings.run_max_timeout_secs}"
+            )
+        if request.context_id is None:
+            language = normalise_language(request.language)
+        else:
+            context = await self._contexts.find(sandbox_id, request.context_id)
+            language = context.language
+            if request.language is not None and normalise_language(request.language) != language:
+                raise FieldError(
+                    "language", f"context {context.id} runs {language}, not {request.language!r}"
+                )
+        now = self._clock()
+        row = RunRow(
+            id=new_run_id(),
+            sandbox_id=sandbox_id,
+            context_id=request.context_id,
+            language=language,
+            code=request.code,
+            env_vars=dict(request.env_vars or {}),
+            timeout_secs=timeout,
+            status=RunStatus.QUEUED.value,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self._settings.run_retention_s),
+        )
+        async with self._db.session() as session:
+            waiting = await session.scalar(
+                select(func.count())
+                .select_from(RunRow)
+                .where(RunRow.sandbox_id == sandbox_id, RunRow.status == RunStatus.QUEUED.value)
+            )
+            if (waiting or 0) >= self._settings.runs_max_queued_per_sandbox:
+                raise LimitExceededError(
+                    f"sandbox {sandbox_id} already has {waiting} runs queued (the limit)"
+                )
+            session.add(row)
+        self._dispatcher.wake()
+        return to_run(row, [])
+
+    # --- queries -------------------------------------------------------------------------------
+
+    async def get(self, principal: Principal, sandbox_id: str, run_id: str) -> Run:
+        await self._sandboxes.get(principal, sandbox_id)
+        async with self._db.session() as session:
+            row = await session.scalar(select(RunRow).where(RunRow.id == run_id))
+        if row is None or row.sandbox_id != sandbox_id:
+            raise NotFoundError(f"run {run_id} not found in sandbox {sandbox_id}")
+        artifacts = await self._artifacts.of_runs([row.id])
+        return to_run(row, artifacts[row.id])
+
+    async def list(
+        self,
+        principal: Principal,
+        sandbox_id: str,
+        *,
+        status: RunStatus | None = None,
+        context_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Run], str | None]:
+        """Newest first; keyset pagination on the submission number, stable while runs are
+        submitted (they are newer than any cursor) or change status."""
+        await self._sandboxes.get(principal, sandbox_id)
+        query = select(RunRow).where(RunRow.sandbox_id == sandbox_id)
+        if status is not None:
+            query = query.where(RunRow.status == status.value)
+        if context_id is not None:
+            query = query.where(RunRow.context_id == context_id)
+        if cursor is not None:
+            query = query.where(RunRow.seq < decode_cursor(cursor))
+        query = query.order_by(RunRow.seq.desc()).limit(limit + 1)
+        async with self._db.session() as session:
+            rows = list((await session.scalars(query)).all())
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = encode_cursor(rows[-1].seq)
+        artifacts = await self._artifacts.of_runs([row.id for row in rows])
+        return [to_run(row, artifacts[row.id]) for row in rows], next_cursor
+
+    # --- cancel --------------------------------------------------------------------------------
+
+    async def cancel(self, principal: Principal, sandbox_id: str, run_id: str) -> Run:
+        """A queued run never starts; a running one is interrupted (and ends ``cancelled``
+        shortly after). ``cancel_requested_at`` is set at once; a finished run is a conflict."""
+        await self.get(principal, sandbox_id, run_id)
+        now = self._clock()
+        # Conditional updates, not read-then-write: the dispatcher may claim the run meanwhile.
+        async with self._db.session() as session:
+            cancelled = await session.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED.value)
+                .values(
+                    status=RunStatus.CANCELLED.value,
+                    cancel_requested_at=now,
+                    completed_at=now,
+                    failure_reason=Reasons.CANCELLED_BY_USER,
+                    env_vars=None,
+                    expires_at=self._retained_from(now),
+                )
+            )
+            if rowcount(cancelled) == 0:
+                await session.execute(
+                    update(RunRow)
+                    .where(
+                        RunRow.id == run_id,
+                        RunRow.status == RunStatus.RUNNING.value,
+                        RunRow.cancel_requested_at.is_(None),
+                    )
+                    .values(cancel_requested_at=now)
+                )
+        run = await self.get(principal, sandbox_id, run_id)
+        if run.status is RunStatus.RUNNING:
+            self._dispatcher.cancel(run_id, Reasons.CANCELLED_BY_USER)
+        elif run.cancel_requested_at != now:
+            raise ConflictError(f"run {run_id} has already finished: it is {run.status.value}")
+        return run
+
+    # --- sandbox end, recovery, retention ------------------------------------------------------
+
+    async def sandbox_ended(self, sandbox: Sandbox) -> None:
+        """The sandbox was destroyed or failed: its queued runs end ``cancelled`` now, its
+        running ones as soon as their execution notices (the dispatcher interrupts them)."""
+        if sandbox.status not in (SandboxStatus.DESTROYED, SandboxStatus.ERROR):
+            return
+        reason = Reasons.sandbox_ended(sandbox.status.value, sandbox.status_reason)
+        now = self._clock()
+        values = {
+            "status": RunStatus.CANCELLED.value,
+            "completed_at": now,
+            "failure_reason": reason,
+            "env_vars": None,
+            "expires_at": self._retained_from(now),
+        }
+        async with self._db.session() as session:
+            await session.execute(
+                update(RunRow)
+                .where(RunRow.sandbox_id == sandbox.id, RunRow.status == RunStatus.QUEUED.value)
+                .values(**values)
+            )
+            # Running runs nobody in this process executes (none, after recovery) end here too.
+            await session.execute(
+                update(RunRow)
+                .where(
+                    RunRow.sandbox_id == sandbox.id,
+                    RunRow.status == RunStatus.RUNNING.value,
+                    RunRow.id.not_in(self._dispatcher.active_ids()),
+                )
+                .values(**values)
+            )
+        self._dispatcher.sandbox_ended(sandbox.id, reason)
+
+    async def on_sandbox_ended(self, sandbox: Sandbox) -> None:
+        """``SandboxService.on_ended``: never lets a failure here break a destroy."""
+        try:
+            await self.sandbox_ended(sandbox)
+        except Exception:  # noqa: BLE001 - the periodic sweep settles what this missed
+            log.exception("settling the runs of sandbox %s failed", sandbox.id)
+
+    async def maintain_forever(self) -> None:
+        """Background task: settle runs of sandboxes that ended unseen; purge expired runs."""
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
+        while True:
+            try:
+                await self.sweep_ended_sandboxes()
+                if loop.time() >= next_purge:
+                    next_purge = loop.time() + self._settings.run_purge_interval_s
+                    purged = await self.purge_expired()
+                    if purged:
+                        log.info("purged %d expired runs", purged)
+            except Exception:  # noqa: BLE001 - one bad pass must not stop maintenance
+                log.exception("run maintenance failed")
+            await asyncio.sleep(min(self._settings.reconcile_interval_s, 5.0))
+
+    async def sweep_ended_sandboxes(self) -> None:
+        """Settle the runs of sandboxes that ended without the hook seeing it."""
+        query = (
+            select(RunRow.sandbox_id)
+            .where(RunRow.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]))
+            .distinct()
+        )
+        async with self._db.session() as session:
+            sandbox_ids = list((await session.scalars(query)).all())
+        for sandbox_id in sandbox_ids:
+            sandbox = await load_sandbox(self._db, sandbox_id)
+            if sandbox is not None and sandbox.status not in LIVE_STATUSES:
+                await self.sandbox_ended(sandbox)
+
+    async def recover(self) -> None:
+        """At start-up, before the dispatcher: runs left ``running`` by a dead server fail."""
+        now = self._clock()
+        async with self._db.session() as session:
+            ids = list(
+                (
+                    await session.scalars(
+                        select(RunRow.id).where(RunRow.status == RunStatus.RUNNING.value)
+                    )
+                ).all()
+            )
+            if ids:
+                await session.execute(
+                    update(RunRow)
+                    .where(RunRow.id.in_(ids), RunRow.status == RunStatus.RUNNING.value)
+                    .values(
+                        status=RunStatus.FAILED.value,
+                        completed_at=now,
+                        failure_reason=Reasons.SERVER_RESTARTED,
+                        env_vars=None,
+                        expires_at=self._retained_from(now),
+                    )
+                )
+        if ids:
+            log.warning("%d runs were running when the server stopped: marked failed", len(ids))
+            # Files half-copied before the crash: no row names them.
+            await self._artifacts.remove_runs(ids)
+        await self.sweep_ended_sandboxes()
+
+    async def purge_expired(self) -> int:
+        """Delete finished runs past ``expires_at``, their artifacts' rows and files."""
+        now = self._clock()
+        purged = 0
+        while True:
+            async with self._db.session() as session:
+                ids = list(
+                    (
+                        await session.scalars(
+                            select(RunRow.id)
+                            .where(
+                                RunRow.expires_at <= now,
+                                RunRow.status.in_([s.value for s in TERMINAL_STATUSES]),
+                            )
+                            .limit(PURGE_BATCH)
+                        )
+                    ).all()
+                )
+                if ids:
+                    await session.execute(delete(ArtifactRow).where(ArtifactRow.run_id.in_(ids)))
+                    await session.execute(delete(RunRow).where(RunRow.id.in_(ids)))
+            if not ids:
+                return purged
+            await self._artifacts.remove_runs(ids)
+            purged += len(ids)
+
+    def _retained_from(self, when: datetime) -> datetime:
+        return when + timedelta(seconds=self._settings.run_retention_s)

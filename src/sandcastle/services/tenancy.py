@@ -1,0 +1,554 @@
+"""Tenancy: orgs, projects and workspaces; who may do what; admission of sandbox creates.
+
+(Members and keys are ``services/members.py``.)
+
+Every call is made by a :class:`~sandcastle.services.auth.Principal` (a key of one member of one
+org). An org the key is not a member of does not exist for it (404, never 403); inside its own
+org, what a member's role does not allow is a 403. Owners and admins manage projects,
+workspaces, members, keys and credits; only owners make or change owners; a member manages
+their own keys. Operators (owners of the org made at first start) may also create orgs and set
+any org's limits and credits.
+
+Admission of a sandbox create (:meth:`TenancyService.place` and :meth:`check_capacity`) checks,
+in this order: the project and workspace exist in the caller's org (404) and the key's project
+scope allows them (403); the org has credits (``usage_limit_exceeded_error``); the caller is
+within the org's member limit (``member_limit_exceeded_error``); the org runs fewer sandboxes than
+its maximum (``org_sandbox_capacity_exceeded_error``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sandcastle.config import Settings
+from sandcastle.domain.sandbox import LIVE_STATUSES
+from sandcastle.errors import (
+    AlreadyExistsError,
+    FieldError,
+    ForbiddenError,
+    MemberLimitExceededError,
+    NotFoundError,
+    SandboxCapacityExceededError,
+    UsageLimitExceededError,
+)
+from sandcastle.services.auth import Principal, Role, new_key_row
+from sandcastle.store.db import Database
+from sandcastle.store.models import (
+    ApiKeyRow,
+    MemberRow,
+    OrgRow,
+    ProjectRow,
+    SandboxRow,
+    WorkspaceRow,
+)
+
+Clock = Callable[[], datetime]
+#: Slugs and keys: lowercase letters, digits and inner hyphens, 1 to 64 characters.
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+SANDBOX_KINDS = ("runtime", "task", "evaluation", "world")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- what the service hands out --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrgLimits:
+    """An org's effective quotas: its overrides, or the server's defaults."""
+
+    max_concurrent_sandboxes: int
+    max_members: int
+    max_vcpus: int
+    max_memory_mb: int
+    rate_limit_per_s: float
+    rate_limit_burst: int
+
+
+@dataclass(frozen=True)
+class Org:
+    id: str
+    slug: str
+    name: str
+    created_at: datetime
+    credit_balance: int
+    limits: OrgLimits
+    #: The caller's role in the org (None for an operator looking at another org).
+    role: str | None
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    key: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Workspace:
+    id: str
+    key: str
+    name: str
+    project_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    user_id: str
+    email: str
+    name: str
+    role: str
+    created_at: datetime
+    #: Past the org's member limit: cannot create or resume, their sandboxes are paused.
+    over_limit: bool
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    prefix: str
+    member_id: str | None
+    project_id: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just made: ``secret`` is shown this once and stored only as a hash."""
+
+    key: ApiKey
+    secret: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an admitted create goes, and the org limits it must respect."""
+
+    project_id: str
+    workspace_id: str | None
+    #: None when no tenancy service admits creates (a bare ``SandboxService``).
+    limits: OrgLimits | None
+
+
+LIMIT_FIELDS = (
+    "max_concurrent_sandboxes",
+    "max_members",
+    "max_vcpus",
+    "max_memory_mb",
+    "rate_limit_per_s",
+    "rate_limit_burst",
+)
+
+
+def effective_limits(org: OrgRow, settings: Settings) -> OrgLimits:
+    return OrgLimits(
+        max_concurrent_sandboxes=_pick(
+            org.max_concurrent_sandboxes, settings.org_max_concurrent_sandboxes
+        ),
+        max_members=_pick(org.max_members, settings.org_max_members),
+        # The host's bounds are hard: an org may have less, never more.
+        max_vcpus=min(_pick(org.max_vcpus, settings.max_vcpus), settings.max_vcpus),
+        max_memory_mb=min(_pick(org.max_memory_mb, settings.max_memory_mb), settings.max_memory_mb),
+        rate_limit_per_s=(
+            settings.rate_limit_per_s if org.rate_limit_per_s is None else org.rate_limit_per_s
+        ),
+        rate_limit_burst=_pick(org.rate_limit_burst, settings.rate_limit_burst),
+    )
+
+
+def _pick(override: int | None, default: int) -> int:
+    return default if override is None else override
+
+
+async def over_limit_members(session: AsyncSession, org: OrgRow, settings: Settings) -> set[str]:
+    """Members past the org's member limit: owners rank first, then by the time they joined."""
+    limit = _pick(org.max_members, settings.org_max_members)
+    ranked = (
+        await session.scalars(
+            select(MemberRow.id)
+            .where(MemberRow.org_id == org.id, MemberRow.removed_at.is_(None))
+            .order_by(
+                case((MemberRow.role == Role.OWNER.value, 0), else_=1),
+                MemberRow.created_at,
+                MemberRow.id,
+            )
+        )
+    ).all()
+    return set(ranked[limit:])
+
+
+def check_slug(field: str, value: str) -> None:
+    if not SLUG.match(value):
+        raise FieldError(field, f"{field} must be 1-64 lowercase letters, digits or inner hyphens")
+
+
+class TenancyService:
+    def __init__(self, settings: Settings, db: Database, clock: Clock = utcnow) -> None:
+        self._settings = settings
+        self._db = db
+        self._clock = clock
+
+    # --- access ---------------------------------------------------------------------------
+
+    async def resolve_org(
+        self, principal: Principal, slug: str, *, operator_ok: bool = False
+    ) -> OrgRow:
+        """The org ``slug`` if the key belongs to it (or, where ``operator_ok``, the caller is an
+        operator); any other org is simply not found."""
+        async with self._db.session() as session:
+            org = await session.scalar(select(OrgRow).where(OrgRow.slug == slug))
+        if org is None or (org.id != principal.org_id and not (operator_ok and principal.operator)):
+            raise NotFoundError(f"org {slug!r} not found")
+        return org
+
+    async def own_org_id(self, principal: Principal, slug: str) -> str:
+        """The id of org ``slug`` if it is the key's own (no lookup needed); else 404."""
+        if principal.org_slug:
+            if slug != principal.org_slug:
+                raise NotFoundError(f"org {slug!r} not found")
+            return principal.org_id
+        return (await self.resolve_org(principal, slug)).id
+
+    @staticmethod
+    def require_admin(principal: Principal) -> None:
+        if not principal.is_admin:
+            raise ForbiddenError("only owners and admins of the org may do this")
+
+    # --- orgs -----------------------------------------------------------------------------
+
+    def _org(self, row: OrgRow, principal: Principal) -> Org:
+        return Org(
+            id=row.id,
+            slug=row.slug,
+            name=row.name,
+            created_at=row.created_at,
+            credit_balance=row.credit_balance,
+            limits=effective_limits(row, self._settings),
+            role=principal.role if row.id == principal.org_id else None,
+        )
+
+    async def list_orgs(self, principal: Principal) -> list[Org]:
+        """The org the key acts in (a key belongs to one member of one org)."""
+        async with self._db.session() as session:
+            row = await session.get(OrgRow, principal.org_id)
+        return [] if row is None else [self._org(row, principal)]
+
+    async def get_org(self, principal: Principal, slug: str) -> Org:
+        return self._org(await self.resolve_org(principal, slug, operator_ok=True), principal)
+
+    async def create_org(
+        self, principal: Principal, slug: str, name: str | None
+    ) -> tuple[Org, NewKey]:
+        """A new org owned by the caller's user, with project ``default`` and a key for the new
+        membership (the caller's key acts only in its own org)."""
+        if not (principal.operator or self._settings.allow_org_create):
+            raise ForbiddenError(
+                "only operators may create orgs on this server (SANDCASTLE_ALLOW_ORG_CREATE)"
+            )
+        if principal.user_id is None:
+            raise ForbiddenError("this key belongs to no user, so it cannot own an org")
+        check_slug("slug", slug)
+        now = self._clock()
+        org = OrgRow(
+            id=str(uuid.uuid4()),
+            slug=slug,
+            name=name or slug,
+            created_at=now,
+            credit_balance=self._settings.initial_org_credits,
+        )
+        member = MemberRow(
+            id=str(uuid.uuid4()),
+            org_id=org.id,
+            user_id=principal.user_id,
+            role=Role.OWNER.value,
+            created_at=now,
+        )
+        project = ProjectRow(
+            id=str(uuid.uuid4()), org_id=org.id, key="default", name="Default", created_at=now
+        )
+        secret, key_row = new_key_row(
+            org_id=org.id,
+            project_id=None,
+            name=f"{slug} owner",
+            role=Role.OWNER.value,
+            now=now,
+            member_id=member.id,
+        )
+        try:
+            async with self._db.session() as session:
+                if await session.scalar(select(OrgRow.id).where(OrgRow.slug == slug)):
+                    raise AlreadyExistsError(f"org {slug!r} exists already")
+                session.add(org)
+                await session.flush()
+                session.add_all([member, project])
+                await session.flush()
+                session.add(key_row)
+        except IntegrityError as exc:
+            raise AlreadyExistsError(f"org {slug!r} exists already") from exc
+        owner = Principal(
+            key_id=key_row.id,
+            org_id=org.id,
+            project_id=None,
+            role=Role.OWNER.value,
+            member_id=member.id,
+            user_id=principal.user_id,
+        )
+        return self._org(org, owner), NewKey(key_view(key_row), secret)
+
+    async def set_limits(self, principal: Principal, slug: str, changes: dict[str, Any]) -> Org:
+        """Override (or, with ``None``, reset to the server default) an org's quotas.
+
+        Operators only: quotas bound what an org may use, so its own owners cannot lift them.
+        """
+        org = await self.resolve_org(principal, slug, operator_ok=True)
+        if not principal.operator:
+            raise ForbiddenError("only operators may change an org's limits")
+        s = self._settings
+        bounds: dict[str, tuple[float, float]] = {
+            "max_concurrent_sandboxes": (1, 1_000_000),
+            "max_members": (1, 1_000_000),
+            "max_vcpus": (1, s.max_vcpus),
+            "max_memory_mb": (s.min_memory_mb, s.max_memory_mb),
+            "rate_limit_per_s": (0, 1_000_000),
+            "rate_limit_burst": (1, 1_000_000),
+        }
+        for name, value in changes.items():
+            low, high = bounds[name]
+            if value is not None and not low <= value <= high:
+                raise FieldError(name, f"{name} must be between {low:g} and {high:g}")
+        async with self._db.session() as session:
+            await session.execute(update(OrgRow).where(OrgRow.id == org.id).values(**changes))
+            row = await session.get(OrgRow, org.id, populate_existing=True)
+            assert row is not None
+        return self._org(row, principal)
+
+    # --- projects and workspaces ----------------------------------------------------------
+
+    async def list_projects(self, principal: Principal, slug: str) -> list[Project]:
+        org = await self.resolve_org(principal, slug)
+        async with self._db.session() as session:
+            rows = (
+                await session.scalars(
+                    select(ProjectRow)
+                    .where(ProjectRow.org_id == org.id)
+                    .order_by(ProjectRow.created_at, ProjectRow.id)
+                )
+            ).all()
+        return [_project(r) for r in rows]
+
+    async def get_project(self, principal: Principal, slug: str, project_id: str) -> Project:
+        org = await self.resolve_org(principal, slug)
+        async with self._db.session() as session:
+            return _project(await project_row(session, org.id, project_id))
+
+    async def create_project(
+        self, principal: Principal, slug: str, key: str, name: str | None
+    ) -> Project:
+        org = await self.resolve_org(principal, slug)
+        self.require_admin(principal)
+        check_slug("key", key)
+        row = ProjectRow(
+            id=str(uuid.uuid4()), org_id=org.id, key=key, name=name or key, created_at=self._clock()
+        )
+        await self._insert_unique(
+            row,
+            select(ProjectRow.id).where(ProjectRow.org_id == org.id, ProjectRow.key == key),
+            f"project {key!r} exists already",
+        )
+        return _project(row)
+
+    async def list_workspaces(
+        self, principal: Principal, slug: str, project_id: str | None = None
+    ) -> list[Workspace]:
+        org = await self.resolve_org(principal, slug)
+        query = select(WorkspaceRow).where(WorkspaceRow.org_id == org.id)
+        if project_id is not None:
+            query = query.where(WorkspaceRow.project_id == project_id)
+        async with self._db.session() as session:
+            rows = (
+                await session.scalars(query.order_by(WorkspaceRow.created_at, WorkspaceRow.id))
+            ).all()
+        return [_workspace(r) for r in rows]
+
+    async def get_workspace(self, principal: Principal, slug: str, workspace_id: str) -> Workspace:
+        org = await self.resolve_org(principal, slug)
+        async with self._db.session() as session:
+            return _workspace(await _workspace_row(session, org.id, workspace_id))
+
+    async def create_workspace(
+        self,
+        principal: Principal,
+        slug: str,
+        key: str,
+        name: str | None,
+        project_id: str | None,
+    ) -> Workspace:
+        org = await self.resolve_org(principal, slug)
+        self.require_admin(principal)
+        check_slug("key", key)
+        async with self._db.session() as session:
+            project_id = project_id or principal.project_id or await _first_project(session, org.id)
+            await project_row(session, org.id, project_id)
+        row = WorkspaceRow(
+            id=str(uuid.uuid4()),
+            org_id=org.id,
+            project_id=project_id,
+            key=key,
+            name=name or key,
+            created_at=self._clock(),
+        )
+        await self._insert_unique(
+            row,
+            select(WorkspaceRow.id).where(WorkspaceRow.org_id == org.id, WorkspaceRow.key == key),
+            f"workspace {key!r} exists already",
+        )
+        return _workspace(row)
+
+    async def _insert_unique(self, row: Any, exists: Any, message: str) -> None:
+        try:
+            async with self._db.session() as session:
+                if await session.scalar(exists) is not None:
+                    raise AlreadyExistsError(message)
+                session.add(row)
+        except IntegrityError as exc:
+            raise AlreadyExistsError(message) from exc
+
+    # --- admission ------------------------------------------------------------------------
+
+    async def place(
+        self, principal: Principal, project_id: str | None, workspace_id: str | None
+    ) -> Placement:
+        """Where a create by ``principal`` goes; raises if the org may not create now."""
+        async with self._db.session() as session:
+            org = await session.get(OrgRow, principal.org_id)
+            if org is None:
+                raise NotFoundError("the key's org no longer exists")
+            workspace = None
+            if workspace_id is not None:
+                workspace = await _workspace_row(session, org.id, workspace_id)
+            if project_id is not None:
+                await project_row(session, org.id, project_id)
+            else:
+                project_id = (
+                    (workspace.project_id if workspace is not None else None)
+                    or principal.project_id
+                    or await _first_project(session, org.id)
+                )
+            if principal.project_id is not None and project_id != principal.project_id:
+                raise ForbiddenError(f"this key is scoped to project {principal.project_id}")
+            if workspace is not None and workspace.project_id != project_id:
+                raise FieldError(
+                    "workspace_id", f"workspace {workspace.id} belongs to another project"
+                )
+            await self._check_may_run(session, org, principal.member_id)
+        return Placement(project_id, workspace_id, effective_limits(org, self._settings))
+
+    async def admit_resume(self, org_id: str, sandbox_id: str) -> None:
+        """A paused sandbox may run again only while its org has credits and its creator is
+        within the member limit."""
+        async with self._db.session() as session:
+            org = await session.get(OrgRow, org_id)
+            row = await session.get(SandboxRow, sandbox_id)
+            if org is None or row is None:
+                raise NotFoundError(f"sandbox {sandbox_id} not found")
+            await self._check_may_run(session, org, row.member_id)
+
+    async def _check_may_run(
+        self, session: AsyncSession, org: OrgRow, member_id: str | None
+    ) -> None:
+        if org.credit_balance <= 0:
+            raise UsageLimitExceededError(
+                f"org {org.slug!r} has no credits left (balance {org.credit_balance}); "
+                "an owner or admin can top up with POST /v1/orgs/{org}/credits"
+            )
+        if member_id is not None and member_id in await over_limit_members(
+            session, org, self._settings
+        ):
+            raise MemberLimitExceededError(
+                f"org {org.slug!r} has more members than its limit allows, and this member is "
+                "past it"
+            )
+
+    async def check_capacity(self, org_id: str, limits: OrgLimits) -> None:
+        """Refuse a create when the org's live sandboxes (creating, running or paused: all hold
+        resources) are at its maximum. The caller serialises creates per org around this."""
+        async with self._db.session() as session:
+            live = await session.scalar(
+                select(func.count())
+                .select_from(SandboxRow)
+                .where(
+                    SandboxRow.org_id == org_id,
+                    SandboxRow.status.in_([s.value for s in LIVE_STATUSES]),
+                )
+            )
+        if int(live or 0) >= limits.max_concurrent_sandboxes:
+            raise SandboxCapacityExceededError(
+                f"the org runs {live} sandboxes, its maximum at once is "
+                f"{limits.max_concurrent_sandboxes}; destroy some first"
+            )
+
+
+# --- rows to views, and lookups that are 404 across orgs ---------------------------------------
+
+
+def _project(row: ProjectRow) -> Project:
+    return Project(id=row.id, key=row.key, name=row.name, created_at=row.created_at)
+
+
+def _workspace(row: WorkspaceRow) -> Workspace:
+    return Workspace(
+        id=row.id, key=row.key, name=row.name, project_id=row.project_id, created_at=row.created_at
+    )
+
+
+def key_view(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        member_id=row.member_id,
+        project_id=row.project_id,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+async def project_row(session: AsyncSession, org_id: str, project_id: str) -> ProjectRow:
+    row = await session.get(ProjectRow, project_id)
+    if row is None or row.org_id != org_id:
+        raise NotFoundError(f"project {project_id} not found")
+    return row
+
+
+async def _workspace_row(session: AsyncSession, org_id: str, workspace_id: str) -> WorkspaceRow:
+    row = await session.get(WorkspaceRow, workspace_id)
+    if row is None or row.org_id != org_id:
+        raise NotFoundError(f"workspace {workspace_id} not found")
+    return row
+
+
+async def _first_project(session: AsyncSession, org_id: str) -> str:
+    project_id = await session.scalar(
+        select(ProjectRow.id)
+        .where(ProjectRow.org_id == org_id)
+        .order_by(ProjectRow.created_at, ProjectRow.id)
+    )
+    if project_id is None:
+        raise NotFoundError("the organisation has no project to put the sandbox in")
+    return project_id

@@ -1,0 +1,95 @@
+"""Code runs: the status machine, the stored execution, artifact diffing, cursors, previews."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandcastle.api.routes.artifacts import CSV_PREVIEW_ROWS, csv_table
+from sandcastle.config import Settings
+from sandcastle.domain.execution import ExecutionResult
+from sandcastle.domain.runs import (
+    TERMINAL_STATUSES,
+    Reasons,
+    RunExecution,
+    RunStatus,
+    can_transition,
+    check_transition,
+)
+from sandcastle.errors import ConflictError, FieldError
+from sandcastle.services.artifacts import changed_files, previewable
+from sandcastle.services.runs import decode_cursor, encode_cursor
+
+
+def test_runs_move_forward_only_and_terminal_statuses_are_final() -> None:
+    assert can_transition(RunStatus.QUEUED, RunStatus.RUNNING)
+    assert can_transition(RunStatus.QUEUED, RunStatus.CANCELLED)
+    assert can_transition(RunStatus.RUNNING, RunStatus.SUCCEEDED)
+    assert can_transition(RunStatus.RUNNING, RunStatus.CANCELLED)
+    assert not can_transition(RunStatus.QUEUED, RunStatus.SUCCEEDED)
+    assert not can_transition(RunStatus.RUNNING, RunStatus.QUEUED)
+    for done in TERMINAL_STATUSES:
+        for target in RunStatus:
+            assert not can_transition(done, target)
+    with pytest.raises(ConflictError, match="run_x is succeeded and cannot become running"):
+        check_transition("run_x", RunStatus.SUCCEEDED, RunStatus.RUNNING)
+
+
+def test_the_stored_execution_keeps_the_raw_bundle_and_round_trips() -> None:
+    result = ExecutionResult()
+    for event in (
+        {"kind": "execution_count", "value": 3},
+        {"kind": "stdout", "text": "hi\n"},
+        {"kind": "result", "is_primary": True, "data": {"text/plain": "1", "x/custom": [1]}},
+        {"kind": "error", "name": "E", "value": "v", "traceback": ["\x1b[0;31mline\x1b[0m"]},
+    ):
+        result.add_event(event)
+    execution = RunExecution.from_result(result)
+    (item,) = execution.results
+    assert item.is_main_result is True
+    assert item.data == {"text/plain": "1", "x/custom": [1]}
+    assert item.fields() == {"text": "1"}
+    assert execution.error == {"name": "E", "value": "v", "traceback": "line"}
+    assert RunExecution.from_json(execution.to_json()) == execution
+
+
+def test_reasons_are_words() -> None:
+    assert Reasons.timeout(5).startswith("timeout")
+    assert Reasons.sandbox_ended("destroyed", None) == "the sandbox was destroyed"
+    assert "timeout" in Reasons.sandbox_ended("destroyed", "timeout")
+    assert Reasons.sandbox_ended("error", "oom") == "the sandbox failed: oom"
+    assert Reasons.raised("KeyError", "'k'") == "the code raised KeyError: 'k'"
+
+
+def test_changed_files_are_new_or_different_ones() -> None:
+    before = {"same": (1, 10), "grew": (1, 10), "touched": (1, 10), "gone": (1, 10)}
+    after = {"same": (1, 10), "grew": (2, 10), "touched": (1, 11), "new": (0, 1)}
+    assert changed_files(before, after) == ["grew", "new", "touched"]
+
+
+def test_cursors_round_trip_and_foreign_ones_are_refused() -> None:
+    assert decode_cursor(encode_cursor(42)) == 42
+    for bad in ("", "garbage", encode_cursor(1).swapcase()):
+        with pytest.raises(FieldError):
+            decode_cursor(bad)
+
+
+def test_csv_preview_escapes_every_cell_and_bounds_the_rows() -> None:
+    page = csv_table(b'a,b\n"<script>",&\n', "t.csv")
+    assert "<th>a</th><th>b</th>" in page
+    assert "<td>&lt;script&gt;</td><td>&amp;</td>" in page
+    assert "<script>" not in page and "truncated" not in page
+    many = ("n\n" + "1\n" * (CSV_PREVIEW_ROWS + 10)).encode()
+    long_page = csv_table(many, "<t>")
+    assert long_page.count("<tr>") == CSV_PREVIEW_ROWS + 1
+    assert "Preview truncated" in long_page
+    assert "<title>&lt;t&gt;</title>" in long_page
+
+
+def test_only_images_text_and_json_have_previews() -> None:
+    assert previewable("image/png") and previewable("text/csv") and previewable("application/json")
+    assert not previewable("application/octet-stream") and not previewable("application/pdf")
+
+
+def test_run_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="run_default_timeout_secs"):
+        Settings(run_default_timeout_secs=100, run_max_timeout_secs=10)
