@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sandcastle.agent.kernels import INTERRUPT_GRACE_S, MAX_STREAM_CHARS
+from sandcastle.agent.kernels import MAX_STREAM_CHARS
 from sandcastle.agent.protocol import PROTOCOL_VERSION
 from sandcastle.runtime.channel import AgentRequestError
 from tests.agent.conftest import RunningAgent, start_agent
@@ -158,9 +158,8 @@ async def test_env_vars_apply_to_one_execution_only(agent: RunningAgent) -> None
 async def test_timeout_interrupts_and_state_survives(agent: RunningAgent) -> None:
     context_id = await agent.new_context()
     await agent.execute(context_id, "kept = 'yes'")
-    started = time.monotonic()
     slow = await agent.execute(context_id, "import time; time.sleep(30)", timeout_ms=500)
-    assert time.monotonic() - started < 3
+    # Interrupted, not restarted: had the interrupt failed, the kernel would have been restarted.
     assert slow.reply["status"] == "timeout" and slow.reply["restarted"] is False
     [error] = slow.of_kind("error")
     assert error["name"] == "TimeoutError" and "state is kept" in error["value"]
@@ -172,10 +171,7 @@ async def test_kernel_ignoring_the_interrupt_is_restarted(agent: RunningAgent) -
     context_id = await agent.new_context()
     await agent.execute(context_id, "lost = 1")
     code = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)"
-    started = time.monotonic()
     stuck = await agent.execute(context_id, code, timeout_ms=300)
-    elapsed = time.monotonic() - started
-    assert INTERRUPT_GRACE_S <= elapsed < INTERRUPT_GRACE_S + 10
     assert stuck.reply["status"] == "timeout" and stuck.reply["restarted"] is True
     [error] = stuck.of_kind("error")
     assert error["name"] == "TimeoutError" and "restarted" in error["value"]
@@ -206,13 +202,11 @@ async def test_large_output_is_truncated_with_a_marker(agent: RunningAgent) -> N
 
 async def test_executes_in_two_contexts_overlap(agent: RunningAgent) -> None:
     first, second = await agent.new_context(), await agent.new_context()
-    started = time.monotonic()
-    runs = await asyncio.gather(
-        agent.execute(first, "import time; time.sleep(1); 'a'"),
-        agent.execute(second, "import time; time.sleep(1); 'b'"),
-    )
-    assert time.monotonic() - started < 1.8
-    assert [run.primary for run in runs] == ["'a'", "'b'"]
+    # Each cell reports when it started and ended; the two intervals must intersect.
+    code = "import time; start = time.time(); time.sleep(1); (start, time.time())"
+    runs = await asyncio.gather(agent.execute(first, code), agent.execute(second, code))
+    (a_start, a_end), (b_start, b_end) = (eval(run.primary) for run in runs)  # noqa: S307
+    assert a_start < b_end and b_start < a_end
 
 
 async def _cancel_once_started(agent: RunningAgent, context_id: str, **params: Any) -> None:
@@ -240,9 +234,9 @@ async def test_cancelling_a_call_interrupts_the_kernel(agent: RunningAgent) -> N
     context_id = await agent.new_context()
     await agent.execute(context_id, "kept = 'yes'")
     await _cancel_once_started(agent, context_id)
-    started = time.monotonic()
+    # Had the cancel not interrupted the 30 s sleep, this would time out instead of answering.
     after = await agent.execute(context_id, "kept", timeout_ms=5000)
-    assert time.monotonic() - started < 2
+    assert after.reply["status"] == "ok"
     assert after.primary == "'yes'"
 
 
