@@ -394,7 +394,10 @@ async def _run(ctx: Context, code: str, timeout_s: float, emit: Emit, outcome: _
     client = ctx.client
     generation, interrupts = ctx.generation, ctx.interrupts
     sent_chars = {"stdout": 0, "stderr": 0}
-    msg_id = client.execute(code, store_history=True, allow_stdin=False, stop_on_error=True)
+    # stop_on_error=False: it exists to abort requests queued behind a failing one, and the
+    # agent never queues two in a context; left on, ipykernel aborts the first request that
+    # arrives just after an error or interrupt, which then returns nothing.
+    msg_id = client.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
     outcome.msg_id = msg_id
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
