@@ -27,22 +27,17 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 
-from bench.bench_skeleton import destroy_leftovers, p95
+from bench.bench_skeleton import destroy_leftovers
+from bench.common import host_baselines, p95
 from sandcastle.runtime.templates.recipes import _DENO_KERNELSPEC
 from tests.serverproc import ServerProcess, templates_dir
 
 #: How long the agent gets to replace a spare kernel between context-creation samples.
 SPARE_SETTLE_S = {"python": 1.5, "typescript": 2.0}
-
-
-def _ignore(message: dict[str, Any]) -> None:
-    """Output hook for ``execute_interactive``: the baseline must not pay for printing."""
 
 
 def find_deno() -> Path:
@@ -64,35 +59,6 @@ def host_kernelspecs(root: Path) -> KernelSpecManager:
     (root / "kernels" / "deno").mkdir(parents=True)
     (root / "kernels" / "deno" / "kernel.json").write_text(json.dumps(spec))
     return KernelSpecManager(kernel_dirs=[str(root / "kernels")])
-
-
-def host_baselines(
-    kernel: str, iterations: int, root: Path, specs: KernelSpecManager
-) -> tuple[list[float], list[float]]:
-    """Kernel start times and warm ``1+1`` round trips with bare ``jupyter_client``."""
-    starts: list[float] = []
-    round_trips: list[float] = []
-    for i in range(iterations):
-        if kernel == "deno":
-            km = KernelManager(kernel_name="deno", kernel_spec_manager=specs, transport="tcp")
-        else:
-            km = KernelManager(kernel_name="python3", transport="ipc", ip=str(root / f"k{i}"))
-        started = time.perf_counter()
-        km.start_kernel()
-        client = km.blocking_client()
-        client.start_channels()
-        client.wait_for_ready(timeout=60)
-        starts.append((time.perf_counter() - started) * 1000)
-        try:
-            client.execute_interactive("1+1", timeout=30, output_hook=_ignore)  # warm-up
-            started = time.perf_counter()
-            reply = client.execute_interactive("1+1", timeout=30, output_hook=_ignore)
-            round_trips.append((time.perf_counter() - started) * 1000)
-            assert reply["content"]["status"] == "ok", reply
-        finally:
-            client.stop_channels()
-            km.shutdown_kernel(now=True)
-    return starts, round_trips
 
 
 def execute(api: httpx.Client, sandbox_id: str, context_id: str) -> float:

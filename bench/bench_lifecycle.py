@@ -25,7 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.bench_skeleton import execute, p95
+from bench.bench_skeleton import execute
+from bench.common import p95
 from tests.serverproc import ServerProcess
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, select
 
-from bench.bench_skeleton import p95
+from bench.common import p95
 from sandcastle.api.app import create_app
 from sandcastle.config import Settings
 from sandcastle.store.db import Database

@@ -33,7 +33,8 @@ from typing import Any
 
 import httpx
 
-from bench.bench_skeleton import destroy_leftovers, p95
+from bench.bench_skeleton import destroy_leftovers
+from bench.common import p95
 from tests.serverproc import ServerProcess, templates_dir
 
 POLL_S = 0.002

@@ -20,7 +20,6 @@ Sandboxes are destroyed as it goes, and the server's warm pool at the end. Print
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import statistics
 import tempfile
@@ -29,44 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from jupyter_client.manager import KernelManager
 
+from bench.common import host_baselines, p95
 from tests.serverproc import ServerProcess, templates_dir
-
-
-def p95(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
-def _ignore(message: dict[str, Any]) -> None:
-    """Output hook for ``execute_interactive``: the baseline must not pay for printing."""
-
-
-def host_baselines(iterations: int, runtime_dir: Path) -> tuple[list[float], list[float]]:
-    """Kernel start times and warm ``1+1`` round trips with bare ``jupyter_client``."""
-    starts: list[float] = []
-    round_trips: list[float] = []
-    for i in range(iterations):
-        # IPC transport, as the agent uses inside a sandbox.
-        km = KernelManager(kernel_name="python3", transport="ipc", ip=str(runtime_dir / f"k{i}"))
-
-        started = time.perf_counter()
-        km.start_kernel()
-        client = km.blocking_client()
-        client.start_channels()
-        client.wait_for_ready(timeout=60)
-        starts.append((time.perf_counter() - started) * 1000)
-        try:
-            client.execute_interactive("1+1", timeout=30, output_hook=_ignore)  # warm-up
-            started = time.perf_counter()
-            reply = client.execute_interactive("1+1", timeout=30, output_hook=_ignore)
-            round_trips.append((time.perf_counter() - started) * 1000)
-            assert reply["content"]["status"] == "ok", reply
-        finally:
-            client.stop_channels()
-            km.shutdown_kernel(now=True)
-    return starts, round_trips
 
 
 def execute(api: httpx.Client, sandbox_id: str, **body: Any) -> dict[str, Any]:
@@ -134,7 +98,7 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="sc-bench-"))
     try:
-        starts, host_trips = host_baselines(n, scratch)
+        starts, host_trips = host_baselines("python3", n, scratch)
         server = ServerProcess(scratch / "server")
         server.start()
         try:
