@@ -6,7 +6,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_TOOLS := bwrap:bubblewrap debootstrap:debootstrap
+# command:package pairs; a package is installed only when its command is missing.
+SYSTEM_TOOLS := bwrap:bubblewrap debootstrap:debootstrap slirp4netns:slirp4netns \
+	mkfs.ext4:e2fsprogs losetup:mount ip:iproute2
 TEST_TEMPLATES := $(CURDIR)/build/templates
 ARGS ?=
 
@@ -24,6 +26,7 @@ system:
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
+	ldconfig -p | grep -q 'libseccomp\.so\.2' || missing="$$missing libseccomp2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
