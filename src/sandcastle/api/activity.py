@@ -12,9 +12,10 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sandcastle.domain import ids
 from sandcastle.services.activity import ActivityTracker
 
-_SANDBOX_PATH = re.compile(r"^/v1/sandboxes/(sb_[0-9a-f]{8})/(.+)$")
+_SANDBOX_PATH = re.compile(rf"^/v1/sandboxes/({ids.SANDBOX_ID_PATTERN})/(.+)$")
 _PING = re.compile(r"^agent/?$")
 
 

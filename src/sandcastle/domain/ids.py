@@ -8,7 +8,9 @@ import secrets
 SANDBOX_PREFIX = "sb_"
 CONTEXT_PREFIX = "ctx_"
 
-_SANDBOX_ID = re.compile(r"^sb_[0-9a-f]{8}$")
+#: A sandbox id, for embedding in other patterns.
+SANDBOX_ID_PATTERN = r"sb_[0-9a-f]{8}"
+_SANDBOX_ID = re.compile(rf"^{SANDBOX_ID_PATTERN}$")
 
 
 def new_sandbox_id() -> str:

@@ -22,7 +22,3 @@ def create_runtime(settings: Settings) -> Runtime:
     except KeyError:
         raise ConfigurationError(f"unknown runtime backend {settings.runtime!r}") from None
     return factory(settings)
-
-
-def backend_names() -> list[str]:
-    return sorted(_BACKENDS)

@@ -140,7 +140,9 @@ class ExecutionService:
             "timeout_ms": request.timeout_ms,
             "env_vars": request.env_vars or {},
         }
-        oom_before = await self._sandboxes.observe_oom(sandbox.id)
+        # Only the cgroup's counter here (no database on the hot path); it is recorded on the
+        # sandbox only if the execution died.
+        oom_before = (await self._sandboxes.runtime.poll(sandbox.id)).oom_kills
         # The agent enforces timeout_ms itself (interrupt, then restart after a grace period);
         # this host-side bound only catches an agent that stopped answering altogether.
         deadline_s = request.timeout_ms / 1000 + AGENT_ANSWER_MARGIN_S
