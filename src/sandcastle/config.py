@@ -25,7 +25,11 @@ class Settings(BaseSettings):
     templates_dir: Path | None = None
     #: SQLAlchemy URL; defaults to SQLite (WAL) at ``<data_dir>/sandcastle.db``.
     database_url: str | None = None
-    runtime: Literal["bwrap"] = "bwrap"
+    #: Isolation backend: ``gvisor`` (runsc), ``bwrap`` (bubblewrap), or ``auto``: gvisor when a
+    #: probe sandbox starts on this host, otherwise bwrap.
+    runtime: Literal["auto", "gvisor", "bwrap"] = "auto"
+    #: The ``runsc`` binary; ``None`` looks it up on ``PATH``.
+    runsc_path: str | None = None
     sandbox_domain: str = "sandbox.localhost"
 
     default_template: str = "python"

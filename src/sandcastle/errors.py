@@ -14,8 +14,9 @@ enter; the HTTP layer maps them to statuses and envelope ``type`` names in one t
     ├── ForbiddenError                 authenticated, but not allowed
     ├── NotFoundError                  unknown, or belongs to another tenant
     ├── ConflictError                  the resource's state forbids the operation
-    │   └── AlreadyExistsError
-    │       └── MemberExistsError      the user is a member of the org already
+    │   ├── AlreadyExistsError
+    │   │   └── MemberExistsError      the user is a member of the org already
+    │   └── SandboxBusyError           code is running; the sandbox cannot be saved now
     ├── QuotaExceededError             an org's quota or budget refuses the request
     │   ├── SandboxCapacityExceededError   the org runs its maximum of sandboxes
     │   ├── MemberLimitExceededError   the org has its maximum of members (or more)
@@ -79,6 +80,10 @@ class AlreadyExistsError(ConflictError):
 
 class MemberExistsError(AlreadyExistsError):
     """The user is already a member of the org."""
+
+
+class SandboxBusyError(ConflictError):
+    """The sandbox is serving requests (code running): its memory cannot be saved now."""
 
 
 class QuotaExceededError(SandcastleError):

@@ -13,7 +13,7 @@ from sandcastle.config import Settings
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     settings = Settings()
-    assert (settings.host, settings.port, settings.runtime) == ("127.0.0.1", 8321, "bwrap")
+    assert (settings.host, settings.port, settings.runtime) == ("127.0.0.1", 8321, "auto")
     assert settings.data_dir == tmp_path / ".local" / "share" / "sandcastle"
     assert (settings.default_vcpus, settings.default_memory_mb, settings.default_disk_mb) == (
         1,

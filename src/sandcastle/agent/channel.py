@@ -42,6 +42,12 @@ class AgentChannel:
         self._sandbox_id = sandbox_id
         self._handlers = handlers
         self._hello_contexts = hello_contexts
+        #: Given by the host at the first connection (before any user code ran); proves this
+        #: process is the agent when it redials. Never written anywhere user code could read.
+        self._secret: str | None = None
+        #: Set by ``detach``: the host is about to save the sandbox's memory and listens again
+        #: once it is restored (or right away), so dial often instead of backing off.
+        self._parked = False
 
     async def run_forever(self) -> None:
         delay = 0.02
@@ -49,11 +55,13 @@ class AgentChannel:
             try:
                 reader, writer = await asyncio.open_unix_connection(self._socket_path)
             except OSError:
-                # The host is not listening (server restarting): keep dialing, gently.
+                # The host is not listening (server restarting, memory being saved): keep
+                # dialing, gently.
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                delay = 0.02 if self._parked else min(delay * 2, 0.5)
                 continue
             delay = 0.02
+            self._parked = False
             try:
                 await self._serve(reader, writer)
             except (OSError, protocol.FrameError) as exc:
@@ -78,13 +86,23 @@ class AgentChannel:
             "sandbox_id": self._sandbox_id,
             "contexts": self._hello_contexts(),
         }
+        if self._secret is not None:
+            hello["secret"] = self._secret
         await send(hello)
         try:
             while True:
                 message = await protocol.read_frame(reader)
                 if message is None:
                     return
-                if message["type"] == "request":
+                if message["type"] == "welcome" and self._secret is None:
+                    self._secret = str(message.get("secret"))
+                elif message["type"] == "request" and message.get("method") == "detach":
+                    # Reply, then hang up: the host saves the sandbox's memory without a live
+                    # host connection in it, and the agent redials once it listens again. Work
+                    # in flight would be cut off, so a busy agent refuses.
+                    if await self._detach(int(message["id"]), tasks, send):
+                        return
+                elif message["type"] == "request":
                     request_id = int(message["id"])
                     task = asyncio.create_task(self._handle(message, send))
                     tasks[request_id] = task
@@ -97,6 +115,26 @@ class AgentChannel:
             # In-flight work keeps running only if it can still reply; a lost link ends it.
             for task in list(tasks.values()):
                 task.cancel()
+
+    async def _detach(
+        self,
+        request_id: int,
+        tasks: dict[int, asyncio.Task[None]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> bool:
+        reply: protocol.Reply
+        if tasks:
+            reply = {
+                "type": "reply",
+                "id": request_id,
+                "error": {"code": "busy", "message": f"{len(tasks)} requests are in progress"},
+            }
+            await send(reply)
+            return False
+        reply = {"type": "reply", "id": request_id, "result": {}}
+        await send(reply)
+        self._parked = True
+        return True
 
     async def _handle(
         self, message: dict[str, Any], send: Callable[[Any], Awaitable[None]]

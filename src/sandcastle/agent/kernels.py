@@ -154,6 +154,25 @@ class Kernels:
     def context_ids(self) -> list[str]:
         return list(self._contexts)
 
+    def rename(self, ids: dict[str, str]) -> None:
+        """Give contexts new ids (``old -> new``); unknown old ids are ignored."""
+        renamed = {}
+        for old, new in ids.items():
+            ctx = self._contexts.pop(old, None)
+            if ctx is not None:
+                ctx.id = new
+                renamed[new] = ctx
+        self._contexts.update(renamed)
+
+    async def ready_spares(self, languages: list[str]) -> None:
+        """Start a spare kernel of each language and wait until all are ready."""
+        for language in languages:
+            if language not in KERNEL_NAMES:
+                raise ContextSetupError("language", f"unsupported language {language!r}")
+            self.keep_spare(language)
+        for language in languages:
+            await self._spares[language]
+
     def keep_spare(self, language: str) -> None:
         """Start a spare kernel for ``language`` in the background if none is pending."""
         if language not in self._spares:

@@ -18,14 +18,16 @@ JUPYTER_DIR = "/opt/sandcastle/share/jupyter"
 #: Directory the runtime mounts read-only; the host listens on ``agent.sock`` inside it.
 CHANNEL_DIR = "/run/sandcastle"
 CHANNEL_SOCKET = "/run/sandcastle/agent.sock"
-#: The unprivileged user code runs as, and its home (the default working directory).
-USER_NAME = "user"
-USER_UID = 1000
-USER_GID = 1000
-USER_HOME = "/home/user"
-#: The host uid/gid the sandbox user is mapped to: unprivileged, and used by nothing else on
-#: the host, so code that escaped every namespace would still hold no privilege there.
+#: The host uid/gid the sandbox user is: unprivileged, and used by nothing else on the host, so
+#: code that escaped every namespace would still hold no privilege there.
 HOST_UID = 61000
 HOST_GID = 61000
+#: The unprivileged user code runs as, and its home (the default working directory). Its uid is
+#: the same inside and outside: bubblewrap maps it to itself, and gVisor shows host ownership
+#: unchanged, so one template's file ownership is right under both backends.
+USER_NAME = "user"
+USER_UID = HOST_UID
+USER_GID = HOST_GID
+USER_HOME = "/home/user"
 #: Paths inside the sandbox the user must be able to write: owned by ``HOST_UID`` in templates.
 USER_WRITABLE = (USER_HOME, USER_VENV)

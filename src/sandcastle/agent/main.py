@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
 from typing import Any
@@ -68,6 +70,17 @@ def build_handlers(kernels: Kernels) -> dict[str, Any]:
             raise RequestFailed("context_not_found", f"no context {exc} in this sandbox") from exc
         return {}
 
+    async def context_rename(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        # A sandbox forked from a snapshot has its source's contexts under new ids.
+        kernels.rename({str(k): str(v) for k, v in dict(params["ids"]).items()})
+        return {"contexts": kernels.context_ids}
+
+    async def warm(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        # Before a template snapshot: a started spare kernel of each language, so sandboxes
+        # restored from it never start one cold.
+        await kernels.ready_spares([str(lang) for lang in params.get("languages", [])])
+        return {}
+
     async def execute(params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         try:
             return await kernels.execute(
@@ -86,11 +99,25 @@ def build_handlers(kernels: Kernels) -> dict[str, Any]:
         "context.delete": context_delete,
         "context.restart": context_restart,
         "context.interrupt": context_interrupt,
+        "context.rename": context_rename,
+        "warm": warm,
         "execute": execute,
     }
 
 
+def _not_dumpable() -> None:
+    """Keep other processes of the sandbox user out of the agent's memory and /proc files.
+
+    User code runs as the agent's user; without this it could read the channel secret from
+    ``/proc/<agent>/mem``. Kernels the agent starts are dumpable again after their ``exec``.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+
+
 async def amain() -> None:
+    _not_dumpable()
     sandbox_id = os.environ.get("SANDCASTLE_SANDBOX_ID", "")
     kernels = Kernels(
         jupyter_dir=_jupyter_dir(),

@@ -2,7 +2,8 @@
 
 A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON holding one
 message object. The host sends ``request`` and ``cancel``; the agent sends one ``hello`` after it
-connects, any number of ``event`` messages for a request, and exactly one ``reply`` that ends it.
+connects (the host answers a first one with ``welcome``), any number of ``event`` messages for a
+request, and exactly one ``reply`` that ends it.
 Many requests are in flight at once; ``id`` ties events and replies to their request.
 See ``docs/AGENT_PROTOCOL.md``. Standard library only: both ends import this module.
 """
@@ -29,6 +30,15 @@ class Hello(TypedDict):
     version: int
     sandbox_id: str
     contexts: list[str]
+    #: The secret the host gave this agent in its ``welcome``; absent on the first connection.
+    secret: NotRequired[str]
+
+
+class Welcome(TypedDict):
+    """Host → agent, once, after the first hello: the secret later hellos must carry."""
+
+    type: Literal["welcome"]
+    secret: str
 
 
 class Request(TypedDict):

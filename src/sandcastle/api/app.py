@@ -57,10 +57,13 @@ def create_app(
     *,
     on_admin_key: Callable[[str], None] | None = None,
     clock: Callable[[], datetime] = utcnow,
+    runtime_reason: str | None = None,
 ) -> FastAPI:
     """Build the app around injected parts; nothing starts until the lifespan runs.
 
     ``clock`` is the wall clock of sandbox lifecycles and metering (tests inject a fake one).
+    ``runtime_reason`` says why ``runtime`` was chosen (``registry.select_runtime``); it is
+    logged at start-up and reported by ``/v1/health``.
     """
     sandbox_service = SandboxService(settings, db, runtime, clock=clock)
     tenancy = TenancyService(settings, db, clock=clock)
@@ -84,6 +87,7 @@ def create_app(
         settings=settings,
         db=db,
         runtime=runtime,
+        runtime_reason=runtime_reason,
         sandboxes=sandbox_service,
         executions=executions,
         contexts=context_service,
@@ -112,7 +116,10 @@ def create_app(
             on_admin_key(key)
         await sandbox_service.adopt_all()
         await runs.recover()
-        log.info("runtime backend: %s", runtime.name)
+        if runtime_reason:
+            log.info("runtime: %s (%s)", runtime.name, runtime_reason)
+        else:
+            log.info("runtime: %s", runtime.name)
         background = [
             asyncio.create_task(_reconcile_forever(sandbox_service, settings)),
             asyncio.create_task(accounting.run_forever()),

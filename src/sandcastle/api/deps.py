@@ -49,6 +49,8 @@ class Services:
     accounting: AccountingService
     org_sandboxes: OrgSandboxes
     ratelimit: RateLimiter
+    #: Why ``runtime`` was chosen (``registry.select_runtime``), if the caller said.
+    runtime_reason: str | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -238,4 +238,6 @@ class HealthOut(BaseModel):
     status: Literal["ok"]
     version: str
     runtime: str
+    #: Why this backend was chosen at start-up, e.g. ``gvisor unavailable: …``.
+    runtime_reason: str | None = None
     warm_pools: dict[str, PoolStatusOut]

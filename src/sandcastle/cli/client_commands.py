@@ -1,7 +1,7 @@
-"""Commands that talk to a running server: ``sandbox create|list|get|kill`` and ``exec``.
+"""Commands that talk to a running server: ``info``, ``sandbox create|list|get|kill``, ``exec``.
 
-They read ``SANDCASTLE_URL`` and ``SANDCASTLE_API_KEY`` and exit non-zero with one clear line on
-error.
+They read ``SANDCASTLE_URL`` and ``SANDCASTLE_API_KEY`` (``info`` needs no key) and exit non-zero
+with one clear line on error.
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ def _fail(message: str) -> NoReturn:
 
 
 def _request(method: str, url: str, key: str, path: str, **kwargs: Any) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        with httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300
-        ) as c:
+        with httpx.Client(base_url=url, headers=headers, timeout=300) as c:
             response = c.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc}")
@@ -46,6 +45,31 @@ def _request(method: str, url: str, key: str, path: str, **kwargs: Any) -> Any:
             detail = response.text
         _fail(f"{response.status_code}: {detail}")
     return response.json()
+
+
+def info(url: UrlOpt = DEFAULT_URL) -> None:
+    """Show the server's version, runtime backend (and why) and warm pools; needs no key."""
+    health = _request("GET", url, "", "/v1/health")
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("server", url)
+    summary.add_row("version", health["version"])
+    runtime = health["runtime"]
+    if health.get("runtime_reason"):
+        runtime += f"  [dim]({health['runtime_reason']})[/]"
+    summary.add_row("runtime", runtime)
+    out.print(summary)
+    pools = health.get("warm_pools") or {}
+    if not pools:
+        out.print("[dim]no warm pools[/]")
+        return
+    table = Table("warm pool", "ready", "target")
+    for template, pool in sorted(pools.items()):
+        ready, target = pool["ready"], pool["target"]
+        colour = "green" if ready >= target else "yellow"
+        table.add_row(template, f"[{colour}]{ready}[/]", str(target))
+    out.print(table)
 
 
 @sandbox_app.command("create")

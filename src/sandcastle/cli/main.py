@@ -1,4 +1,5 @@
-"""``sandcastle``: serve, template, sandbox, exec, org, project, workspace, member, key."""
+"""``sandcastle``: serve, purge, template, info, sandbox, exec, org, project, workspace, member,
+key."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ app = typer.Typer(help="Sandcastle: self-hosted isolated sandboxes.", no_args_is
 app.command("serve")(server_commands.serve)
 app.command("purge")(server_commands.purge)
 app.add_typer(server_commands.template_app, name="template")
+app.command("info")(client_commands.info)
 app.add_typer(client_commands.sandbox_app, name="sandbox")
 app.command("exec")(client_commands.exec_code)
 app.add_typer(tenancy_commands.org_app, name="org")

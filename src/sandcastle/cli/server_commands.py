@@ -103,22 +103,37 @@ def purge(
     data_dir: DataDirOpt = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
 ) -> None:
-    """Destroy every sandbox process, mount and cgroup of this data directory (the server must
-    be stopped). Records stay; running ones will be marked error at the next start."""
-    from sandcastle.runtime.registry import create_runtime
+    """Destroy every sandbox process, mount and cgroup of this data directory, whichever backend
+    started it (the server must be stopped). Records stay; running ones will be marked error at
+    the next start."""
+    from sandcastle.runtime.registry import all_runtimes
 
     settings = _settings(data_dir)
-    runtime = create_runtime(settings)
 
-    async def run() -> int:
-        ids = await runtime.list_sandboxes()
-        for sandbox_id in ids:
-            await runtime.destroy(sandbox_id)
-        return len(ids)
+    async def run() -> tuple[int, list[str]]:
+        # Every backend, not the one a probe would choose now: the server may have run on
+        # another one (SANDCASTLE_RUNTIME changed, runsc installed or broken since).
+        destroyed, failures = 0, []
+        for runtime in all_runtimes(settings):
+            try:
+                ids = await runtime.list_sandboxes()
+                for sandbox_id in ids:
+                    await runtime.destroy(sandbox_id)
+                destroyed += len(ids)
+            except (SandcastleError, OSError) as exc:
+                failures.append(f"{runtime.name}: {exc}")
+            finally:
+                await runtime.aclose()
+        return destroyed, failures
 
     if not yes and not typer.confirm(f"destroy all sandboxes of {settings.data_dir}?"):
         raise typer.Exit(1)
-    console.print(f"destroyed {asyncio.run(run())} sandboxes")
+    destroyed, failures = asyncio.run(run())
+    console.print(f"destroyed {destroyed} sandboxes")
+    for failure in failures:
+        console.print(f"[red]error:[/] {failure}")
+    if failures:
+        raise typer.Exit(1)
 
 
 def serve(
@@ -130,7 +145,7 @@ def serve(
     import uvicorn
 
     from sandcastle.api.app import create_app
-    from sandcastle.runtime.registry import create_runtime
+    from sandcastle.runtime.registry import select_runtime
     from sandcastle.store.db import Database
 
     settings = _settings(data_dir, host=host, port=port)
@@ -152,12 +167,16 @@ def serve(
         )
 
     try:
-        runtime = create_runtime(settings)
+        choice = asyncio.run(select_runtime(settings))
     except SandcastleError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     app = create_app(
-        settings, Database(settings.resolved_database_url), runtime, on_admin_key=show_key
+        settings,
+        Database(settings.resolved_database_url),
+        choice.runtime,
+        on_admin_key=show_key,
+        runtime_reason=choice.reason,
     )
     console.print(f"Sandcastle on http://{settings.host}:{settings.port}  (API docs at /docs)")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from sandcastle.errors import RuntimeBackendError
 from sandcastle.runtime.channel import AgentLink
 
 
@@ -75,6 +76,24 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def resume(self, sandbox_id: str) -> None:
         """Let a paused sandbox's processes run again."""
+
+    async def checkpoint(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> int:
+        """Save the running sandbox's memory into ``image_dir``; the image's size in bytes.
+
+        ``keep_running=False`` hibernates: the processes exit and the sandbox's writable layer
+        stays where it is, for ``restore`` under the same id. ``keep_running=True`` snapshots:
+        the writable layer is saved into the image too and the sandbox goes on running.
+        Raises ``SandboxBusyError`` while the agent is serving requests.
+        """
+        raise RuntimeBackendError(f"the {self.name} backend has no memory snapshots")
+
+    async def restore(self, spec: LaunchSpec, image_dir: Path) -> AgentLink:
+        """Start ``spec.sandbox_id`` from an image made by ``checkpoint``.
+
+        A sandbox that was hibernated keeps its own writable layer; a new one (a fork) gets a
+        copy of the layer saved in the image. Returns like ``launch``.
+        """
+        raise RuntimeBackendError(f"the {self.name} backend has no memory snapshots")
 
     @abc.abstractmethod
     async def destroy(self, sandbox_id: str) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import logging
 import os
+import secrets
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -70,11 +72,19 @@ class _Connection:
 class AgentLink:
     """The live link to one sandbox's agent."""
 
-    def __init__(self, sandbox_id: str, socket_path: Path, pid_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        sandbox_id: str,
+        socket_path: Path,
+        pid_file: Path | None = None,
+        secret_file: Path | None = None,
+    ) -> None:
         self.sandbox_id = sandbox_id
         self.socket_path = socket_path
-        #: Where the agent's host pid is kept (trust on first use; see ``_accept``).
+        #: Where the agent's host pid is kept (trust on first use; see ``_peer_allowed``).
         self.pid_file = pid_file
+        #: Where the secret given to the agent at its first connection is kept (``_welcome``).
+        self.secret_file = secret_file
         self._server: asyncio.Server | None = None
         self._conn: _Connection | None = None
         self._connected = asyncio.Event()
@@ -139,7 +149,7 @@ class AgentLink:
             log.warning("sandbox %s: bad hello: %s", self.sandbox_id, exc)
             writer.close()
             return
-        if hello is None or hello.get("type") != "hello":
+        if hello is None or hello.get("type") != "hello" or not await self._welcome(conn, hello):
             writer.close()
             return
         old = self._conn
@@ -150,6 +160,55 @@ class AgentLink:
             old.fail_all("the agent reconnected")
             old.writer.close()
         await self._read_loop(conn)
+
+    async def _welcome(self, conn: _Connection, hello: dict[str, Any]) -> bool:
+        """Check the hello's secret; at the very first connection, hand one out.
+
+        The first connection is the agent's (no user code has run yet); the secret it gets
+        then is what proves a later connection is the agent's too, wherever the peer's pid
+        cannot (under gVisor every sandbox process connects through the same host process).
+        The file is written before the secret is sent, so a crash between leaves no agent
+        holding a secret the host forgot.
+        """
+        if self.secret_file is None:
+            return True
+        try:
+            expected = self.secret_file.read_text().strip()
+        except FileNotFoundError:
+            secret = secrets.token_urlsafe(32)
+            fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secret)
+            welcome: protocol.Welcome = {"type": "welcome", "secret": secret}
+            await conn.send(welcome)
+            return True
+        offered = hello.get("secret")
+        if isinstance(offered, str) and hmac.compare_digest(offered, expected):
+            return True
+        log.warning("sandbox %s: refused a hello without the agent's secret", self.sandbox_id)
+        return False
+
+    async def detach(self, timeout: float = 10.0) -> None:
+        """Stop listening and have the agent hang up; it redials once ``listen`` is called.
+
+        Used before the sandbox's memory is saved, so no host connection is inside it.
+        """
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        try:
+            await self.call("detach", {})
+        except BaseException:
+            await self.listen()  # the agent stays (busy, or gone): take calls again
+            raise
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._conn is not None and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        if self._conn is not None:
+            raise AgentUnavailableError(f"the agent of sandbox {self.sandbox_id} did not hang up")
 
     async def _read_loop(self, conn: _Connection) -> None:
         reason = "the agent disconnected"

@@ -35,9 +35,18 @@ class LayerPaths:
 
 
 async def create(
-    paths: LayerPaths, template_rootfs: Path, disk_mb: int, files: dict[str, str] | None = None
+    paths: LayerPaths,
+    template_rootfs: Path,
+    disk_mb: int,
+    files: dict[str, str] | None = None,
+    *,
+    copy_from: Path | None = None,
 ) -> None:
-    """Make the image, mount it, seed ``files`` into the layer, mount the overlay at ``root``."""
+    """Make the image, mount it, seed ``files`` into the layer, mount the overlay at ``root``.
+
+    ``copy_from`` is a layer saved by ``save``: its files (whiteouts and overlay attributes
+    included) become this layer's before the overlay is mounted.
+    """
     for path in (paths.image, paths.mount, paths.root, template_rootfs):
         if _UNSAFE & set(str(path)):
             raise RuntimeBackendError(f"layer paths may not contain ',' or ':': {path}")
@@ -55,6 +64,8 @@ async def create(
     await run("mount", "-o", "loop,nosuid,nodev", str(paths.image), str(paths.mount))
     paths.upper.mkdir(exist_ok=True)
     paths.work.mkdir(exist_ok=True)
+    if copy_from is not None:
+        await run("cp", "-a", f"{copy_from}/.", str(paths.upper))
     # Seeded before the overlay is mounted: changing an upper directory under a live overlay
     # is undefined behaviour.
     for inner, content in (files or {}).items():
@@ -67,6 +78,16 @@ async def create(
         "-o", f"lowerdir={template_rootfs},upperdir={paths.upper},workdir={paths.work}",
         str(paths.root),
     )  # fmt: skip
+
+
+async def save(paths: LayerPaths, target: Path) -> int:
+    """Copy the layer's files (not its free space) to ``target``; the bytes they take.
+
+    The sandbox must be stopped meanwhile, or the copy may catch a file half written.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    await run("cp", "-a", f"{paths.upper}/.", str(target))
+    return int((await run("du", "-sb", str(target))).split()[0])
 
 
 async def remove(paths: LayerPaths) -> None:

@@ -15,10 +15,11 @@ router = APIRouter(tags=["health"])
 
 @router.get("/v1/health", response_model=HealthOut)
 async def health(services: ServicesDep) -> dict[str, Any]:
-    """Liveness, the runtime backend in use, and each warm pool's fill."""
+    """Liveness, the runtime backend in use (and why), and each warm pool's fill."""
     return {
         "status": "ok",
         "version": __version__,
         "runtime": services.runtime.name,
+        "runtime_reason": services.runtime_reason,
         "warm_pools": await services.pool.status(),
     }

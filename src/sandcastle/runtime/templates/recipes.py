@@ -165,8 +165,8 @@ _HOSTS = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopbac
 
 
 def _python() -> Recipe:
-    # The sandbox user is uid 1000 inside and HOST_UID outside (see runtime/bwrap.py): what it
-    # must be able to write is owned by HOST_UID here, and shows as its own inside.
+    # The sandbox user is HOST_UID inside and outside (agent/layout.py): what it must be able
+    # to write is owned by it here.
     user_home = Directory(layout.USER_HOME, 0o755, layout.HOST_UID, layout.HOST_GID)
     return Recipe(
         name="python",
