@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import os
+
 import httpx
 import pytest
 
@@ -20,11 +22,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+def backends() -> list[str]:
+    """The runtime backends the shared suites run against (``SANDCASTLE_TEST_BACKENDS``)."""
+    return os.environ.get("SANDCASTLE_TEST_BACKENDS", "bwrap,gvisor").split(",")
+
+
+@pytest.fixture(scope="session", params=backends())
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[ServerProcess]:
+    """One real server per backend; every e2e and security test runs against each."""
     if not (templates_dir() / "python" / "manifest.json").exists():
         pytest.fail(f"the python template is not built in {templates_dir()}: run `make test`")
-    proc = ServerProcess(Path(tmp_path_factory.mktemp("server")))
+    proc = ServerProcess(
+        Path(tmp_path_factory.mktemp(f"server-{backend}")), env={"SANDCASTLE_RUNTIME": backend}
+    )
     proc.start()
     try:
         yield proc

@@ -1,16 +1,50 @@
-"""The ``gvisor`` backend (work in progress: constructor signature is final)."""
+"""The ``gvisor`` backend: each sandbox is a gVisor sandbox (``runsc``), whose memory can be saved.
+
+Layer, cgroups, run directories and channel are ``local.py``'s; the difference is what runs in
+them. ``runsc`` (root, inside the sandbox's cgroups, ``--ignore-cgroups`` so it leaves them to us)
+starts a user-space kernel, the Sentry, on the systrap platform; the sandbox's system calls are
+served by it and never reach the host kernel directly. Its root filesystem is the sandbox's
+overlay (``--overlay2=none``: writes go to our size-limited layer, not to memory), the agent
+package and the channel directory are read-only binds, the network is the Sentry's own loopback
+(``--network=none``), and the agent dials the host's socket (``--host-uds=open``: connecting out
+only; a listening host socket inside would break checkpoints). The seccomp deny-list of the
+``bwrap`` backend applies inside as well (``--oci-seccomp``), the user is ``HOST_UID``.
+
+Memory snapshots: ``checkpoint`` has the agent hang up (``AgentLink.detach``), then
+``runsc checkpoint`` writes ``checkpoint.img`` into the image directory; for a snapshot the
+sandbox is paused meanwhile and its layer's files are copied beside it (``layer/``), then it
+goes on. ``restore`` starts a sandbox from such an image. The runtime state of ``runsc`` lives
+in ``<run_dir>/<instance>/runsc``; each sandbox's bundle in ``<run_dir>/<instance>/<id>/bundle``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sandcastle.runtime.bwrap import DEFAULT_RUN_DIR, BwrapRuntime
+from sandcastle.agent import layout
+from sandcastle.errors import RuntimeBackendError, SandboxBusyError
+from sandcastle.runtime import cgroups, layers, seccomp
+from sandcastle.runtime.base import LaunchSpec
+from sandcastle.runtime.channel import AgentLink, AgentRequestError
+from sandcastle.runtime.local import DEFAULT_RUN_DIR, LocalRuntime, sandbox_env
+from sandcastle.runtime.procs import run, which
+
+#: The Sentry's own threads count against the host's pids limit: below ~1024 it breaks.
+SENTRY_PIDS_MAX = 4096
+_SECRET = "agent.secret"
 
 
-class GvisorRuntime(BwrapRuntime):
+class GvisorRuntime(LocalRuntime):
     name: ClassVar[str] = "gvisor"
     supports_memory_snapshots: ClassVar[bool] = True
+    # Every process of a sandbox reaches the host through the Sentry: a pid proves nothing.
+    trust_peer_pid = False
 
     def __init__(
         self,
@@ -21,4 +55,217 @@ class GvisorRuntime(BwrapRuntime):
         runsc_path: str | None = None,
     ) -> None:
         super().__init__(sandboxes_dir, instance=instance, run_dir=run_dir)
-        self._runsc = runsc_path or "runsc"
+        self._runsc = runsc_path or which("runsc")
+        self._state = self._run_dir / "runsc"
+
+    def _bundle(self, sandbox_id: str) -> Path:
+        return self._run_dir / sandbox_id / "bundle"
+
+    def _runsc_argv(self, *args: str) -> list[str]:
+        return [
+            self._runsc,
+            f"--root={self._state}",
+            "--platform=systrap",
+            "--network=none",
+            "--host-uds=open",
+            "--overlay2=none",
+            "--ignore-cgroups",
+            "--oci-seccomp",
+            *args,
+        ]
+
+    async def _runsc_call(self, *args: str) -> str:
+        return await run(*self._runsc_argv(*args))
+
+    def _host_pids_max(self, spec: LaunchSpec) -> int:
+        return max(spec.pids_max, SENTRY_PIDS_MAX)
+
+    # --- start -----------------------------------------------------------------------------
+
+    async def _spawn(
+        self,
+        spec: LaunchSpec,
+        layer: layers.LayerPaths,
+        chan: Path,
+        group: cgroups.SandboxCgroup,
+        image: Path | None,
+    ) -> None:
+        if spec.internet:
+            raise RuntimeBackendError(
+                "the gvisor backend has no outbound network yet; use the bwrap backend"
+            )
+        bundle = self._bundle(spec.sandbox_id)
+        bundle.mkdir(parents=True, exist_ok=True)
+        (bundle / "config.json").write_text(json.dumps(self._oci_spec(spec, layer, chan)))
+        self._state.mkdir(parents=True, exist_ok=True)
+        # A container left from a hibernation under this id would block the new one.
+        await self._delete_container(spec.sandbox_id)
+        if image is None:
+            command = ["run", "--detach", f"--bundle={bundle}", spec.sandbox_id]
+        else:
+            command = [
+                "restore", "--detach", f"--bundle={bundle}", f"--image-path={image}",
+                spec.sandbox_id,
+            ]  # fmt: skip
+        procs_files = group.procs_files()
+        log_path = self._log_path(spec.sandbox_id)
+        try:
+            with open(log_path, "ab") as log:
+                # runsc returns once the sandbox runs; the Sentry keeps the log open, so it
+                # must be a file, never a pipe we wait on.
+                proc = await asyncio.create_subprocess_exec(
+                    *self._runsc_argv(*command),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    preexec_fn=lambda: cgroups.join_groups(procs_files),
+                )
+        except OSError as exc:
+            raise RuntimeBackendError(f"cannot start runsc: {exc}") from exc
+        code = await proc.wait()
+        if code != 0:
+            raise RuntimeBackendError(f"runsc {command[0]} failed ({code}): {_tail(log_path)}")
+
+    def _oci_spec(self, spec: LaunchSpec, layer: layers.LayerPaths, chan: Path) -> dict[str, Any]:
+        no_caps: list[str] = []
+        return {
+            "ociVersion": "1.0.2",
+            "process": {
+                "user": {"uid": layout.USER_UID, "gid": layout.USER_GID},
+                "args": [f"{layout.AGENT_VENV}/bin/python", "-m", "sandcastle.agent"],
+                "env": [f"{k}={v}" for k, v in sandbox_env(spec).items()],
+                "cwd": layout.USER_HOME,
+                "noNewPrivileges": True,
+                "capabilities": {
+                    "bounding": no_caps,
+                    "effective": no_caps,
+                    "permitted": no_caps,
+                    "inheritable": no_caps,
+                    "ambient": no_caps,
+                },
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536}],
+            },
+            "root": {"path": str(layer.root), "readonly": False},
+            "hostname": "sandbox",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]},
+                _bind(chan, layout.CHANNEL_DIR),
+                _bind(self._agent_package(), layout.AGENT_PACKAGE_DIR),
+            ],
+            "linux": {
+                "namespaces": [
+                    {"type": kind} for kind in ("pid", "network", "ipc", "uts", "mount")
+                ],
+                "seccomp": seccomp.oci_profile(),
+            },
+        }
+
+    async def _delete_container(self, sandbox_id: str) -> None:
+        if (self._state / sandbox_id).exists() or any(self._state.glob(f"{sandbox_id}*")):
+            try:
+                await self._runsc_call("delete", "--force", sandbox_id)
+            except RuntimeBackendError:
+                pass  # its processes are gone already; the state files go below
+        for leftover in self._state.glob(f"*{sandbox_id}*"):
+            if leftover.is_dir():
+                await asyncio.to_thread(shutil.rmtree, leftover, True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+    async def _stop_processes(self, sandbox_id: str) -> None:
+        await super()._stop_processes(sandbox_id)
+        await self._delete_container(sandbox_id)
+
+    # --- memory snapshots ------------------------------------------------------------------
+
+    async def checkpoint(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> int:
+        link = self._links.get(sandbox_id) or await self.adopt(sandbox_id)
+        if link is None:
+            raise RuntimeBackendError(f"sandbox {sandbox_id} has no processes to save")
+        if not link.connected:
+            await link.wait_connected(10.0)
+        image_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            await link.detach()
+        except AgentRequestError as exc:
+            if exc.code == "busy":
+                raise SandboxBusyError(
+                    f"sandbox {sandbox_id} is running code ({exc}); try again when it is done"
+                ) from exc
+            raise
+        try:
+            if keep_running:
+                await self._runsc_call("pause", sandbox_id)
+                try:
+                    await layers.save(self._layer(sandbox_id), image_dir / "layer")
+                    await self._runsc_call(
+                        "checkpoint", "--leave-running", f"--image-path={image_dir}", sandbox_id
+                    )
+                finally:
+                    await self._runsc_call("resume", sandbox_id)
+            else:
+                await self._runsc_call("checkpoint", f"--image-path={image_dir}", sandbox_id)
+                await self._wait_exited(sandbox_id)
+                await self._delete_container(sandbox_id)
+        finally:
+            if keep_running or self._group(sandbox_id).pids():
+                await link.listen()  # the agent redials (a failed hibernation goes on running)
+        secret = self._dir / sandbox_id / _SECRET
+        if secret.exists():
+            shutil.copy2(secret, image_dir / _SECRET)
+        return await asyncio.to_thread(_size_of, image_dir)
+
+    async def _wait_exited(self, sandbox_id: str, timeout: float = 10.0) -> None:
+        group = self._group(sandbox_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while group.pids() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if group.pids():
+            await asyncio.to_thread(group.kill_all)
+
+    async def restore(self, spec: LaunchSpec, image_dir: Path) -> AgentLink:
+        if not (image_dir / "checkpoint.img").exists():
+            raise RuntimeBackendError(f"no memory image in {image_dir}")
+        return await self._start(spec, image=image_dir)
+
+    def _image_layer(self, image: Path | None) -> Path | None:
+        if image is None or not (image / "layer").is_dir():
+            return None
+        return image / "layer"
+
+    def _adopt_secret(self, sandbox_id: str, image: Path) -> None:
+        target = self._dir / sandbox_id / _SECRET
+        if (image / _SECRET).exists() and not target.exists():
+            shutil.copy2(image / _SECRET, target)
+
+
+def _bind(source: Path, destination: str) -> dict[str, Any]:
+    return {
+        "destination": destination,
+        "type": "bind",
+        "source": str(source),
+        "options": ["rbind", "ro"],
+    }
+
+
+def _tail(path: Path, size: int = 600) -> str:
+    try:
+        data = path.read_bytes()[-size:]
+    except OSError:
+        return "(no log)"
+    return data.decode(errors="replace").strip() or "(empty log)"
+
+
+def _size_of(directory: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                total += os.lstat(path).st_blocks * 512
+    return total

@@ -91,3 +91,26 @@ def bpf_fd() -> int:
         build_filter().export_bpf(out)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
+
+
+def oci_profile() -> dict[str, object]:
+    """The same filter as an OCI runtime spec's ``linux.seccomp`` (for ``runsc --oci-seccomp``)."""
+    eperm, enosys = errno.EPERM, errno.ENOSYS
+    rules: list[dict[str, object]] = [
+        {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": eperm}
+    ]
+    rules += [
+        {
+            "names": ["clone"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": eperm,
+            "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+        }
+        for flag in _NAMESPACE_FLAGS
+    ]
+    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": enosys})
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": rules,
+    }
