@@ -20,7 +20,8 @@ serve: system venv
 test: system venv template-test lint typecheck
 	SANDCASTLE_TEST_TEMPLATES_DIR=$(TEST_TEMPLATES) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Install the system packages we need, only when one is missing.
+# Install the system packages we need, only when one is missing; then gVisor's runsc (from
+# bookworm-backports on Debian 12), which the server prefers to bubblewrap when it works.
 system:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
@@ -31,6 +32,7 @@ system:
 	  echo "installing system packages:$$missing"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	fi
+	@scripts/ensure-runsc
 
 venv: $(VENV)/.installed
 

@@ -157,14 +157,23 @@ def make_settings(root: Path, **overrides: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_app(
-    settings: Settings, runtime: FakeRuntime, clock: Callable[[], datetime] | None = None
+    settings: Settings,
+    runtime: FakeRuntime,
+    clock: Callable[[], datetime] | None = None,
+    runtime_reason: str | None = None,
 ) -> AsyncIterator[Harness]:
     """Start the app's lifespan (migrations, admin key, adoption) and yield clients for it.
 
     ``clock``: the app's wall clock (lifecycles and metering), for tests that move time.
     """
     db = Database(f"sqlite+aiosqlite:///{settings.data_dir / 'sandcastle.db'}")
-    app = create_app(settings, db, runtime, **({"clock": clock} if clock is not None else {}))
+    app = create_app(
+        settings,
+        db,
+        runtime,
+        runtime_reason=runtime_reason,
+        **({"clock": clock} if clock is not None else {}),
+    )
     async with app.router.lifespan_context(app):
         key = settings.admin_key_path.read_text().strip()
         # Like a real server, an exception that escapes is a 500 response, not a test crash.
@@ -221,7 +230,8 @@ def start_app(root: Path, runtime: FakeRuntime) -> AppFactory:
 
     def start(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Harness]:
         clock = overrides.pop("clock", None)
-        return running_app(make_settings(root, **overrides), runtime, clock)
+        reason = overrides.pop("runtime_reason", None)
+        return running_app(make_settings(root, **overrides), runtime, clock, reason)
 
     return start
 

@@ -478,4 +478,11 @@ async def test_health_needs_no_key_and_names_the_backend(harness: Harness) -> No
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok" and body["runtime"] == "fake"
+    assert body["runtime_reason"] is None
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", body["version"])
+
+
+async def test_health_says_why_the_backend_was_chosen(start_app: AppFactory) -> None:
+    async with start_app(runtime_reason="gvisor unavailable: runsc not found (runsc)") as h:
+        body = (await h.anon.get("/v1/health")).json()
+    assert body["runtime_reason"] == "gvisor unavailable: runsc not found (runsc)"

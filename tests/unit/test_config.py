@@ -168,3 +168,13 @@ def test_tenancy_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPat
 def test_tenancy_settings_are_bounded(values: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(**values)  # type: ignore[arg-type]
+
+
+def test_runtime_choice_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (Settings().runtime, Settings().runsc_path) == ("auto", None)
+    monkeypatch.setenv("SANDCASTLE_RUNTIME", "gvisor")
+    monkeypatch.setenv("SANDCASTLE_RUNSC_PATH", "/opt/gvisor/runsc")
+    settings = Settings()
+    assert (settings.runtime, settings.runsc_path) == ("gvisor", "/opt/gvisor/runsc")
+    monkeypatch.setenv("SANDCASTLE_RUNTIME", "bwrap")
+    assert Settings().runtime == "bwrap"

@@ -113,18 +113,24 @@ def purge(
     async def run() -> tuple[int, list[str]]:
         # Every backend, not the one a probe would choose now: the server may have run on
         # another one (SANDCASTLE_RUNTIME changed, runsc installed or broken since).
-        destroyed, failures = 0, []
+        # Backends come most specific first, so what one fails to destroy the next still tries.
+        destroyed: set[str] = set()
+        failures: dict[str, str] = {}
         for runtime in all_runtimes(settings):
             try:
-                ids = await runtime.list_sandboxes()
-                for sandbox_id in ids:
-                    await runtime.destroy(sandbox_id)
-                destroyed += len(ids)
+                for sandbox_id in await runtime.list_sandboxes():
+                    try:
+                        await runtime.destroy(sandbox_id)
+                    except (SandcastleError, OSError) as exc:
+                        failures[sandbox_id] = f"{runtime.name}: {sandbox_id}: {exc}"
+                    else:
+                        destroyed.add(sandbox_id)
+                        failures.pop(sandbox_id, None)
             except (SandcastleError, OSError) as exc:
-                failures.append(f"{runtime.name}: {exc}")
+                failures[runtime.name] = f"{runtime.name}: {exc}"
             finally:
                 await runtime.aclose()
-        return destroyed, failures
+        return len(destroyed), list(failures.values())
 
     if not yes and not typer.confirm(f"destroy all sandboxes of {settings.data_dir}?"):
         raise typer.Exit(1)
@@ -150,6 +156,12 @@ def serve(
 
     settings = _settings(data_dir, host=host, port=port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Before the template build: a runtime that cannot work should not cost minutes first.
+    try:
+        choice = asyncio.run(select_runtime(settings))
+    except SandcastleError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
     if not template_is_current(settings.default_template, settings):
         console.print(
             f"template [bold]{settings.default_template}[/] is not built yet: building it"
@@ -166,11 +178,6 @@ def serve(
             f"\n\n    {key}\n"
         )
 
-    try:
-        choice = asyncio.run(select_runtime(settings))
-    except SandcastleError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
     app = create_app(
         settings,
         Database(settings.resolved_database_url),

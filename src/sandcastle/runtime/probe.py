@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sandcastle.runtime.procs import which
+
 #: How long the probe sandbox may take to start and exit before gVisor counts as broken.
 PROBE_TIMEOUT_S = 20.0
 #: How long ``runsc --version`` or a forced delete may take.
@@ -33,7 +35,7 @@ async def runsc_problem(
     The reason is one line meant for a log or an error message. Everything the probe creates
     (a temporary directory under ``work_dir``, runsc's state, the container) is gone afterwards.
     """
-    executable = shutil.which(runsc)
+    executable = shutil.which(which(runsc))
     if executable is None:
         return f"runsc not found ({runsc})"
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +84,7 @@ async def runsc_problem(
 
 async def runsc_version(runsc: str) -> str | None:
     """The version ``runsc --version`` reports (``0.0~20240729.0``), or ``None``."""
-    executable = shutil.which(runsc)
+    executable = shutil.which(which(runsc))
     if executable is None:
         return None
     with tempfile.TemporaryDirectory(prefix="runsc-version-") as tmp:
