@@ -94,21 +94,24 @@ def bpf_fd() -> int:
 
 
 def oci_profile() -> dict[str, object]:
-    """The same filter as an OCI runtime spec's ``linux.seccomp`` (for ``runsc --oci-seccomp``)."""
-    eperm, enosys = errno.EPERM, errno.ENOSYS
+    """The deny-list as an OCI runtime spec's ``linux.seccomp`` (for ``runsc --oci-seccomp``).
+
+    Without the ``clone3`` rule: under gVisor it made thread creation fail with ``EPERM``
+    (the C library then does not fall back to ``clone``); ``clone3`` there cannot create
+    namespaces the ``clone`` rules would miss, since gVisor's own ``clone3`` is ``ENOSYS``.
+    """
     rules: list[dict[str, object]] = [
-        {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": eperm}
+        {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM},
     ]
     rules += [
         {
             "names": ["clone"],
             "action": "SCMP_ACT_ERRNO",
-            "errnoRet": eperm,
+            "errnoRet": errno.EPERM,
             "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
         }
         for flag in _NAMESPACE_FLAGS
     ]
-    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": enosys})
     return {
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64"],
