@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from sandcastle.agent import layout
 from tests.e2e.test_execute import run
 from tests.serverproc import ServerProcess
 
@@ -108,5 +109,5 @@ def test_seccomp_and_namespaces_refuse_escapes(
     assert values["unshare_user"] == -1
     assert values["mount"] == -1
     assert values["ptrace"] == -1
-    assert values["uid"] == 1000
+    assert values["uid"] == layout.USER_UID
     assert int(values["caps"], 16) == 0

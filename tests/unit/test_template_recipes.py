@@ -164,7 +164,7 @@ def rootfs(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to uid 1000 needs root")
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to the sandbox uid needs root")
 def test_python_recipe_host_steps_lay_out_the_rootfs(rootfs: Path) -> None:
     for step in get_recipe("python").steps:
         if isinstance(step, Write | AddUser | Clean):
@@ -175,13 +175,14 @@ def test_python_recipe_host_steps_lay_out_the_rootfs(rootfs: Path) -> None:
         assert (rootfs / inner.lstrip("/")).is_dir()
     kernel = rootfs / layout.JUPYTER_DIR.lstrip("/") / "kernels/python3/kernel.json"
     assert json.loads(kernel.read_text())["language"] == "python"
-    assert "user:x:1000:1000::/home/user:/bin/bash" in (rootfs / "etc/passwd").read_text()
-    assert "user:x:1000:" in (rootfs / "etc/group").read_text().splitlines()
+    uid = layout.USER_UID
+    assert f"user:x:{uid}:{uid}::/home/user:/bin/bash" in (rootfs / "etc/passwd").read_text()
+    assert f"user:x:{uid}:" in (rootfs / "etc/group").read_text().splitlines()
     assert list((rootfs / "var/lib/apt/lists").iterdir()) == []
     # Idempotent: the same user again is fine, a different user with that uid is not.
-    apply_on_host(rootfs, AddUser("again", "user", 1000, 1000, "/home/user"))
+    apply_on_host(rootfs, AddUser("again", "user", uid, uid, "/home/user"))
     with pytest.raises(ValueError, match="conflicts"):
-        apply_on_host(rootfs, AddUser("clash", "other", 1000, 1000, "/home/other"))
+        apply_on_host(rootfs, AddUser("clash", "other", uid, uid, "/home/other"))
 
 
 def test_symlinks_in_the_rootfs_cannot_redirect_host_side_writes(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from sandcastle.api.routes import (
 )
 from sandcastle.config import Settings
 from sandcastle.runtime.base import Runtime
+from sandcastle.runtime.templates.builder import load_template
 from sandcastle.services.accounting import AccountingService
 from sandcastle.services.activity import ActivityTracker
 from sandcastle.services.agent_api import AgentApiService
@@ -123,7 +124,7 @@ def create_app(
         background = [
             asyncio.create_task(_reconcile_forever(sandbox_service, settings)),
             asyncio.create_task(accounting.run_forever()),
-            asyncio.create_task(pool.run_forever()),
+            asyncio.create_task(_prepare_then_pool(runtime, pool, settings)),
             asyncio.create_task(dispatcher.run_forever()),
             asyncio.create_task(runs.maintain_forever()),
         ]
@@ -169,3 +170,18 @@ async def _reconcile_forever(service: SandboxService, settings: Settings) -> Non
             await service.reconcile()
         except Exception:  # noqa: BLE001 - one bad pass must not stop reconciliation
             log.exception("reconciliation failed")
+
+
+async def _prepare_then_pool(runtime: Runtime, pool: WarmPoolService, settings: Settings) -> None:
+    """Let the backend prepare the templates in use (gVisor: a memory image of a booted
+    sandbox), then keep the warm pools filled, so pool entries start from it too."""
+    names = {settings.default_template, *settings.warm_pool}
+    for name in sorted(names):
+        template = load_template(name, settings.resolved_templates_dir)
+        if template is None:
+            continue
+        try:
+            await runtime.prepare_template(template.rootfs)
+        except Exception:  # noqa: BLE001 - launches still work without it, only slower
+            log.exception("could not prepare template %s for fast starts", name)
+    await pool.run_forever()

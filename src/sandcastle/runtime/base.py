@@ -77,6 +77,12 @@ class Runtime(abc.ABC):
     async def resume(self, sandbox_id: str) -> None:
         """Let a paused sandbox's processes run again."""
 
+    async def prepare_template(self, rootfs: Path) -> None:
+        """Make later launches from ``rootfs`` fast, if this backend can (a no-op by default).
+
+        Called in the background at start-up; launches meanwhile work, just cold.
+        """
+
     async def checkpoint(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> int:
         """Save the running sandbox's memory into ``image_dir``; the image's size in bytes.
 

@@ -250,7 +250,7 @@ class LocalRuntime(Runtime):
         await asyncio.to_thread(self._group(sandbox_id).kill_all)
 
     async def list_sandboxes(self) -> list[str]:
-        ids = set(cgroups.list_sandbox_groups(self._instance))
+        ids = {i for i in cgroups.list_sandbox_groups(self._instance) if i.startswith("sb_")}
         for directory in (self._dir, self._run_dir):
             if directory.is_dir():
                 ids.update(p.name for p in directory.iterdir() if p.name.startswith("sb_"))

@@ -105,9 +105,20 @@ def to_row(artifact: Artifact) -> ArtifactRow:
     )
 
 
+#: Modification times closer than this count as equal. Under gVisor a file's mtime moves by
+#: microseconds once it is closed (the Sentry's clock, then the host's), without any write.
+MTIME_TOLERANCE_NS = 1_000_000
+
+
 def changed_files(before: Snapshot, after: Snapshot) -> list[str]:
     """Paths that are new in ``after`` or differ from ``before``, in path order."""
-    return sorted(path for path, stat in after.items() if before.get(path) != stat)
+    return sorted(path for path, stat in after.items() if not _same(before.get(path), stat))
+
+
+def _same(before: tuple[int, int] | None, after: tuple[int, int]) -> bool:
+    if before is None:
+        return False
+    return before[0] == after[0] and abs(before[1] - after[1]) < MTIME_TOLERANCE_NS
 
 
 @dataclass(frozen=True)
