@@ -82,6 +82,7 @@ class Runtime(abc.ABC):
 
         Called in the background at start-up; launches meanwhile work, just cold.
         """
+        return None
 
     async def checkpoint(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> int:
         """Save the running sandbox's memory into ``image_dir``; the image's size in bytes.
