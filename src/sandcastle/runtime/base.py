@@ -49,6 +49,8 @@ class Runtime(abc.ABC):
     name: ClassVar[str]
     #: Whether the backend can save and restore a sandbox's memory (hibernate, snapshots).
     supports_memory_snapshots: ClassVar[bool] = False
+    #: Whether sandboxes may ask for outbound network access (``LaunchSpec.internet``).
+    supports_internet: ClassVar[bool] = True
 
     @abc.abstractmethod
     async def launch(self, spec: LaunchSpec) -> AgentLink:

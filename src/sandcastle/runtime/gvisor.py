@@ -49,6 +49,7 @@ _SECRET = "agent.secret"
 class GvisorRuntime(LocalRuntime):
     name: ClassVar[str] = "gvisor"
     supports_memory_snapshots: ClassVar[bool] = True
+    supports_internet: ClassVar[bool] = False
     # Every process of a sandbox reaches the host through the Sentry: a pid proves nothing.
     trust_peer_pid = False
 
