@@ -8,6 +8,7 @@ an asyncio task in this process, dials it with the real agent channel
 (``sandcastle.agent.kernels``). Failures are injected by name: a launch that fails, an agent that
 never connects, processes that die, an agent that restarts and forgets its contexts, an OOM kill,
 a paused (frozen) sandbox whose agent answers nothing until resumed.
+:class:`SnapshottingFakeRuntime` adds memory snapshots (hibernate, snapshot, restore, forks).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
-from sandcastle.errors import RuntimeBackendError
+from sandcastle.errors import RuntimeBackendError, SandboxBusyError
 from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
 from sandcastle.runtime.channel import AgentLink
 
@@ -155,6 +156,7 @@ class FakeAgent:
                 "ping": self.ping,
                 "context.create": self.context_create,
                 "context.delete": self.context_delete,
+                "context.rename": self.context_rename,
                 "execute": self.execute,
                 "files.snapshot": self.files_snapshot,
                 "file.read.open": self.file_read_open,
@@ -192,6 +194,17 @@ class FakeAgent:
         await self._record("context.delete", params)
         self.contexts.pop(str(params["context_id"]), None)
         return {}
+
+    async def context_rename(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        await self._record("context.rename", params)
+        renamed = {}
+        for old, new in dict(params["ids"]).items():
+            ctx = self.contexts.pop(str(old), None)
+            if ctx is not None:
+                ctx.id = str(new)
+                renamed[ctx.id] = ctx
+        self.contexts.update(renamed)
+        return {"contexts": list(self.contexts)}
 
     async def execute(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         await self._record("execute", params)
@@ -350,6 +363,8 @@ class FakeSandbox:
     alive: bool = True
     oom_kills: int = 0
     thawed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Checkpointed without keep_running: no processes, its layer (``fs``) kept for restore.
+    hibernated: bool = False
 
     def __post_init__(self) -> None:
         self.thawed.set()
@@ -519,3 +534,92 @@ class FakeRuntime(Runtime):
                 task.result()  # an agent that crashed is a bug in the fake: surface it
             # Let the handler tasks the channel cancelled on its way out finish their replies.
             await asyncio.sleep(0)
+
+
+def _copy_context(ctx: FakeContext) -> FakeContext:
+    """A context as a memory image holds it (the namespace copied one level deep)."""
+    return FakeContext(
+        ctx.id,
+        ctx.language,
+        ctx.cwd,
+        namespace=dict(ctx.namespace),
+        execution_count=ctx.execution_count,
+        dead_reason=ctx.dead_reason,
+    )
+
+
+class SnapshottingFakeRuntime(FakeRuntime):
+    """A fake backend with memory snapshots, like gVisor's.
+
+    ``checkpoint`` keeps the agent's contexts (in this process) keyed by the image directory and
+    writes a file there, so images have a size and can be deleted; a hibernation stops the
+    agent and keeps the sandbox's files, a snapshot copies them into ``<image>/layer``.
+    ``restore`` starts a new agent with copies of the saved contexts: for a hibernated sandbox
+    over its own files, for a new id over a copy of the image's layer. A checkpoint while an
+    execution is in flight (a ``# gate:`` cell waiting) raises ``SandboxBusyError``.
+    """
+
+    supports_memory_snapshots: ClassVar[bool] = True
+
+    def __init__(self, sockets_dir: Path | None = None, **kwargs: Any) -> None:
+        super().__init__(sockets_dir, **kwargs)
+        self.checkpoints: list[tuple[str, Path, bool]] = []
+        self.restores: list[tuple[LaunchSpec, Path]] = []
+        #: ``True``: the next restores fail with ``RuntimeBackendError``.
+        self.fail_restore = False
+        self._images: dict[Path, dict[str, FakeContext]] = {}
+
+    async def checkpoint(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> int:
+        box = self._boxes.get(sandbox_id)
+        if box is None or not box.alive or box.agent is None:
+            raise RuntimeBackendError(f"sandbox {sandbox_id} has no processes to save")
+        if not box.thawed.is_set():
+            raise RuntimeBackendError(f"sandbox {sandbox_id} is frozen; thaw it first")
+        if box.agent.waiting:
+            raise SandboxBusyError(f"sandbox {sandbox_id} is running code; try again later")
+        self.checkpoints.append((sandbox_id, image_dir, keep_running))
+        self._images[image_dir] = {k: _copy_context(c) for k, c in box.agent.contexts.items()}
+        (image_dir / "memory.img").write_bytes(b"\0" * 4096)
+        fs = self._dir / sandbox_id / "fs"
+        if keep_running:
+            if fs.is_dir():
+                shutil.copytree(fs, image_dir / "layer", symlinks=True)
+            else:
+                (image_dir / "layer").mkdir()
+        else:
+            link = self._links.pop(sandbox_id, None)
+            if link is not None:
+                await link.aclose()
+            await self._stop_agent(box)
+            box.alive = False
+            box.hibernated = True
+        return sum(p.stat().st_size for p in image_dir.rglob("*") if p.is_file())
+
+    async def restore(self, spec: LaunchSpec, image_dir: Path) -> AgentLink:
+        self.restores.append((spec, image_dir))
+        if self.fail_restore:
+            raise RuntimeBackendError("injected restore failure")
+        contexts = self._images.get(image_dir)
+        if contexts is None or not image_dir.is_dir():
+            raise RuntimeBackendError(f"no image at {image_dir}")
+        old = self._boxes.get(spec.sandbox_id)
+        if old is None:
+            layer = image_dir / "layer"
+            if not layer.is_dir():
+                raise RuntimeBackendError(f"the image at {image_dir} has no writable layer")
+            shutil.copytree(layer, self._dir / spec.sandbox_id / "fs", symlinks=True)
+        elif not old.hibernated:
+            raise RuntimeBackendError(f"sandbox {spec.sandbox_id} is running")
+        box = FakeSandbox(spec, self._dir / spec.sandbox_id / "agent.sock")
+        self._boxes[spec.sandbox_id] = box
+        try:
+            link = AgentLink(spec.sandbox_id, box.socket_path)
+            await link.listen()
+            self._links[spec.sandbox_id] = link
+            self._start_agent(box)
+            assert box.agent is not None
+            box.agent.contexts = {k: _copy_context(c) for k, c in contexts.items()}
+        except BaseException:
+            await self.destroy(spec.sandbox_id)
+            raise
+        return link

@@ -2,7 +2,7 @@
 
 Every route is either *tenant-free* (listed below, with a check that it shows nothing of another
 org) or it has path parameters, which are filled with org B's real ids (its sandbox, context,
-run, artifact, project, workspace, member, key, slug) and called with org A's key: the answer
+run, artifact, snapshot, project, workspace, member, key, slug) and called with org A's key: the answer
 must be a 404 indistinguishable from the 404 for an id that exists nowhere. A route with a
 parameter this file cannot fill, or a required body field or query parameter it has no sample
 for, fails the sweep: a new route cannot be forgotten.
@@ -27,6 +27,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 
 from tests.api.conftest import Harness, assert_envelope
+from tests.fakes import SnapshottingFakeRuntime
 
 #: Routes that name no tenant resource; each is checked to show nothing of org B.
 TENANT_FREE = {
@@ -43,6 +44,8 @@ TENANT_FREE = {
     ("POST", "/v1/sandboxes"),
     ("GET", "/v1/orgs"),
     ("POST", "/v1/orgs"),
+    ("GET", "/v1/snapshots"),
+    ("GET", "/v1/templates"),
 }
 #: Org routes an operator may use on any org (docs/TENANCY.md).
 OPERATOR_REACH = {
@@ -51,8 +54,9 @@ OPERATOR_REACH = {
     ("GET", "/v1/orgs/{org}/credits"),
     ("POST", "/v1/orgs/{org}/credits"),
 }
-#: Path parameters that are not tenant resources (a file path inside the sandbox).
-PLAIN_PARAMS = {"path": "hello.txt"}
+#: Path parameters that are not tenant resources: a file path inside the sandbox, and a
+#: template's name (templates are the server's; the sweep checks an absent one is a 404).
+PLAIN_PARAMS = {"path": "hello.txt", "name": "no-such-template"}
 #: Values for required body fields and query parameters, by name.
 SAMPLES: dict[str, Any] = {
     "code": "1",
@@ -77,6 +81,14 @@ RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/sandboxes/{sandbox_id}/agent/files/upload/-/{path:path}"): {"content": b"hi"},
 }
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[SnapshottingFakeRuntime]:
+    """A backend with memory snapshots, so every org has a snapshot to hide."""
+    fake = SnapshottingFakeRuntime()
+    yield fake
+    await fake.shutdown()
 
 
 @dataclass
@@ -157,7 +169,7 @@ async def until_finished(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
 
 async def populate(h: Harness, slug: str) -> Tenant:
     """An org with one of everything: project, workspace, member, key, a running sandbox with
-    a context, a file, a finished run and its artifact."""
+    a context, a file, a finished run and its artifact, a snapshot."""
     org, key = await h.add_org(slug)
     ids: dict[str, str] = {"org": slug}
     async with h.as_key(key) as c:
@@ -184,7 +196,10 @@ async def populate(h: Harness, slug: str) -> Tenant:
         assert submitted.status_code == 202, submitted.text
         run = await until_finished(c, f"{runs}/{submitted.json()['id']}")
         (artifact,) = run["execution"]["artifacts"]
+        snapshot = await c.post(f"/v1/sandboxes/{sandbox_id}/snapshots")
+        assert snapshot.status_code == 201, snapshot.text
     ids.update(
+        snapshot_id=snapshot.json()["id"],
         sandbox_id=sandbox_id,
         context_id=context_id,
         run_id=run["id"],
@@ -212,6 +227,7 @@ def nowhere(values: dict[str, str]) -> dict[str, str]:
         "context_id": "ctx_0000000000000000",
         "run_id": "run_0000000000000000",
         "artifact_id": "art_0000000000000000",
+        "snapshot_id": "snap_0000000000000000",
         "org": "no-such-org",
     }
     return {k: fake.get(k, "00000000-0000-0000-0000-000000000000") for k in values}
@@ -330,10 +346,16 @@ async def test_tenant_free_routes_show_nothing_of_other_orgs(
         listed = (await attacker.get("/v1/sandboxes", params={"limit": 200})).json()
         assert b.ids["sandbox_id"] not in {s["id"] for s in listed["items"]}
         assert [o["slug"] for o in (await attacker.get("/v1/orgs")).json()["items"]] == [a.slug]
-        # A cannot create into B's project or workspace: they do not exist for A.
-        for field in ("project_id", "workspace_id"):
+        # A cannot create into B's project or workspace, nor from B's snapshot: they do not
+        # exist for A.
+        for field in ("project_id", "workspace_id", "snapshot_id"):
             response = await attacker.post("/v1/sandboxes", json={field: b.ids[field]})
             assert_envelope(response, 404, "not_found_error")
+        snapshots = (await attacker.get("/v1/snapshots", params={"limit": 200})).json()
+        assert [s["id"] for s in snapshots["items"]] == [a.ids["snapshot_id"]]
+        # Templates are the server's, but the snapshot counts are A's own.
+        (python,) = (await attacker.get("/v1/templates")).json()["items"]
+        assert (python["name"], python["snapshots"]) == ("python", 1)
         # Nor make a key for B's member, nor one scoped to B's project.
         for body in ({"member_id": b.ids["member_id"]}, {"project_id": b.ids["project_id"]}):
             response = await attacker.post(f"/v1/orgs/{a.slug}/keys", json=body)

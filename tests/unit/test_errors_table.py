@@ -73,6 +73,7 @@ EXPECTED = {
     errors.ConflictError: (409, "conflict_error"),
     errors.AlreadyExistsError: (409, "already_exists_error"),
     errors.MemberExistsError: (409, "member_exists_error"),
+    errors.SandboxBusyError: (409, "conflict_error"),
     errors.QuotaExceededError: (403, "forbidden_error"),
     errors.SandboxCapacityExceededError: (429, "org_sandbox_capacity_exceeded_error"),
     errors.MemberLimitExceededError: (403, "member_limit_exceeded_error"),
@@ -89,7 +90,7 @@ EXPECTED = {
 
 
 def test_the_expectations_cover_every_error_class() -> None:
-    assert len(ERROR_CLASSES) == 21
+    assert len(ERROR_CLASSES) == 22
     assert set(ERROR_CLASSES) <= set(EXPECTED)
 
 

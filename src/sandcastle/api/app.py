@@ -27,8 +27,11 @@ from sandcastle.api.routes import (
     org_sandboxes,
     orgs,
     sandboxes,
+    snapshots,
+    templates,
 )
 from sandcastle.config import Settings
+from sandcastle.domain.sandbox import Sandbox
 from sandcastle.runtime.base import Runtime
 from sandcastle.runtime.templates.builder import load_template
 from sandcastle.services.accounting import AccountingService
@@ -45,6 +48,8 @@ from sandcastle.services.pool import WarmPoolService
 from sandcastle.services.run_dispatcher import RunDispatcher
 from sandcastle.services.runs import RunService
 from sandcastle.services.sandboxes import SandboxService, utcnow
+from sandcastle.services.snapshots import SnapshotService
+from sandcastle.services.templates import TemplateService
 from sandcastle.services.tenancy import TenancyService
 from sandcastle.store.db import Database
 
@@ -82,7 +87,14 @@ def create_app(
     runs = RunService(
         settings, db, sandbox_service, context_service, artifact_service, dispatcher, clock
     )
-    sandbox_service.on_ended = runs.on_sandbox_ended
+    snapshot_service = SnapshotService(settings, db, sandbox_service, clock=clock)
+    sandbox_service.hibernation = snapshot_service
+
+    async def on_ended(sandbox: Sandbox) -> None:
+        await snapshot_service.on_sandbox_ended(sandbox)
+        await runs.on_sandbox_ended(sandbox)
+
+    sandbox_service.on_ended = on_ended
     activity = ActivityTracker()
     services = Services(
         settings=settings,
@@ -104,6 +116,8 @@ def create_app(
         accounting=accounting,
         org_sandboxes=OrgSandboxes(db, tenancy, accounting.prices, clock),
         ratelimit=RateLimiter(),
+        snapshots=snapshot_service,
+        templates=TemplateService(settings, db),
     )
 
     @contextlib.asynccontextmanager
@@ -149,6 +163,8 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(sandboxes.router)
+    app.include_router(snapshots.router)
+    app.include_router(templates.router)
     app.include_router(execute.router)
     app.include_router(contexts.router)
     app.include_router(files.router)

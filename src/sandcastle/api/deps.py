@@ -25,6 +25,8 @@ from sandcastle.services.pool import WarmPoolService
 from sandcastle.services.run_dispatcher import RunDispatcher
 from sandcastle.services.runs import RunService
 from sandcastle.services.sandboxes import SandboxService
+from sandcastle.services.snapshots import SnapshotService
+from sandcastle.services.templates import TemplateService
 from sandcastle.services.tenancy import TenancyService
 from sandcastle.store.db import Database
 
@@ -49,6 +51,8 @@ class Services:
     accounting: AccountingService
     org_sandboxes: OrgSandboxes
     ratelimit: RateLimiter
+    snapshots: SnapshotService
+    templates: TemplateService
     #: Why ``runtime`` was chosen (``registry.select_runtime``), if the caller said.
     runtime_reason: str | None = None
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandcastle.domain.execution import ExecutionResult
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
+from sandcastle.domain.snapshot import Snapshot
 from sandcastle.errors import FieldError
 
 
@@ -43,6 +44,17 @@ class SandboxCreateBody(BaseModel):
         default=None, max_length=36, description="Workspace of that project."
     )
     sandbox_kind: Literal["runtime", "task", "evaluation", "world"] = "runtime"
+    auto_resume: bool = Field(
+        default=False,
+        description="Once hibernated, resume on the first request that needs the sandbox.",
+    )
+    snapshot_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=40,
+        description="Restore a new sandbox from this snapshot (template, config, cwd, network "
+        "and contexts come from it; leave those out).",
+    )
 
 
 class TimeoutBody(BaseModel):
@@ -88,6 +100,12 @@ class SandboxOut(BaseModel):
         default=None, description="Out-of-memory kills inside the sandbox so far."
     )
     status_reason: str | None = Field(default=None, description="Why the sandbox is in error.")
+    auto_resume: bool | None = Field(
+        default=None, description="Whether a request resumes the sandbox once hibernated."
+    )
+    source_snapshot_id: str | None = Field(
+        default=None, description="The snapshot this sandbox was created from."
+    )
 
 
 #: The ``fields`` mask accepts exactly the fields ``sandbox-get.txt`` names.
@@ -102,8 +120,9 @@ MASKABLE_FIELDS = frozenset(
 
 def sandbox_out(sandbox: Sandbox, fields: frozenset[str] | None = None) -> dict[str, Any]:
     """Serialise a sandbox. Optional fields appear only when they apply: ``cwd`` when one was
-    configured, ``snapshot_id`` while paused (and a snapshot exists), ``warm_pool_checkout``
-    when create considered a pool, ``traffic_access_token`` only when asked for."""
+    configured, ``snapshot_id`` while hibernated (paused with its memory in an image; not for a
+    freezer pause), ``warm_pool_checkout`` when create considered a pool, ``source_snapshot_id``
+    for a fork, ``traffic_access_token`` only when asked for."""
     body: dict[str, Any] = {
         "id": sandbox.id,
         "status": sandbox.status.value,
@@ -123,6 +142,8 @@ def sandbox_out(sandbox: Sandbox, fields: frozenset[str] | None = None) -> dict[
     }
     if sandbox.cwd is not None:
         body["cwd"] = sandbox.cwd
+    if sandbox.hibernated:
+        body["snapshot_id"] = sandbox.snapshot_id
     if sandbox.warm_pool_checkout is not None:
         body["warm_pool_checkout"] = {
             "hit": sandbox.warm_pool_checkout.hit,
@@ -132,6 +153,9 @@ def sandbox_out(sandbox: Sandbox, fields: frozenset[str] | None = None) -> dict[
     body["oom_kills"] = sandbox.oom_kills
     if sandbox.status_reason is not None:
         body["status_reason"] = sandbox.status_reason
+    body["auto_resume"] = sandbox.auto_resume
+    if sandbox.source_snapshot_id is not None:
+        body["source_snapshot_id"] = sandbox.source_snapshot_id
     if fields is None:
         return body
     if "traffic_access_token" in fields and sandbox.traffic_access_token is not None:
@@ -157,6 +181,53 @@ def parse_fields(raw: str | None) -> frozenset[str] | None:
 class SandboxListOut(BaseModel):
     items: list[SandboxOut]
     next_cursor: str | None
+
+
+class SnapshotContextOut(BaseModel):
+    id: str
+    language: str
+    cwd: str | None
+
+
+class SnapshotOut(BaseModel):
+    """A snapshot: what ``POST /v1/sandboxes`` with ``snapshot_id`` restores."""
+
+    id: str
+    sandbox_id: str
+    template: str
+    size_bytes: int
+    created_at: str
+    config: ConfigOut
+    contexts: list[SnapshotContextOut]
+    cwd: str | None = None
+    network: NetworkBody
+    metadata: dict[str, Any]
+
+
+class SnapshotListOut(BaseModel):
+    items: list[SnapshotOut]
+    next_cursor: str | None
+
+
+def snapshot_out(snapshot: Snapshot) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": snapshot.id,
+        "sandbox_id": snapshot.sandbox_id,
+        "template": snapshot.template,
+        "size_bytes": snapshot.size_bytes,
+        "created_at": rfc3339(snapshot.created_at),
+        "config": {
+            "vcpus": snapshot.config.vcpus,
+            "memory_mb": snapshot.config.memory_mb,
+            "disk_mb": snapshot.config.disk_mb,
+        },
+        "contexts": [{"id": c.id, "language": c.language, "cwd": c.cwd} for c in snapshot.contexts],
+        "network": {"internet": snapshot.internet},
+        "metadata": snapshot.metadata,
+    }
+    if snapshot.cwd is not None:
+        body["cwd"] = snapshot.cwd
+    return body
 
 
 class ExecuteBody(BaseModel):

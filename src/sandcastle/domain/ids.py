@@ -7,6 +7,7 @@ import secrets
 
 SANDBOX_PREFIX = "sb_"
 CONTEXT_PREFIX = "ctx_"
+SNAPSHOT_PREFIX = "snap_"
 
 #: A sandbox id, for embedding in other patterns.
 SANDBOX_ID_PATTERN = r"sb_[0-9a-f]{8}"
@@ -19,6 +20,11 @@ def new_sandbox_id() -> str:
 
 def new_context_id() -> str:
     return CONTEXT_PREFIX + secrets.token_hex(8)
+
+
+def new_snapshot_id() -> str:
+    """Names a memory image: a snapshot, or the image of a hibernated sandbox."""
+    return SNAPSHOT_PREFIX + secrets.token_hex(8)
 
 
 def is_sandbox_id(value: str) -> bool:

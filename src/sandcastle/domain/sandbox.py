@@ -101,8 +101,27 @@ class Sandbox:
     traffic_access_token: str | None = None
     warm_pool_checkout: WarmPoolCheckout | None = None
     oom_kills: int = 0
+    #: The memory image of a hibernated sandbox (``paused`` with no processes); else None.
+    snapshot_id: str | None = None
+    #: A hibernated sandbox is resumed by the first request that needs its agent.
+    auto_resume: bool = False
+    #: The snapshot a fork was restored from.
+    source_snapshot_id: str | None = None
+
+    @property
+    def hibernated(self) -> bool:
+        return self.status is SandboxStatus.PAUSED and self.snapshot_id is not None
 
     def require_running(self) -> None:
+        """Raise ``ConflictError`` unless the sandbox runs (or, hibernated with
+        ``auto_resume``, will be resumed by ``SandboxService.agent``)."""
+        if self.hibernated:
+            if self.auto_resume:
+                return
+            raise ConflictError(
+                f"sandbox {self.id} is hibernated; resume it with POST "
+                f"/v1/sandboxes/{self.id}/resume (or create sandboxes with auto_resume)"
+            )
         if self.status is not SandboxStatus.RUNNING:
             detail = f" ({self.status_reason})" if self.status_reason else ""
             raise ConflictError(

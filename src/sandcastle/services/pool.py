@@ -21,7 +21,8 @@ from sandcastle.config import Settings
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.errors import SandcastleError
 from sandcastle.runtime.templates.builder import load_template
-from sandcastle.services.sandboxes import Resources, SandboxService
+from sandcastle.services.limits import Resources, resolve_resources
+from sandcastle.services.sandboxes import SandboxService
 from sandcastle.store import repositories as repo
 from sandcastle.store.db import Database
 from sandcastle.store.models import SandboxRow
@@ -50,7 +51,7 @@ class WarmPoolService:
 
     def _fits(self, resources: Resources, internet: bool) -> bool:
         """Pool entries have the default resources and no network."""
-        defaults = self._sandboxes.resolve_resources(None, None, None)
+        defaults = resolve_resources(self._settings, None, None, None)
         return resources == defaults and not internet
 
     async def checkout(
@@ -137,7 +138,7 @@ class WarmPoolService:
             if info is None:
                 continue
             while await self._count(template) < target:
-                resources = self._sandboxes.resolve_resources(None, None, None)
+                resources = resolve_resources(self._settings, None, None, None)
                 row = self._sandboxes.new_row(template, resources, internet=False, pool=template)
                 try:
                     await self._sandboxes.boot(row, info.rootfs)

@@ -5,7 +5,8 @@ executing run. On every wake-up (a submit, a run ending, a cancel) and at least 
 :data:`POLL_S` it starts the head of every *lane* — the runs of one context, or a run that gets
 a new context of its own — whose lane is idle, while the sandbox runs fewer than
 ``runs_max_concurrent_per_sandbox`` runs and the server fewer than ``runs_max_concurrent``.
-Runs of a paused sandbox wait.
+Runs of a paused sandbox wait, and so do those of a hibernated one, unless it has
+``auto_resume``: then the first of them resumes it (``SandboxService.agent``).
 
 Executing a run reuses ``ExecutionService.run`` (the same event folding as ``/execute``),
 between two ``files.snapshot``s of the context's directory whose difference becomes the run's
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Result, func, select, update
+from sqlalchemy import Result, and_, func, or_, select, update
 
 from sandcastle.config import Settings
 from sandcastle.domain.context import Context
@@ -191,7 +192,14 @@ class RunDispatcher:
             .where(
                 RunRow.seq.in_(heads),
                 RunRow.status == RunStatus.QUEUED.value,
-                SandboxRow.status == SandboxStatus.RUNNING.value,
+                or_(
+                    SandboxRow.status == SandboxStatus.RUNNING.value,
+                    and_(
+                        SandboxRow.status == SandboxStatus.PAUSED.value,
+                        SandboxRow.snapshot_id.is_not(None),
+                        SandboxRow.auto_resume.is_(True),
+                    ),
+                ),
             )
             .order_by(RunRow.seq)
         )
@@ -265,7 +273,9 @@ class RunDispatcher:
         if sandbox is None or sandbox.status in (SandboxStatus.DESTROYED, SandboxStatus.ERROR):
             status, reason = (sandbox.status.value, sandbox.status_reason) if sandbox else ("", "")
             return _Outcome(RunStatus.CANCELLED, Reasons.sandbox_ended(status, reason))
-        if sandbox.status is not SandboxStatus.RUNNING:
+        if sandbox.status is not SandboxStatus.RUNNING and not (
+            sandbox.hibernated and sandbox.auto_resume
+        ):
             return _Outcome(RunStatus.QUEUED, requeue=True)
         try:
             async with asyncio.timeout(CONTEXT_START_S):

@@ -2,15 +2,18 @@
 
 Invariants: a row is written (and committed) before the runtime acts on it; every status change
 goes through the domain's state machine; a sandbox never stays ``creating`` — the agent connects
-and it is ``running``, or it is ``error`` with the reason.
+and it is ``running``, or it is ``error`` with the reason. A *hibernated* sandbox (``paused``
+with a ``snapshot_id``) has no processes on purpose: it is never adopted, polled or marked dead;
+``services/snapshots.py`` hibernates and restores it through :class:`HibernationHook`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,12 +33,13 @@ from sandcastle.domain.sandbox import (
     normalise_cwd,
     predecessors,
 )
-from sandcastle.errors import ConflictError, LimitExceededError, NotFoundError
+from sandcastle.errors import ConflictError, NotFoundError
 from sandcastle.runtime.base import LaunchSpec, Runtime
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.builder import load_template
 from sandcastle.services.accounting import PauseReason, Prices, meter_values, stop_values
 from sandcastle.services.auth import Principal
+from sandcastle.services.limits import Resources, check_timeout, org_resources
 from sandcastle.services.tenancy import Placement, TenancyService
 from sandcastle.store import repositories as repo
 from sandcastle.store.db import Database
@@ -65,6 +69,8 @@ class CreateSandbox:
     project_id: str | None = None
     workspace_id: str | None = None
     sandbox_kind: str = "runtime"
+    #: Resume the sandbox, once hibernated, on the first request that needs its agent.
+    auto_resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,13 +78,6 @@ class ListFilter:
     statuses: list[str] = field(default_factory=list)
     template: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Resources:
-    vcpus: int
-    memory_mb: int
-    disk_mb: int
 
 
 class SandboxService:
@@ -98,6 +97,8 @@ class SandboxService:
         self._create_locks: dict[str, asyncio.Lock] = {}
         #: Called once a sandbox became ``destroyed`` or ``error`` (settles its code runs).
         self.on_ended: Callable[[Sandbox], Awaitable[None]] | None = None
+        #: Set by ``create_app``: hibernates and restores (``services/snapshots.py``).
+        self.hibernation: HibernationHook | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -135,64 +136,20 @@ class SandboxService:
 
     # --- create ----------------------------------------------------------------------------
 
-    def resolve_resources(
-        self, vcpus: int | None, memory_mb: int | None, disk_mb: int | None
-    ) -> Resources:
-        s = self._settings
-        resources = Resources(
-            vcpus=vcpus or s.default_vcpus,
-            memory_mb=memory_mb or s.default_memory_mb,
-            disk_mb=disk_mb or s.default_disk_mb,
-        )
-        checks = [
-            ("vcpus", resources.vcpus, 1, s.max_vcpus),
-            ("memory_mb", resources.memory_mb, s.min_memory_mb, s.max_memory_mb),
-            ("disk_mb", resources.disk_mb, s.min_disk_mb, s.max_disk_mb),
-        ]
-        for name, value, low, high in checks:
-            if not low <= value <= high:
-                raise LimitExceededError(f"{name} must be between {low} and {high} on this server")
-        return resources
-
-    def _check_timeout(self, timeout_ms: int, action: TimeoutAction) -> None:
-        if not 1000 <= timeout_ms <= self._settings.max_timeout_ms:
-            raise LimitExceededError(
-                f"timeout_ms must be between 1000 and {self._settings.max_timeout_ms}"
-            )
-        if action is TimeoutAction.HIBERNATE and not self._runtime.supports_memory_snapshots:
-            raise LimitExceededError(
-                f"timeout_action 'hibernate' needs memory snapshots, which the "
-                f"{self._runtime.name} backend does not have; use 'destroy'"
-            )
-
     async def create(self, principal: Principal, request: CreateSandbox) -> Sandbox:
         template_name = request.template or self._settings.default_template
         template = load_template(template_name, self._settings.resolved_templates_dir)
         if template is None:
             raise NotFoundError(f"template {template_name!r} not found (build it first)")
-        placement = await self._place(principal, request)
-        resources = self._org_resources(request, placement)
-        timeout_ms = request.timeout_ms or self._settings.default_timeout_ms
-        self._check_timeout(timeout_ms, request.timeout_action)
-        cwd = normalise_cwd(request.cwd)
+        placement = await self.place(principal, request)
+        resources = org_resources(
+            self._settings, request.vcpus, request.memory_mb, request.disk_mb, placement.limits
+        )
         now = self._clock()
-        tenancy = {
-            "org_id": principal.org_id,
-            "project_id": placement.project_id,
-            "workspace_id": placement.workspace_id,
-            "member_id": principal.member_id,
-            "sandbox_kind": request.sandbox_kind,
-            "build_id": template.build_id,
-            "meter_since": now,
-            "metadata_json": request.metadata,
-            "cwd": cwd,
-            "timeout_ms": timeout_ms,
-            "timeout_action": request.timeout_action.value,
-        }
-        lock = self._create_locks.setdefault(principal.org_id, asyncio.Lock())
-        async with lock:
-            if self.admission is not None and placement.limits is not None:
-                await self.admission.check_capacity(principal.org_id, placement.limits)
+        tenancy = self.row_values(
+            principal, placement, request, build_id=template.build_id, cwd=request.cwd, now=now
+        )
+        async with self.admitted(principal.org_id, placement):
             pool_id = None
             if self.pool is not None:
                 pool_id, taken = await self.pool.checkout(
@@ -209,7 +166,44 @@ class SandboxService:
                 session.add(row)
         return await self.boot(row, template.rootfs)
 
-    async def _place(self, principal: Principal, request: CreateSandbox) -> Placement:
+    def row_values(
+        self,
+        principal: Principal,
+        placement: Placement,
+        request: CreateSandbox,
+        *,
+        build_id: str | None,
+        cwd: str | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """A new row's tenancy, deadline and settings (the timeout checked)."""
+        timeout_ms = request.timeout_ms or self._settings.default_timeout_ms
+        check_timeout(self._settings, self._runtime, timeout_ms, request.timeout_action)
+        return {
+            "org_id": principal.org_id,
+            "project_id": placement.project_id,
+            "workspace_id": placement.workspace_id,
+            "member_id": principal.member_id,
+            "sandbox_kind": request.sandbox_kind,
+            "build_id": build_id,
+            "meter_since": now,
+            "metadata_json": request.metadata,
+            "cwd": normalise_cwd(cwd),
+            "timeout_ms": timeout_ms,
+            "timeout_action": request.timeout_action.value,
+            "auto_resume": request.auto_resume,
+        }
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, org_id: str, placement: Placement) -> AsyncIterator[None]:
+        """The org's capacity checked, under its create lock: commit the new row inside, so
+        the next create's check counts it."""
+        async with self._create_locks.setdefault(org_id, asyncio.Lock()):
+            if self.admission is not None and placement.limits is not None:
+                await self.admission.check_capacity(org_id, placement.limits)
+            yield
+
+    async def place(self, principal: Principal, request: CreateSandbox) -> Placement:
         if self.admission is not None:
             return await self.admission.place(principal, request.project_id, request.workspace_id)
         project_id = (
@@ -218,26 +212,6 @@ class SandboxService:
             or await self._default_project(principal.org_id)
         )
         return Placement(project_id, request.workspace_id, None)
-
-    def _org_resources(self, request: CreateSandbox, placement: Placement) -> Resources:
-        """The server's bounds, narrowed by the org's (defaults too, when the org's are lower)."""
-        limits = placement.limits
-        if limits is None:
-            return self.resolve_resources(request.vcpus, request.memory_mb, request.disk_mb)
-        s = self._settings
-        resources = self.resolve_resources(
-            request.vcpus or min(s.default_vcpus, limits.max_vcpus),
-            request.memory_mb or min(s.default_memory_mb, limits.max_memory_mb),
-            request.disk_mb,
-        )
-        if resources.vcpus > limits.max_vcpus:
-            raise LimitExceededError(f"vcpus must be between 1 and {limits.max_vcpus} for this org")
-        if resources.memory_mb > limits.max_memory_mb:
-            raise LimitExceededError(
-                f"memory_mb must be between {s.min_memory_mb} and {limits.max_memory_mb} "
-                "for this org"
-            )
-        return resources
 
     def new_row(
         self, template: str, resources: Resources, *, internet: bool, **values: Any
@@ -259,11 +233,8 @@ class SandboxService:
             **values,
         )
 
-    async def boot(self, row: SandboxRow, rootfs: Path) -> Sandbox:
-        """Record, launch, and wait for the agent; ``running`` or ``error``, never stuck."""
-        async with self._db.session() as session:
-            session.add(row)
-        spec = LaunchSpec(
+    def launch_spec(self, row: SandboxRow, rootfs: Path) -> LaunchSpec:
+        return LaunchSpec(
             sandbox_id=row.id,
             rootfs=rootfs,
             vcpus=row.vcpus,
@@ -273,15 +244,31 @@ class SandboxService:
             cwd=row.cwd or "/home/user",
             internet=row.internet,
         )
+
+    async def boot(
+        self,
+        row: SandboxRow,
+        rootfs: Path,
+        *,
+        start: Callable[[LaunchSpec], Awaitable[AgentLink]] | None = None,
+        connected: Callable[[AgentLink], Awaitable[None]] | None = None,
+    ) -> Sandbox:
+        """Record, launch (or ``start``, e.g. restore), wait for the agent and run
+        ``connected``; ``running`` or ``error``, never stuck."""
+        async with self._db.session() as session:
+            session.add(row)
+        spec = self.launch_spec(row, rootfs)
         try:
-            link = await self._runtime.launch(spec)
+            link = await (start or self._runtime.launch)(spec)
             await link.wait_connected(self._settings.agent_connect_timeout_s)
+            if connected is not None:
+                await connected(link)
         except Exception as exc:
             # Whatever went wrong, the sandbox must not stay ``creating``.
-            await self._abandon(row.id, f"start failed: {exc}")
+            await self.abandon(row.id, f"start failed: {exc}")
             raise
         except asyncio.CancelledError:
-            await asyncio.shield(self._abandon(row.id, "create was cancelled"))
+            await asyncio.shield(self.abandon(row.id, "create was cancelled"))
             raise
         started = self._clock()
         deadline = (
@@ -291,7 +278,7 @@ class SandboxService:
             row.id, SandboxStatus.RUNNING, started_at=started, timeout_at=deadline
         )
 
-    async def _abandon(self, sandbox_id: str, reason: str) -> None:
+    async def abandon(self, sandbox_id: str, reason: str) -> None:
         log.warning("sandbox %s: %s", sandbox_id, reason)
         await self._runtime.destroy(sandbox_id)
         await self._set_status(sandbox_id, SandboxStatus.ERROR, reason=reason)
@@ -324,7 +311,7 @@ class SandboxService:
         check_transition(sandbox_id, SandboxStatus(row.status), SandboxStatus.PAUSED)
         await self._runtime.pause(sandbox_id)
         now = self._clock()
-        return await self._metered_move(
+        return await self.metered_move(
             sandbox_id,
             SandboxStatus.RUNNING,
             SandboxStatus.PAUSED,
@@ -337,11 +324,13 @@ class SandboxService:
         sandbox = await self.get(principal, sandbox_id)
         if sandbox.status is not SandboxStatus.PAUSED:
             raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}, not paused")
+        if sandbox.hibernated and self.hibernation is not None:
+            return await self.hibernation.wake(sandbox.id, sandbox.org_id)
         if self.admission is not None:
             await self.admission.admit_resume(principal.org_id, sandbox_id)
         await self._runtime.resume(sandbox_id)
         now = self._clock()
-        return await self._metered_move(
+        return await self.metered_move(
             sandbox_id,
             SandboxStatus.PAUSED,
             SandboxStatus.RUNNING,
@@ -352,7 +341,7 @@ class SandboxService:
             stopped_at=None,
         )
 
-    async def _metered_move(
+    async def metered_move(
         self,
         sandbox_id: str,
         source: SandboxStatus,
@@ -403,13 +392,15 @@ class SandboxService:
         sandbox = await self.get(principal, sandbox_id)
         if sandbox.status not in DEADLINE_STATUSES:
             raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}")
-        self._check_timeout(timeout_ms, action or sandbox.timeout_action)
+        check_timeout(self._settings, self._runtime, timeout_ms, action or sandbox.timeout_action)
         values: dict[str, Any] = {
             "timeout_ms": timeout_ms,
             "timeout_at": self._clock() + timedelta(milliseconds=timeout_ms),
         }
         if action is not None:
             values["timeout_action"] = action.value
+        if sandbox.hibernated:
+            values["timeout_at"] = None  # the deadline starts again when it is resumed
         return await self._set_status(sandbox_id, sandbox.status, **values)
 
     async def destroy(self, principal: Principal, sandbox_id: str) -> Sandbox:
@@ -427,8 +418,13 @@ class SandboxService:
     # --- agent -----------------------------------------------------------------------------
 
     async def agent(self, sandbox: Sandbox, *, wait_s: float = 10.0) -> AgentLink:
-        """The running sandbox's agent link, waiting briefly for an agent that is redialing."""
+        """The running sandbox's agent link, waiting briefly for an agent that is redialing.
+
+        The choke point of every use of an agent: a hibernated sandbox with ``auto_resume`` is
+        restored here first (once, however many requests arrive together)."""
         sandbox.require_running()
+        if sandbox.hibernated and self.hibernation is not None:
+            sandbox = await self.hibernation.wake(sandbox.id, sandbox.org_id)
         link = self._runtime.link(sandbox.id) or await self._runtime.adopt(sandbox.id)
         if (
             link is not None
@@ -465,10 +461,12 @@ class SandboxService:
                 )
             ).all()
         for row in rows:
+            if row.snapshot_id is not None:
+                continue  # hibernated: no processes to adopt until it is resumed
             link = await self._runtime.adopt(row.id)
             if row.status == SandboxStatus.CREATING.value:
                 # The server died mid-create: nobody is waiting for it, so do not keep it.
-                await self._abandon(row.id, "the server restarted while the sandbox was created")
+                await self.abandon(row.id, "the server restarted while the sandbox was created")
             elif link is None:
                 await self._mark_dead(row.id)
             else:
@@ -487,7 +485,16 @@ class SandboxService:
                 )
             ).all()
         for row in rows:
+            if row.snapshot_id is not None:
+                continue  # hibernated: no processes, no deadline
             if row.timeout_at is not None and row.timeout_at <= now:
+                if (
+                    row.timeout_action == TimeoutAction.HIBERNATE.value
+                    and self.hibernation is not None
+                    and self._runtime.supports_memory_snapshots
+                    and await self.hibernation.at_deadline(row.id)
+                ):
+                    continue
                 log.info("sandbox %s reached its timeout: destroying", row.id)
                 await self._destroy(row.id, reason="timeout")
                 continue
@@ -520,6 +527,12 @@ class SandboxService:
                 await self._runtime.destroy(sandbox_id)
 
     async def _mark_dead(self, sandbox_id: str) -> None:
+        if self.hibernation is not None and self.hibernation.changing(sandbox_id):
+            return  # being hibernated or restored: its processes come and go on purpose
+        async with self._db.session() as session:
+            row = await session.get(SandboxRow, sandbox_id)
+        if row is not None and row.snapshot_id is not None:
+            return  # hibernated: its processes exited on purpose
         state = await self._runtime.poll(sandbox_id)
         reason = "the sandbox's processes exited unexpectedly"
         if state.oom_kills:
@@ -573,6 +586,22 @@ class SandboxService:
         if status in (SandboxStatus.DESTROYED, SandboxStatus.ERROR) and self.on_ended is not None:
             await self.on_ended(sandbox)  # after the commit: it writes in its own transaction
         return sandbox
+
+
+class HibernationHook(Protocol):
+    """What the sandbox service needs from hibernation (see ``services/snapshots.py``)."""
+
+    async def wake(self, sandbox_id: str, org_id: str) -> Sandbox:
+        """Restore a hibernated sandbox (admission checked); ``running``, or raises."""
+        ...
+
+    async def at_deadline(self, sandbox_id: str) -> bool:
+        """Hibernate a sandbox at its deadline; False: it cannot be, destroy it instead."""
+        ...
+
+    def changing(self, sandbox_id: str) -> bool:
+        """Whether the sandbox is being hibernated, restored or snapshotted right now."""
+        ...
 
 
 class WarmPoolHook(Protocol):

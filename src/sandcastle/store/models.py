@@ -211,6 +211,40 @@ class SandboxRow(Base):
     meter_units: Mapped[int] = mapped_column(BigInteger, default=0)
     billed_credits: Mapped[int] = mapped_column(BigInteger, default=0)
     last_credit_deduction_at: Mapped[datetime | None]
+    # --- memory snapshots (docs/SNAPSHOTS.md) ---
+    #: While hibernated (``paused`` with no processes): the image under ``<data_dir>/snapshots``
+    #: to restore it from. Null otherwise, a freezer pause included.
+    snapshot_id: Mapped[str | None] = mapped_column(String(40))
+    #: The first request that needs the agent of a hibernated sandbox resumes it.
+    auto_resume: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The snapshot a fork was restored from (the snapshot may have been deleted since).
+    source_snapshot_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class SnapshotRow(Base):
+    """A saved sandbox (memory and writable layer) under ``<data_dir>/snapshots/<id>``; new
+    sandboxes (forks) are restored from it. Deleting a snapshot deletes the row and the image."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (Index("ix_snapshots_org_created", "org_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"))
+    sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id"), index=True)
+    template: Mapped[str] = mapped_column(String(64), index=True)
+    build_id: Mapped[str | None] = mapped_column(String(36))
+    runtime: Mapped[str] = mapped_column(String(16))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_mb: Mapped[int] = mapped_column(Integer)
+    cwd: Mapped[str | None] = mapped_column(String(4096))
+    internet: Mapped[bool] = mapped_column(Boolean, default=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    #: ``[{id, language, cwd}]``: the contexts ready when it was taken, under their ids then.
+    contexts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime]
 
 
 class ContextRow(Base):

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Select, String, and_, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,8 +18,12 @@ from sandcastle.domain.sandbox import (
     TimeoutAction,
     WarmPoolCheckout,
 )
+from sandcastle.domain.snapshot import Snapshot, SnapshotContext
 from sandcastle.errors import InvalidRequestError, NotFoundError
-from sandcastle.store.models import SandboxRow
+from sandcastle.store.models import SandboxRow, SnapshotRow
+
+#: A table paged newest first by ``(created_at, id)``.
+Keyed = TypeVar("Keyed", SandboxRow, SnapshotRow)
 
 
 def to_sandbox(row: SandboxRow) -> Sandbox:
@@ -47,6 +52,31 @@ def to_sandbox(row: SandboxRow) -> Sandbox:
             else WarmPoolCheckout(hit=row.warm_pool_hit, pool_id=row.warm_pool_id)
         ),
         oom_kills=row.oom_kills_seen,
+        snapshot_id=row.snapshot_id,
+        auto_resume=row.auto_resume,
+        source_snapshot_id=row.source_snapshot_id,
+    )
+
+
+def to_snapshot(row: SnapshotRow) -> Snapshot:
+    return Snapshot(
+        id=row.id,
+        org_id=row.org_id,
+        project_id=row.project_id,
+        sandbox_id=row.sandbox_id,
+        template=row.template,
+        build_id=row.build_id,
+        runtime=row.runtime,
+        config=SandboxConfig(vcpus=row.vcpus, memory_mb=row.memory_mb, disk_mb=row.disk_mb),
+        cwd=row.cwd,
+        internet=row.internet,
+        size_bytes=row.size_bytes,
+        created_at=row.created_at,
+        contexts=tuple(
+            SnapshotContext(id=str(c["id"]), language=str(c["language"]), cwd=c.get("cwd"))
+            for c in row.contexts or []
+        ),
+        metadata=dict(row.metadata_json or {}),
     )
 
 
@@ -76,18 +106,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def newest_first_page(
-    query: Select[SandboxRow], cursor: str | None, limit: int
-) -> Select[SandboxRow]:
-    """Keyset pagination on (created_at, id) descending: stable while rows are inserted."""
+    query: Select[Keyed],
+    cursor: str | None,
+    limit: int,
+    table: type[Keyed] = SandboxRow,  # type: ignore[assignment]
+) -> Select[Keyed]:
+    """Keyset pagination on (created_at, id) descending: stable while rows are inserted.
+    Fetches ``limit + 1`` rows: the extra one says there is a next page."""
     if cursor is not None:
         created, row_id = decode_cursor(cursor)
         query = query.where(
             or_(
-                SandboxRow.created_at < created,
-                and_(SandboxRow.created_at == created, SandboxRow.id < row_id),
+                table.created_at < created,
+                and_(table.created_at == created, table.id < row_id),
             )
         )
-    return query.order_by(SandboxRow.created_at.desc(), SandboxRow.id.desc()).limit(limit + 1)
+    return query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
 
 
 def sandboxes_of(

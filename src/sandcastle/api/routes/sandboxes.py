@@ -13,9 +13,11 @@ from sandcastle.api.schemas import (
     SandboxCreateBody,
     SandboxListOut,
     SandboxOut,
+    SnapshotOut,
     TimeoutBody,
     parse_fields,
     sandbox_out,
+    snapshot_out,
 )
 from sandcastle.domain.sandbox import SandboxStatus, TimeoutAction
 from sandcastle.errors import FieldError
@@ -63,25 +65,28 @@ async def create_sandbox(
 ) -> JSONResponse:
     """Create a sandbox; answers once its agent is connected (``status: running``).
 
-    A warm-pool sandbox is used when one fits (``warm_pool_checkout.hit``).
+    A warm-pool sandbox is used when one fits (``warm_pool_checkout.hit``). With
+    ``snapshot_id``, the sandbox is restored from that snapshot instead (docs/SNAPSHOTS.md).
     """
-    sandbox = await services.sandboxes.create(
-        principal,
-        CreateSandbox(
-            template=body.template,
-            vcpus=body.vcpus,
-            memory_mb=body.memory_mb,
-            disk_mb=body.disk_mb,
-            metadata=body.metadata,
-            timeout_ms=body.timeout_ms,
-            timeout_action=TimeoutAction(body.timeout_action),
-            cwd=body.cwd,
-            internet=body.network.internet,
-            project_id=body.project_id,
-            workspace_id=body.workspace_id,
-            sandbox_kind=body.sandbox_kind,
-        ),
+    request = CreateSandbox(
+        template=body.template,
+        vcpus=body.vcpus,
+        memory_mb=body.memory_mb,
+        disk_mb=body.disk_mb,
+        metadata=body.metadata,
+        timeout_ms=body.timeout_ms,
+        timeout_action=TimeoutAction(body.timeout_action),
+        cwd=body.cwd,
+        internet=body.network.internet,
+        project_id=body.project_id,
+        workspace_id=body.workspace_id,
+        sandbox_kind=body.sandbox_kind,
+        auto_resume=body.auto_resume,
     )
+    if body.snapshot_id is not None:
+        sandbox = await services.snapshots.fork(principal, body.snapshot_id, request)
+    else:
+        sandbox = await services.sandboxes.create(principal, request)
     return JSONResponse(sandbox_out(sandbox), status_code=201)
 
 
@@ -135,12 +140,33 @@ async def pause_sandbox(
     return JSONResponse(sandbox_out(await services.sandboxes.pause(principal, sandbox_id)))
 
 
+@router.post("/{sandbox_id}/hibernate", response_model=SandboxOut)
+async def hibernate_sandbox(
+    sandbox_id: str, principal: PrincipalDep, services: ServicesDep
+) -> JSONResponse:
+    """Save the memory of a running (or paused) sandbox and end its processes: ``paused``
+    with ``snapshot_id`` until resumed. 409 while code is running in it; 422 on a backend
+    without memory snapshots."""
+    return JSONResponse(sandbox_out(await services.snapshots.hibernate(principal, sandbox_id)))
+
+
 @router.post("/{sandbox_id}/resume", response_model=SandboxOut)
 async def resume_sandbox(
     sandbox_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> JSONResponse:
-    """Let a paused sandbox run again, its contexts as they were."""
+    """Let a paused sandbox run again, its contexts as they were (a hibernated one is
+    restored from its image)."""
     return JSONResponse(sandbox_out(await services.sandboxes.resume(principal, sandbox_id)))
+
+
+@router.post("/{sandbox_id}/snapshots", status_code=201, response_model=SnapshotOut)
+async def snapshot_sandbox(
+    sandbox_id: str, principal: PrincipalDep, services: ServicesDep
+) -> JSONResponse:
+    """Save a running sandbox's memory and files as a snapshot; the sandbox runs on. 409 if
+    it is not running or code is running in it; 422 on a backend without memory snapshots."""
+    snapshot = await services.snapshots.create(principal, sandbox_id)
+    return JSONResponse(snapshot_out(snapshot), status_code=201)
 
 
 @router.post("/{sandbox_id}/timeout", response_model=SandboxOut)

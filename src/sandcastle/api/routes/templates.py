@@ -1,0 +1,51 @@
+"""``/v1/templates``: the server's built templates; deleting one nothing needs any more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from sandcastle.api.deps import PrincipalDep, ServicesDep
+from sandcastle.api.schemas import rfc3339
+
+router = APIRouter(prefix="/v1/templates", tags=["templates"])
+
+
+class TemplateOut(BaseModel):
+    name: str
+    build_id: str
+    built_at: str
+    size_bytes: int
+    snapshots: int = Field(description="Snapshots of the caller's org made on this template.")
+
+
+class TemplateListOut(BaseModel):
+    items: list[TemplateOut]
+
+
+@router.get("", response_model=TemplateListOut)
+async def list_templates(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    """Every built template, by name."""
+    templates = await services.templates.list(principal)
+    return {
+        "items": [
+            {
+                "name": t.name,
+                "build_id": t.build_id,
+                "built_at": rfc3339(t.built_at),
+                "size_bytes": t.size_bytes,
+                "snapshots": t.snapshots,
+            }
+            for t in templates
+        ]
+    }
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_template(name: str, principal: PrincipalDep, services: ServicesDep) -> Response:
+    """Remove a built template (owners and admins). 409 while any snapshot or live sandbox
+    uses it."""
+    await services.templates.delete(principal, name)
+    return Response(status_code=204)

@@ -1,0 +1,104 @@
+"""Built templates as the API shows them: list, and delete one nothing uses any more.
+
+Templates are the server's, shared by every org (``runtime/templates/builder.py`` builds them
+into ``<templates_dir>/<name>/``). Listing shows how many of the caller's org's snapshots need
+each; deleting is for owners and admins, and refused (409) while any snapshot or live sandbox of
+any org needs the template, since restoring or running it without its root filesystem fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from sandcastle.config import Settings
+from sandcastle.domain.sandbox import LIVE_STATUSES
+from sandcastle.errors import ConflictError, ForbiddenError, NotFoundError
+from sandcastle.runtime.templates.builder import TemplateInfo, load_template
+from sandcastle.services.auth import Principal
+from sandcastle.store.db import Database
+from sandcastle.store.models import SandboxRow, SnapshotRow
+
+#: A template directory's name (builds and logs in progress start with a dot).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class TemplateSummary:
+    name: str
+    build_id: str
+    built_at: datetime
+    size_bytes: int
+    #: Snapshots of the caller's org made on this template.
+    snapshots: int
+
+
+def _built(root: Path) -> list[TemplateInfo]:
+    if not root.is_dir():
+        return []
+    names = sorted(p.name for p in root.iterdir() if _NAME.match(p.name))
+    return [t for t in (load_template(n, root) for n in names) if t is not None]
+
+
+class TemplateService:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self._settings = settings
+        self._db = db
+
+    @property
+    def _root(self) -> Path:
+        return self._settings.resolved_templates_dir
+
+    async def list(self, principal: Principal) -> list[TemplateSummary]:
+        built = await asyncio.to_thread(_built, self._root)
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(SnapshotRow.template, func.count())
+                .where(SnapshotRow.org_id == principal.org_id)
+                .group_by(SnapshotRow.template)
+            )
+            counts = {template: int(count) for template, count in rows}
+        return [
+            TemplateSummary(t.name, t.build_id, t.built_at, t.size_bytes, counts.get(t.name, 0))
+            for t in built
+        ]
+
+    async def delete(self, principal: Principal, name: str) -> None:
+        if not principal.is_admin:
+            raise ForbiddenError("only owners and admins of the org may delete templates")
+        if not _NAME.match(name) or load_template(name, self._root) is None:
+            raise NotFoundError(f"template {name!r} not found")
+        async with self._db.session() as session:
+            snapshots = await session.scalar(
+                select(func.count()).select_from(SnapshotRow).where(SnapshotRow.template == name)
+            )
+            live = await session.scalar(
+                select(func.count())
+                .select_from(SandboxRow)
+                .where(
+                    SandboxRow.template == name,
+                    SandboxRow.status.in_([s.value for s in LIVE_STATUSES]),
+                )
+            )
+        if snapshots:
+            raise ConflictError(f"template {name!r} has snapshots; delete them first")
+        if live:
+            raise ConflictError(
+                f"template {name!r} is used by live sandboxes (hibernated ones and warm-pool "
+                "entries included); destroy them first"
+            )
+        await asyncio.to_thread(self._remove, name)
+
+    def _remove(self, name: str) -> None:
+        # Renamed first, so no create finds a half-deleted template.
+        doomed = self._root / f".deleted-{name}-{secrets.token_hex(4)}"
+        os.rename(self._root / name, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
