@@ -33,7 +33,7 @@ from sandcastle.domain.sandbox import (
     normalise_cwd,
     predecessors,
 )
-from sandcastle.errors import ConflictError, NotFoundError
+from sandcastle.errors import ConflictError, LimitExceededError, NotFoundError
 from sandcastle.runtime.base import LaunchSpec, Runtime
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.builder import load_template
@@ -141,6 +141,11 @@ class SandboxService:
         template = load_template(template_name, self._settings.resolved_templates_dir)
         if template is None:
             raise NotFoundError(f"template {template_name!r} not found (build it first)")
+        if request.internet and not self._runtime.supports_internet:
+            raise LimitExceededError(
+                f"network.internet is not available on the {self._runtime.name} backend; "
+                "run the server with SANDCASTLE_RUNTIME=bwrap for sandboxes that need it"
+            )
         placement = await self.place(principal, request)
         resources = org_resources(
             self._settings, request.vcpus, request.memory_mb, request.disk_mb, placement.limits
