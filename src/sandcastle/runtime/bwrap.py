@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import ClassVar
 
@@ -88,21 +87,10 @@ class BwrapRuntime(LocalRuntime):
             "--",
             f"{layout.AGENT_VENV}/bin/python", "-m", "sandcastle.agent",
         ]  # fmt: skip
-        procs_files = group.procs_files()
-        log_path = self._log_path(spec.sandbox_id)
         try:
-            with open(log_path, "ab") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    pass_fds=tuple(fds),
-                    start_new_session=True,
-                    preexec_fn=lambda: _enter_sandbox_user(procs_files),
-                )
-        except OSError as exc:
-            raise RuntimeBackendError(f"cannot start bubblewrap: {exc}") from exc
+            proc = await self._exec_in_group(
+                argv, spec.sandbox_id, group, as_sandbox_user=True, pass_fds=tuple(fds)
+            )
         finally:
             for fd in (seccomp_fd, info_w, block_r):
                 if fd >= 0:
@@ -111,7 +99,9 @@ class BwrapRuntime(LocalRuntime):
         if spec.internet:
             try:
                 info = json.loads(await asyncio.to_thread(_read_all, info_r))
-                await network.attach(int(info["child-pid"]), procs_files, log_path)
+                await network.attach(
+                    int(info["child-pid"]), group.procs_files(), self._log_path(spec.sandbox_id)
+                )
             except (ValueError, KeyError) as exc:
                 raise RuntimeBackendError(f"bubblewrap gave no sandbox pid: {exc}") from exc
             finally:
@@ -119,14 +109,6 @@ class BwrapRuntime(LocalRuntime):
                 with contextlib.suppress(OSError):
                     os.write(block_w, b"1")
                 os.close(block_w)
-
-
-def _enter_sandbox_user(procs_files: list[str]) -> None:
-    """In the child before exec: join the cgroups (needs root), then drop to ``HOST_UID``."""
-    cgroups.join_groups(procs_files)
-    os.setgroups([])
-    os.setgid(layout.HOST_GID)
-    os.setuid(layout.HOST_UID)
 
 
 def _read_all(fd: int) -> bytes:

@@ -20,12 +20,12 @@ in ``<run_dir>/<instance>/runsc``; each sandbox's bundle in ``<run_dir>/<instanc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -176,25 +176,14 @@ class GvisorRuntime(LocalRuntime):
                 "restore", "--detach", f"--bundle={bundle}", f"--image-path={image}",
                 spec.sandbox_id,
             ]  # fmt: skip
-        procs_files = group.procs_files()
-        log_path = self._log_path(spec.sandbox_id)
-        try:
-            with open(log_path, "ab") as log:
-                # runsc returns once the sandbox runs; the Sentry keeps the log open, so it
-                # must be a file, never a pipe we wait on.
-                proc = await asyncio.create_subprocess_exec(
-                    *self._runsc_argv(*command),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                    preexec_fn=lambda: cgroups.join_groups(procs_files),
-                )
-        except OSError as exc:
-            raise RuntimeBackendError(f"cannot start runsc: {exc}") from exc
+        # runsc returns once the sandbox runs (the Sentry keeps the log open).
+        proc = await self._exec_in_group(
+            self._runsc_argv(*command), spec.sandbox_id, group, as_sandbox_user=False
+        )
         code = await proc.wait()
         if code != 0:
-            raise RuntimeBackendError(f"runsc {command[0]} failed ({code}): {_tail(log_path)}")
+            log_tail = _tail(self._log_path(spec.sandbox_id))
+            raise RuntimeBackendError(f"runsc {command[0]} failed ({code}): {log_tail}")
 
     def _oci_spec(self, spec: LaunchSpec, layer: layers.LayerPaths, chan: Path) -> dict[str, Any]:
         no_caps: list[str] = []
@@ -234,12 +223,13 @@ class GvisorRuntime(LocalRuntime):
         }
 
     async def _delete_container(self, sandbox_id: str) -> None:
-        if (self._state / sandbox_id).exists() or any(self._state.glob(f"{sandbox_id}*")):
-            try:
-                await self._runsc_call("delete", "--force", sandbox_id)
-            except RuntimeBackendError:
-                pass  # its processes are gone already; the state files go below
-        for leftover in self._state.glob(f"*{sandbox_id}*"):
+        """Remove runsc's record of the container (its state files are named after the id)."""
+        leftovers = list(self._state.glob(f"*{sandbox_id}*"))
+        if not leftovers:
+            return
+        with contextlib.suppress(RuntimeBackendError):
+            await self._runsc_call("delete", "--force", sandbox_id)  # may be gone already
+        for leftover in leftovers:
             if leftover.is_dir():
                 await asyncio.to_thread(shutil.rmtree, leftover, True)
             else:

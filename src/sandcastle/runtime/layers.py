@@ -80,14 +80,13 @@ async def create(
     )  # fmt: skip
 
 
-async def save(paths: LayerPaths, target: Path) -> int:
-    """Copy the layer's files (not its free space) to ``target``; the bytes they take.
+async def save(paths: LayerPaths, target: Path) -> None:
+    """Copy the layer's files (not its free space) to ``target``.
 
     The sandbox must be stopped meanwhile, or the copy may catch a file half written.
     """
     target.mkdir(parents=True, exist_ok=True)
     await run("cp", "-a", f"{paths.upper}/.", str(target))
-    return int((await run("du", "-sb", str(target))).split()[0])
 
 
 async def remove(paths: LayerPaths) -> None:

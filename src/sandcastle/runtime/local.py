@@ -24,6 +24,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import subprocess
 from pathlib import Path
 
 import sandcastle.agent
@@ -190,6 +191,43 @@ class LocalRuntime(Runtime):
         image: Path | None,
     ) -> None:
         """Start the sandbox's processes detached, inside ``group``."""
+
+    async def _exec_in_group(
+        self,
+        argv: list[str],
+        sandbox_id: str,
+        group: cgroups.SandboxCgroup,
+        *,
+        as_sandbox_user: bool,
+        pass_fds: tuple[int, ...] = (),
+    ) -> asyncio.subprocess.Process:
+        """Start ``argv`` in its own session inside ``group``, output appended to the log.
+
+        The log is a file, never a pipe: what is started may keep it open for its whole life.
+        With ``as_sandbox_user`` the child drops to ``HOST_UID`` after joining the cgroups.
+        """
+        procs_files = group.procs_files()
+
+        def enter() -> None:
+            cgroups.join_groups(procs_files)
+            if as_sandbox_user:
+                os.setgroups([])
+                os.setgid(layout.HOST_GID)
+                os.setuid(layout.HOST_UID)
+
+        try:
+            with open(self._log_path(sandbox_id), "ab") as log:
+                return await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=pass_fds,
+                    start_new_session=True,
+                    preexec_fn=enter,
+                )
+        except OSError as exc:
+            raise RuntimeBackendError(f"cannot start {Path(argv[0]).name}: {exc}") from exc
 
     def _reap(self, proc: asyncio.subprocess.Process) -> None:
         # Our child until this server exits (then init reaps it): wait so it leaves no zombie.
