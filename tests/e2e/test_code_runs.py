@@ -250,7 +250,9 @@ def test_paging_450_runs_while_more_arrive_has_no_duplicates_or_gaps(
             ).json()["items"]
             == []
         ),
-        timeout=120,
+        # A bound on waiting, not a speed claim: ~460 runs, each with two file snapshots,
+        # take minutes under gVisor on a loaded 2-core machine.
+        timeout=600,
     )
     succeeded = api.get(
         f"/v1/sandboxes/{sid}/code/runs", params={"status": "succeeded", "limit": 200}
