@@ -106,7 +106,8 @@ async def test_tree_has_the_sandbox_layout(template: TemplateInfo) -> None:
     home = inside(template, layout.USER_HOME).stat()
     assert (home.st_uid, home.st_gid) == (layout.HOST_UID, layout.HOST_GID)
     passwd = inside(template, "/etc/passwd").read_text().splitlines()
-    assert f"user:x:1000:1000::{layout.USER_HOME}:/bin/bash" in passwd
+    user = f"user:x:{layout.USER_UID}:{layout.USER_GID}::{layout.USER_HOME}:/bin/bash"
+    assert user in passwd
     # Caches cleaned, nothing of the build host left behind.
     assert list(inside(template, "/var/lib/apt/lists").iterdir()) == []
     assert not list(inside(template, "/var/cache/apt").glob("**/*.deb"))

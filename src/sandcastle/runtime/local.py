@@ -153,13 +153,7 @@ class LocalRuntime(Runtime):
                 await layers.create(
                     layer, spec.rootfs, spec.disk_mb, seed, copy_from=self._image_layer(image)
                 )
-            group.create(
-                cgroups.Limits(
-                    vcpus=spec.vcpus,
-                    memory_mb=spec.memory_mb,
-                    pids_max=self._host_pids_max(spec),
-                )
-            )
+            group.create(self._host_limits(spec))
             link = self._links.get(spec.sandbox_id) or self._new_link(spec.sandbox_id)
             self._links[spec.sandbox_id] = link
             if image is not None:
@@ -178,8 +172,9 @@ class LocalRuntime(Runtime):
     def _adopt_secret(self, sandbox_id: str, image: Path) -> None:
         """A restored agent remembers the secret it had when saved: the host must, too."""
 
-    def _host_pids_max(self, spec: LaunchSpec) -> int:
-        return spec.pids_max
+    def _host_limits(self, spec: LaunchSpec) -> cgroups.Limits:
+        """The host cgroup limits that give the sandbox's code what ``spec`` promises."""
+        return cgroups.Limits(vcpus=spec.vcpus, memory_mb=spec.memory_mb, pids_max=spec.pids_max)
 
     @abc.abstractmethod
     async def _spawn(
