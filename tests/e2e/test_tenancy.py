@@ -84,13 +84,13 @@ def test_another_orgs_sandbox_is_404_on_every_way_in(
     assert b.get("/", headers={"Host": host}).status_code == 200
 
 
-def test_the_org_list_describes_real_sandboxes(two_orgs: tuple[Any, ...]) -> None:
+def test_the_org_list_describes_real_sandboxes(two_orgs: tuple[Any, ...], backend: str) -> None:
     _a, b, _a_slug, b_slug, sandbox = two_orgs
     manifest = json.loads((templates_dir() / "python" / "manifest.json").read_text())
     time.sleep(0.5)  # half a second of running: some 6 credits
     assert b.post(f"/v1/sandboxes/{sandbox['id']}/pause").status_code == 200
     (item,) = b.get(f"/api/v1/org/{b_slug}/sandboxes").json()["items"]
-    assert item["provider"] == "bwrap" and item["provider_sandbox_id"] == sandbox["id"]
+    assert item["provider"] == backend and item["provider_sandbox_id"] == sandbox["id"]
     assert item["build_id"] == manifest["build_id"] and item["build_ref"] == "python"
     assert item["state"] == "paused" and item["pause_reason"] == "user"
     assert item["project_key"] == "default" and item["sandbox_kind"] == "runtime"

@@ -117,7 +117,6 @@ def _not_dumpable() -> None:
 
 
 async def amain() -> None:
-    _not_dumpable()
     sandbox_id = os.environ.get("SANDCASTLE_SANDBOX_ID", "")
     kernels = Kernels(
         jupyter_dir=_jupyter_dir(),
@@ -139,6 +138,27 @@ async def amain() -> None:
         await kernels.aclose()
 
 
+def _stay_as_init() -> None:
+    """As the sandbox's PID 1 (under gVisor), fork: the agent goes on in the child, and this
+    process stays behind as the sandbox's init, reaping every orphan (else each one would stay a
+    zombie, counted against the process limit for good) and leaving with the agent's status."""
+    agent = os.fork()
+    if agent == 0:
+        return
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == agent:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)
+
+
 def main() -> None:
+    # Not dumpable first: the flag is inherited across fork, and PID 1 must not be readable.
+    _not_dumpable()
+    if os.getpid() == 1:
+        _stay_as_init()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
     asyncio.run(amain())

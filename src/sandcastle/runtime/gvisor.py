@@ -48,7 +48,15 @@ SENTRY_PIDS_MAX = 4096
 #: gVisor keeps in the sandbox's memory file where bwrap shares the host's page cache. Measured
 #: after a first execution: 376 MB in use under gVisor, 99 MB under bwrap.
 SENTRY_MEMORY_MB = 320
+#: And per task the sandbox may have (``pids_max``): each guest process costs the Sentry a host
+#: stub process and its bookkeeping, measured at ~1.2 MB (a fork bomb: 500 tasks, +650 MB).
+SENTRY_MEMORY_KB_PER_TASK = 3072
 _SECRET = "agent.secret"
+#: Bumped when what a template image holds changes (its OCI spec: mounts, limits), so that
+#: images made by an older server are made again rather than refused by ``runsc restore``.
+IMAGE_FORMAT = 2
+#: Keeps the root's /tmp non-empty (see ``_layer_seed``).
+TMP_KEEP = "/tmp/.sandcastle-keep"
 
 
 class GvisorRuntime(LocalRuntime):
@@ -65,9 +73,12 @@ class GvisorRuntime(LocalRuntime):
         instance: str,
         run_dir: Path = DEFAULT_RUN_DIR,
         runsc_path: str | None = None,
+        pids_max: int = 512,
     ) -> None:
         super().__init__(sandboxes_dir, instance=instance, run_dir=run_dir)
         self._runsc = runsc_path or which("runsc")
+        #: The process limit sandboxes get (template images hold it: see ``_oci_spec``).
+        self._pids_max = pids_max
         self._state = self._run_dir / "runsc"
         #: Template root → its memory image, once ``prepare_template`` made or found it.
         self._template_images: dict[Path, Path] = {}
@@ -84,9 +95,8 @@ class GvisorRuntime(LocalRuntime):
             build = json.loads((rootfs.parent / "manifest.json").read_text())["build_id"]
         except (OSError, ValueError, KeyError):
             build = "unknown"
-        key = hashlib.sha256(
-            f"{rootfs.resolve()}\0{build}\0{self._agent_package().name}".encode()
-        ).hexdigest()[:20]
+        parts = (rootfs.resolve(), build, self._agent_package().name, self._pids_max, IMAGE_FORMAT)
+        key = hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:20]
         return self._dir.parent / "template-images" / key
 
     async def prepare_template(self, rootfs: Path) -> None:
@@ -106,7 +116,7 @@ class GvisorRuntime(LocalRuntime):
             vcpus=1,
             memory_mb=2048,
             disk_mb=1024,
-            pids_max=SENTRY_PIDS_MAX,
+            pids_max=self._pids_max,
             cwd=layout.USER_HOME,
         )
         started = asyncio.get_running_loop().time()
@@ -128,7 +138,8 @@ class GvisorRuntime(LocalRuntime):
 
     async def launch(self, spec: LaunchSpec) -> AgentLink:
         image = self._template_images.get(spec.rootfs)
-        if image is None or spec.internet or not (image / "checkpoint.img").exists():
+        usable = spec.pids_max == self._pids_max and not spec.internet
+        if image is None or not usable or not (image / "checkpoint.img").exists():
             return await self._start(spec, image=None)
         return await self._start(spec, image=image)
 
@@ -154,7 +165,7 @@ class GvisorRuntime(LocalRuntime):
     def _host_limits(self, spec: LaunchSpec) -> cgroups.Limits:
         return cgroups.Limits(
             vcpus=spec.vcpus,
-            memory_mb=spec.memory_mb + SENTRY_MEMORY_MB,
+            memory_mb=sentry_memory_mb(spec),
             pids_max=max(spec.pids_max, SENTRY_PIDS_MAX),
         )
 
@@ -211,7 +222,13 @@ class GvisorRuntime(LocalRuntime):
                     "inheritable": no_caps,
                     "ambient": no_caps,
                 },
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536}],
+                "rlimits": [
+                    {"type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536},
+                    # The Sentry counts the sandbox user's tasks against it (threads too, as
+                    # Linux does): a fork bomb is refused inside, before the host's pids limit
+                    # (which must leave the Sentry its own threads) would take the sandbox down.
+                    {"type": "RLIMIT_NPROC", "hard": spec.pids_max, "soft": spec.pids_max},
+                ],
             },
             "root": {"path": str(layer.root), "readonly": False},
             "hostname": "sandbox",
@@ -306,10 +323,24 @@ class GvisorRuntime(LocalRuntime):
             return None
         return image / "layer"
 
+    def _layer_seed(self, spec: LaunchSpec) -> dict[str, str]:
+        # runsc mounts a tmpfs on /tmp when the root's /tmp is empty: memory, outside disk_mb
+        # and the files a snapshot saves. A file there keeps /tmp the layer's, as under bwrap.
+        return {**super()._layer_seed(spec), TMP_KEEP: ""}
+
     def _adopt_secret(self, sandbox_id: str, image: Path) -> None:
         target = self._dir / sandbox_id / _SECRET
         if (image / _SECRET).exists() and not target.exists():
             shutil.copy2(image / _SECRET, target)
+
+
+def sentry_memory_mb(spec: LaunchSpec) -> int:
+    """The host memory limit of a gVisor sandbox: its ``memory_mb`` and the Sentry's share.
+
+    The host cgroup is the only enforcer, and hitting it kills the Sentry (the whole sandbox,
+    not one process as under bwrap): the share must cover what the sandbox's own limits allow.
+    """
+    return spec.memory_mb + SENTRY_MEMORY_MB + spec.pids_max * SENTRY_MEMORY_KB_PER_TASK // 1024
 
 
 def _bind(source: Path, destination: str) -> dict[str, Any]:

@@ -70,7 +70,7 @@ async def create(
     # is undefined behaviour.
     for inner, content in (files or {}).items():
         target = paths.upper / inner.lstrip("/")
-        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        _make_parents(target.parent, paths.upper, template_rootfs)
         target.write_text(content)
         os.chmod(target, 0o644)
     await run(
@@ -104,3 +104,19 @@ async def remove(paths: LayerPaths) -> None:
                 await run("umount", "-l", *flags, str(mountpoint))
     with contextlib.suppress(FileNotFoundError):
         await asyncio.to_thread(paths.image.unlink)
+
+
+def _make_parents(directory: Path, upper: Path, template_rootfs: Path) -> None:
+    """Create ``directory`` in the upper layer with its template twin's mode and owner (an
+    upper directory's attributes are what the overlay shows: /tmp must stay 1777)."""
+    if directory.exists():
+        return
+    _make_parents(directory.parent, upper, template_rootfs)
+    directory.mkdir()
+    twin = template_rootfs / directory.relative_to(upper)
+    if twin.is_dir():
+        st = twin.stat()
+        os.chown(directory, st.st_uid, st.st_gid)
+        os.chmod(directory, st.st_mode & 0o7777)
+    else:
+        os.chmod(directory, 0o755)

@@ -149,9 +149,12 @@ class LocalRuntime(Runtime):
             chan.mkdir(exist_ok=True)
             (self._dir / spec.sandbox_id).mkdir(parents=True, exist_ok=True)
             if not os.path.ismount(layer.root):
-                seed = {"/etc/resolv.conf": network.RESOLV_CONF} if spec.internet else {}
                 await layers.create(
-                    layer, spec.rootfs, spec.disk_mb, seed, copy_from=self._image_layer(image)
+                    layer,
+                    spec.rootfs,
+                    spec.disk_mb,
+                    self._layer_seed(spec),
+                    copy_from=self._image_layer(image),
                 )
             group.create(self._host_limits(spec))
             link = self._links.get(spec.sandbox_id) or self._new_link(spec.sandbox_id)
@@ -164,6 +167,10 @@ class LocalRuntime(Runtime):
             await self.destroy(spec.sandbox_id)
             raise
         return link
+
+    def _layer_seed(self, spec: LaunchSpec) -> dict[str, str]:
+        """Files a new writable layer starts with (path inside → content)."""
+        return {"/etc/resolv.conf": network.RESOLV_CONF} if spec.internet else {}
 
     def _image_layer(self, image: Path | None) -> Path | None:
         """The saved writable layer inside an image directory, if it holds one."""

@@ -27,6 +27,7 @@ def _gvisor(settings: Settings) -> Runtime:
         settings.sandboxes_dir,
         instance=instance_name(settings.data_dir),
         runsc_path=settings.runsc_path,
+        pids_max=settings.pids_max,
     )
 
 
