@@ -48,8 +48,8 @@ SENTRY_PIDS_MAX = 4096
 #: gVisor keeps in the sandbox's memory file where bwrap shares the host's page cache. Measured
 #: after a first execution: 376 MB in use under gVisor, 99 MB under bwrap.
 SENTRY_MEMORY_MB = 320
-#: And per task the sandbox may have (``pids_max``): each guest process costs the Sentry a host
-#: stub process and its bookkeeping, measured at ~1.2 MB (a fork bomb: 500 tasks, +650 MB).
+#: And per task the sandbox may have (``pids_max``): each guest process costs the Sentry host
+#: stub processes and bookkeeping, measured at 1.2-2 MB in fork bombs; 3 MB leaves a margin.
 SENTRY_MEMORY_KB_PER_TASK = 3072
 _SECRET = "agent.secret"
 #: Bumped when what a template image holds changes (its OCI spec: mounts, limits), so that
