@@ -14,23 +14,11 @@ import pytest
 
 from tests.serverproc import ServerProcess, templates_dir
 
-#: Shared tests that do not pass on gVisor yet, each with what differs. They are skipped there
-#: (and reported as skips), never silently: the list is the backlog of the gvisor backend.
-#: ``SANDCASTLE_TEST_GVISOR_GAPS=run`` runs them anyway, to work on them.
-GVISOR_GAPS = {
-    "test_memory_limit_kills_and_is_reported": "an OOM kill takes the Sentry, so the whole sandbox",
-    "test_memory_bomb_in_shm_and_heap_is_killed": "an OOM kill takes the Sentry, so the whole sandbox",
-}
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e" in str(item.fspath) or "tests/security" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-        name = getattr(item, "originalname", item.name)
-        gaps_run = os.environ.get("SANDCASTLE_TEST_GVISOR_GAPS") == "run"
-        if item.name.endswith("[gvisor]") and name in GVISOR_GAPS and not gaps_run:
-            item.add_marker(pytest.mark.skip(reason=f"gvisor gap: {GVISOR_GAPS[name]}"))
 
 
 def backends() -> list[str]:

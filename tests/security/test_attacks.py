@@ -227,7 +227,7 @@ def test_cpu_hog_is_held_to_its_quota_and_neighbours_keep_working(
     assert cores < 1.2, f"hog used {cores:.2f} cores with vcpus=1"
 
 
-def test_memory_bomb_in_shm_and_heap_is_killed(api: httpx.Client, fresh: Any) -> None:
+def test_memory_bomb_in_shm_and_heap_is_killed(api: httpx.Client, fresh: Any, backend: str) -> None:
     sid = fresh(memory_mb=256)
     for code in (
         "x = bytearray(1024 * 1024 * 1024)",
@@ -239,8 +239,15 @@ def test_memory_bomb_in_shm_and_heap_is_killed(api: httpx.Client, fresh: Any) ->
             "error"
         ]
     usage = int((cgroup_dir("memory", sid) / "memory.max_usage_in_bytes").read_text())
-    assert usage <= 256 * 1024 * 1024
-    assert api.get(f"/v1/sandboxes/{sid}").json()["oom_kills"] >= 1
+    # The host limit held: 256 MB under bwrap; under gVisor 256 MB and the Sentry's share,
+    # which the bombs never reach because the agent's guard kills the kernel first.
+    limit = int((cgroup_dir("memory", sid) / "memory.limit_in_bytes").read_text())
+    assert usage <= limit
+    if backend == "bwrap":
+        assert limit == 256 * 1024 * 1024
+    after = api.get(f"/v1/sandboxes/{sid}").json()
+    assert after["oom_kills"] >= 1
+    assert after["status"] == "running"  # the sandbox itself survives its bombs
 
 
 def test_disk_fill_stops_at_disk_mb_and_spares_the_host(

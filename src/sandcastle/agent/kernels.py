@@ -15,6 +15,7 @@ waited for (or the kernel restarted) before the context's lock is released, and 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,8 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
+
+from sandcastle.agent.memguard import Victim
 
 log = logging.getLogger("sandcastle.agent")
 
@@ -233,6 +236,27 @@ class Kernels:
         self._contexts[context_id] = ctx
         return ctx
 
+    def victims(self) -> list[Victim]:
+        """Every started kernel, for the memory guard: the contexts' and the spares'."""
+        found = [
+            Victim(pid, lambda: None)
+            for ctx in self._contexts.values()
+            if ctx.dead_reason is None and (pid := _kernel_pid(ctx.km))
+        ]
+        for language, task in list(self._spares.items()):
+            if task.done() and not task.cancelled() and task.exception() is None:
+                pid = _kernel_pid(task.result()[0])
+                if pid:
+                    # A killed spare is forgotten (the next context starts its own kernel).
+                    found.append(Victim(pid, functools.partial(self._forget_spare, language)))
+        return found
+
+    def _forget_spare(self, language: str) -> None:
+        task = self._spares.pop(language, None)
+        if task is not None and task.done() and task.exception() is None:
+            km, client = task.result()
+            asyncio.get_running_loop().create_task(_stop(km, client))
+
     def get(self, context_id: str) -> Context:
         try:
             return self._contexts[context_id]
@@ -391,6 +415,11 @@ async def _stop(km: AsyncKernelManager, client: Any) -> None:
 
 def _error_event(name: str, value: str) -> dict[str, Any]:
     return {"kind": "error", "name": name, "value": value, "traceback": []}
+
+
+def _kernel_pid(km: AsyncKernelManager) -> int | None:
+    pid = getattr(getattr(km, "provisioner", None), "pid", None)
+    return pid if isinstance(pid, int) and pid > 0 else None
 
 
 def _kernel_died_event(reason: str) -> dict[str, Any]:

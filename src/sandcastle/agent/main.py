@@ -13,6 +13,7 @@ from sandcastle.agent import layout
 from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
 from sandcastle.agent.files import AgentFiles
 from sandcastle.agent.kernels import ContextGoneError, ContextSetupError, Kernels
+from sandcastle.agent.memguard import MemoryGuard
 
 _AGENT_ONLY_ENV = (
     "PYTHONPATH",
@@ -131,9 +132,11 @@ async def amain() -> None:
         {**build_handlers(kernels), **files.handlers()},
         lambda: kernels.context_ids,
     )
+    guard = asyncio.create_task(MemoryGuard(kernels.victims).run_forever())
     try:
         await channel.run_forever()
     finally:
+        guard.cancel()
         await files.aclose()
         await kernels.aclose()
 

@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sandcastle.agent import layout
+from sandcastle.agent import layout, memguard
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
 from sandcastle.runtime import cgroups, layers, seccomp
-from sandcastle.runtime.base import LaunchSpec
+from sandcastle.runtime.base import LaunchSpec, ProcessState
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.runtime.local import DEFAULT_RUN_DIR, LocalRuntime, sandbox_env
 from sandcastle.runtime.procs import run, which
@@ -55,8 +57,11 @@ _SECRET = "agent.secret"
 #: Bumped when what a template image holds changes (its OCI spec: mounts, limits), so that
 #: images made by an older server are made again rather than refused by ``runsc restore``.
 IMAGE_FORMAT = 2
-#: Keeps the root's /tmp non-empty (see ``_layer_seed``).
-TMP_KEEP = "/tmp/.sandcastle-keep"
+#: What the agent's memory guard lets the sandbox hold beyond ``memory_mb``: the kernels and
+#: mapped files a restored template image starts with (at rest ~360 MB in use inside, where
+#: bwrap charges ~100 MB for a started Python kernel). Well inside the host's share, so the
+#: guard acts before the host would kill the Sentry.
+GUARD_BASE_MB = 256
 
 
 class GvisorRuntime(LocalRuntime):
@@ -186,6 +191,9 @@ class GvisorRuntime(LocalRuntime):
         bundle = self._bundle(spec.sandbox_id)
         bundle.mkdir(parents=True, exist_ok=True)
         (bundle / "config.json").write_text(json.dumps(self._oci_spec(spec, layer, chan)))
+        # The agent's memory guard reads its budget here (memguard.py), also after a restore.
+        budget = {"budget_mb": spec.memory_mb + GUARD_BASE_MB}
+        (chan / memguard.LIMITS_FILE.rsplit("/", 1)[1]).write_text(json.dumps(budget))
         self._state.mkdir(parents=True, exist_ok=True)
         # A container left from a hibernation under this id would block the new one.
         await self._delete_container(spec.sandbox_id)
@@ -323,10 +331,15 @@ class GvisorRuntime(LocalRuntime):
             return None
         return image / "layer"
 
-    def _layer_seed(self, spec: LaunchSpec) -> dict[str, str]:
+    def _user_seed(self, spec: LaunchSpec) -> dict[str, str]:
         # runsc mounts a tmpfs on /tmp when the root's /tmp is empty: memory, outside disk_mb
-        # and the files a snapshot saves. A file there keeps /tmp the layer's, as under bwrap.
-        return {**super()._layer_seed(spec), TMP_KEEP: ""}
+        # and the files a snapshot saves. The guard's kill count there keeps /tmp the layer's.
+        return {**super()._user_seed(spec), memguard.KILLS_FILE: "0"}
+
+    async def poll(self, sandbox_id: str) -> ProcessState:
+        state = await super().poll(sandbox_id)
+        guard_kills = _read_count(self._layer(sandbox_id).upper / memguard.KILLS_FILE.lstrip("/"))
+        return dataclasses.replace(state, oom_kills=state.oom_kills + guard_kills)
 
     def _adopt_secret(self, sandbox_id: str, image: Path) -> None:
         target = self._dir / sandbox_id / _SECRET
@@ -341,6 +354,24 @@ def sentry_memory_mb(spec: LaunchSpec) -> int:
     not one process as under bwrap): the share must cover what the sandbox's own limits allow.
     """
     return spec.memory_mb + SENTRY_MEMORY_MB + spec.pids_max * SENTRY_MEMORY_KB_PER_TASK // 1024
+
+
+def _read_count(path: Path) -> int:
+    """A small decimal count the sandbox wrote, read without trusting it: no links followed,
+    no FIFO waited on, only a regular file's first bytes; 0 when absent or not a count."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return 0
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return 0
+        text = os.read(fd, 32)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    return int(text) if text.strip().isdigit() else 0
 
 
 def _bind(source: Path, destination: str) -> dict[str, Any]:

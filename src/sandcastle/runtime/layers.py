@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandcastle.agent import layout
 from sandcastle.errors import RuntimeBackendError
 from sandcastle.runtime.procs import run
 
@@ -41,8 +42,11 @@ async def create(
     files: dict[str, str] | None = None,
     *,
     copy_from: Path | None = None,
+    user_files: dict[str, str] | None = None,
 ) -> None:
     """Make the image, mount it, seed ``files`` into the layer, mount the overlay at ``root``.
+
+    ``files`` belong to root, ``user_files`` to the sandbox user (path inside → content).
 
     ``copy_from`` is a layer saved by ``save``: its files (whiteouts and overlay attributes
     included) become this layer's before the overlay is mounted.
@@ -68,11 +72,16 @@ async def create(
         await run("cp", "-a", f"{copy_from}/.", str(paths.upper))
     # Seeded before the overlay is mounted: changing an upper directory under a live overlay
     # is undefined behaviour.
-    for inner, content in (files or {}).items():
-        target = paths.upper / inner.lstrip("/")
-        _make_parents(target.parent, paths.upper, template_rootfs)
-        target.write_text(content)
-        os.chmod(target, 0o644)
+    seeds = [(files or {}, 0, 0), (user_files or {}, layout.USER_UID, layout.USER_GID)]
+    for seeded, uid, gid in seeds:
+        for inner, content in seeded.items():
+            target = paths.upper / inner.lstrip("/")
+            if uid != 0 and target.exists():
+                continue  # the user's own, copied from a saved layer: theirs to keep
+            _make_parents(target.parent, paths.upper, template_rootfs)
+            target.write_text(content)
+            os.chmod(target, 0o644)
+            os.chown(target, uid, gid)
     await run(
         "mount", "-t", "overlay", "overlay",
         "-o", f"lowerdir={template_rootfs},upperdir={paths.upper},workdir={paths.work}",

@@ -155,6 +155,7 @@ class LocalRuntime(Runtime):
                     spec.disk_mb,
                     self._layer_seed(spec),
                     copy_from=self._image_layer(image),
+                    user_files=self._user_seed(spec),
                 )
             group.create(self._host_limits(spec))
             link = self._links.get(spec.sandbox_id) or self._new_link(spec.sandbox_id)
@@ -171,6 +172,10 @@ class LocalRuntime(Runtime):
     def _layer_seed(self, spec: LaunchSpec) -> dict[str, str]:
         """Files a new writable layer starts with (path inside → content)."""
         return {"/etc/resolv.conf": network.RESOLV_CONF} if spec.internet else {}
+
+    def _user_seed(self, spec: LaunchSpec) -> dict[str, str]:
+        """Files a new writable layer starts with that the sandbox user may rewrite."""
+        return {}
 
     def _image_layer(self, image: Path | None) -> Path | None:
         """The saved writable layer inside an image directory, if it holds one."""

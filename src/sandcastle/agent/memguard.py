@@ -1,0 +1,189 @@
+"""The sandbox's own out-of-memory killer, for backends whose host limit would kill everything.
+
+Under gVisor the host cgroup is the only memory enforcer, and its OOM kill takes the Sentry:
+every context, the agent, the sandbox. So there the host asks the agent (``limits.json`` in the
+channel directory, written before each start or restore) to hold the sandbox to its budget
+itself, as the cgroup does under bwrap: when the sandbox's memory in use passes it, the kernel
+holding the most memory dies (with its descendants) and its context reports the kill.
+
+Memory in use is what gVisor's ``/proc/meminfo`` counts (``MemTotal - MemFree``: anonymous
+memory, page cache, tmpfs and ``/dev/shm`` alike). Each kill is counted in ``KILLS_FILE`` before
+the signal, which the host reads as the sandbox's OOM-kill count. Without a budget file (bwrap)
+the guard does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandcastle.agent import layout
+
+log = logging.getLogger("sandcastle.agent.memguard")
+
+LIMITS_FILE = f"{layout.CHANNEL_DIR}/limits.json"
+#: In the writable layer, where the host finds it; a file there also keeps runsc from mounting
+#: a tmpfs over an empty /tmp.
+KILLS_FILE = "/tmp/.sandcastle"
+POLL_S = 0.05
+#: After a kill, a pause before the next look (and no next victim while this one lives).
+SETTLE_S = 0.25
+
+
+@dataclass(frozen=True)
+class Victim:
+    """A kernel the guard may kill: ``on_kill`` runs before the signal."""
+
+    pid: int
+    on_kill: Callable[[], None]
+
+
+def memory_in_use() -> int:
+    """Bytes in use in the sandbox, as its ``/proc/meminfo`` counts them."""
+    fields: dict[str, int] = {}
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            key, _, value = line.partition(":")
+            fields[key] = int(value.split()[0]) * 1024
+    return fields["MemTotal"] - fields["MemFree"]
+
+
+def rss(pid: int) -> int:
+    """Resident bytes of one process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def tree_rss(pid: int, children: dict[int, list[int]]) -> int:
+    """Resident bytes of ``pid`` and all its descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += rss(current)
+        stack.extend(children.get(current, []))
+    return total
+
+
+def process_children() -> dict[int, list[int]]:
+    """Parent pid → child pids, for every process in the sandbox."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{entry}/stat") as stat:
+                # The command name may hold spaces and parentheses: the fields follow its last ')'.
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie has freed its memory: not alive)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def kill_tree(pid: int, children: dict[int, list[int]]) -> None:
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(current, signal.SIGKILL)
+        stack.extend(children.get(current, []))
+
+
+class MemoryGuard:
+    def __init__(
+        self,
+        victims: Callable[[], list[Victim]],
+        *,
+        limits_file: str = LIMITS_FILE,
+        kills_file: str = KILLS_FILE,
+    ) -> None:
+        self._victims = victims
+        self._limits_file = Path(limits_file)
+        self._kills_file = Path(kills_file)
+        self._limits_seen: tuple[int, int] | None = None
+        #: The last kernel killed: no other dies until it is gone and its memory freed.
+        self._last_victim: int | None = None
+        #: Each kernel's resident size when first seen. The victim is the one that grew most,
+        #: not the largest: an idle Deno kernel is ~280 MB resident (its binary) from the start.
+        self._first_seen: dict[int, int] = {}
+        self.budget: int | None = None
+        self.kills = 0
+
+    def _refresh_budget(self) -> None:
+        """Re-read the budget when the host wrote a new one (a restore brings a new file)."""
+        try:
+            st = self._limits_file.stat()
+        except OSError:
+            self.budget, self._limits_seen = None, None
+            return
+        if (st.st_ino, st.st_mtime_ns) == self._limits_seen:
+            return
+        self._limits_seen = (st.st_ino, st.st_mtime_ns)
+        try:
+            self.budget = int(json.loads(self._limits_file.read_text())["budget_mb"]) * 2**20
+        except (OSError, ValueError, KeyError, TypeError):
+            self.budget = None
+
+    def check(self) -> bool:
+        """One look: kill the largest kernel if the sandbox is over budget. True if killed."""
+        self._refresh_budget()
+        if self.budget is None:
+            return False
+        victims = self._victims()
+        for victim in victims:
+            if victim.pid not in self._first_seen:
+                self._first_seen[victim.pid] = rss(victim.pid)
+        if self._last_victim is not None and _alive(self._last_victim):
+            return False
+        in_use = memory_in_use()
+        if in_use <= self.budget:
+            return False
+        if not victims:
+            return False
+        children = process_children()
+        sizes = {v.pid: tree_rss(v.pid, children) for v in victims}
+        victim = max(victims, key=lambda v: (sizes[v.pid] - self._first_seen[v.pid], sizes[v.pid]))
+        size = sizes[victim.pid]
+        self.kills += 1
+        # Counted first: the host reads the count once the context reports its kernel died.
+        # Synced, or gVisor may hold the write in its own page cache where the host cannot see.
+        with contextlib.suppress(OSError), open(self._kills_file, "w") as kills:
+            kills.write(str(self.kills))
+            kills.flush()
+            os.fsync(kills.fileno())
+        victim.on_kill()
+        kill_tree(victim.pid, children)
+        self._last_victim = victim.pid
+        self._first_seen = {pid: size for pid, size in self._first_seen.items() if _alive(pid)}
+        log.warning(
+            "%d MB in use, over the budget of %d MB: killed kernel %d (%d MB resident)",
+            in_use >> 20, self.budget >> 20, victim.pid, size >> 20,
+        )  # fmt: skip
+        return True
+
+    async def run_forever(self) -> None:
+        # In the event loop itself: victims' callbacks touch the kernels' state, and a look is
+        # a read of /proc/meminfo (the process table only when over budget).
+        while True:
+            try:
+                killed = self.check()
+            except OSError:
+                killed = False
+            await asyncio.sleep(SETTLE_S if killed else POLL_S)

@@ -1,0 +1,119 @@
+"""The agent's memory guard against real processes (its end-to-end test is the gVisor half of
+``tests/e2e/test_isolation.py``): the budget file, the victim choice, the kill of a whole tree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandcastle.agent.memguard import MemoryGuard, Victim, process_children, tree_rss
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def _spawn(procs: list[subprocess.Popen[bytes]], script: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(["python3", "-c", script])
+    procs.append(proc)
+    return proc
+
+
+def _guard(tmp_path: Path, victims: list[Victim], budget_mb: int | None) -> MemoryGuard:
+    limits = tmp_path / "limits.json"
+    if budget_mb is not None:
+        limits.write_text(json.dumps({"budget_mb": budget_mb}))
+    return MemoryGuard(lambda: victims, limits_file=str(limits), kills_file=str(tmp_path / "k"))
+
+
+def _gone(proc: subprocess.Popen[bytes]) -> bool:
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def test_without_a_budget_the_guard_kills_nothing(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    proc = _spawn(procs, "import time; time.sleep(60)")
+    guard = _guard(tmp_path, [Victim(proc.pid, lambda: None)], budget_mb=None)
+    assert guard.check() is False
+    assert proc.poll() is None
+
+
+def test_under_budget_nothing_dies(tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    proc = _spawn(procs, "import time; time.sleep(60)")
+    guard = _guard(tmp_path, [Victim(proc.pid, lambda: None)], budget_mb=10**9)
+    assert guard.check() is False
+    assert proc.poll() is None and guard.kills == 0
+
+
+def test_over_budget_the_largest_tree_dies_and_is_counted_first(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    small = _spawn(procs, "import time; time.sleep(60)")
+    # The big one holds its memory in a child: the tree is what counts, and all of it dies.
+    big = _spawn(
+        procs,
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', "
+        "'import time; b = bytearray(200 << 20); time.sleep(60)'])\n"
+        "time.sleep(60)",
+    )
+    kills_file = tmp_path / "k"
+    order: list[str] = []
+    deadline = time.monotonic() + 10
+    while tree_rss(big.pid, process_children()) < 150 << 20:
+        assert time.monotonic() < deadline, "the child did not allocate"
+        time.sleep(0.05)
+    grandchild = process_children()[big.pid][0]
+
+    def on_kill() -> None:
+        order.append(kills_file.read_text())
+
+    guard = _guard(
+        tmp_path, [Victim(small.pid, lambda: None), Victim(big.pid, on_kill)], budget_mb=1
+    )
+    assert guard.check() is True
+    assert _gone(big)
+    assert small.poll() is None
+    assert order == ["1"] and kills_file.read_text() == "1"
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{grandchild}").exists() and _state(grandchild) != "Z":
+        assert time.monotonic() < deadline, "the grandchild survived"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
+def test_a_new_budget_file_is_read_again(tmp_path: Path) -> None:
+    guard = _guard(tmp_path, [], budget_mb=10**9)
+    guard.check()
+    assert guard.budget == 10**9 * 2**20
+    limits = tmp_path / "limits.json"
+    limits.unlink()
+    limits.write_text(json.dumps({"budget_mb": 5}))
+    guard.check()
+    assert guard.budget == 5 * 2**20
+    limits.write_text("not json")
+    time.sleep(0.01)
+    limits.touch()
+    guard.check()
+    assert guard.budget is None
