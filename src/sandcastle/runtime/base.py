@@ -51,6 +51,8 @@ class Runtime(abc.ABC):
     supports_memory_snapshots: ClassVar[bool] = False
     #: Whether sandboxes may ask for outbound network access (``LaunchSpec.internet``).
     supports_internet: ClassVar[bool] = True
+    #: Whether a sandbox with ``internet`` can be saved too (gVisor's host network cannot).
+    supports_memory_snapshots_with_internet: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def launch(self, spec: LaunchSpec) -> AgentLink:

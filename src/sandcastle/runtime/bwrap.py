@@ -100,7 +100,9 @@ class BwrapRuntime(LocalRuntime):
             try:
                 info = json.loads(await asyncio.to_thread(_read_all, info_r))
                 await network.attach(
-                    int(info["child-pid"]), group.procs_files(), self._log_path(spec.sandbox_id)
+                    f"/proc/{int(info['child-pid'])}/ns/net",
+                    group.procs_files(),
+                    self._log_path(spec.sandbox_id),
                 )
             except (ValueError, KeyError) as exc:
                 raise RuntimeBackendError(f"bubblewrap gave no sandbox pid: {exc}") from exc

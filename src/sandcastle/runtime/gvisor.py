@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from sandcastle.agent import layout, memguard
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
-from sandcastle.runtime import cgroups, layers, seccomp
+from sandcastle.runtime import cgroups, layers, network, seccomp
 from sandcastle.runtime.base import LaunchSpec, ProcessState
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.runtime.local import DEFAULT_RUN_DIR, LocalRuntime, sandbox_env
@@ -67,7 +67,7 @@ GUARD_BASE_MB = 256
 class GvisorRuntime(LocalRuntime):
     name: ClassVar[str] = "gvisor"
     supports_memory_snapshots: ClassVar[bool] = True
-    supports_internet: ClassVar[bool] = False
+    supports_internet: ClassVar[bool] = True
     # Every process of a sandbox reaches the host through the Sentry: a pid proves nothing.
     trust_peer_pid = False
 
@@ -151,12 +151,12 @@ class GvisorRuntime(LocalRuntime):
     def _bundle(self, sandbox_id: str) -> Path:
         return self._run_dir / sandbox_id / "bundle"
 
-    def _runsc_argv(self, *args: str) -> list[str]:
+    def _runsc_argv(self, *args: str, network: str = "none") -> list[str]:
         return [
             self._runsc,
             f"--root={self._state}",
             "--platform=systrap",
-            "--network=none",
+            f"--network={network}",
             "--host-uds=open",
             "--overlay2=none",
             "--ignore-cgroups",
@@ -184,13 +184,10 @@ class GvisorRuntime(LocalRuntime):
         group: cgroups.SandboxCgroup,
         image: Path | None,
     ) -> None:
-        if spec.internet:
-            raise RuntimeBackendError(
-                "the gvisor backend has no outbound network yet; use the bwrap backend"
-            )
+        netns = await self._prepare_network(spec, group) if spec.internet else None
         bundle = self._bundle(spec.sandbox_id)
         bundle.mkdir(parents=True, exist_ok=True)
-        (bundle / "config.json").write_text(json.dumps(self._oci_spec(spec, layer, chan)))
+        (bundle / "config.json").write_text(json.dumps(self._oci_spec(spec, layer, chan, netns)))
         # The agent's memory guard reads its budget here (memguard.py), also after a restore.
         budget = {"budget_mb": spec.memory_mb + GUARD_BASE_MB}
         (chan / memguard.LIMITS_FILE.rsplit("/", 1)[1]).write_text(json.dumps(budget))
@@ -205,15 +202,48 @@ class GvisorRuntime(LocalRuntime):
                 spec.sandbox_id,
             ]  # fmt: skip
         # runsc returns once the sandbox runs (the Sentry keeps the log open).
+        argv = self._runsc_argv(*command)
+        if netns:
+            # runsc's own netstack (--network=sandbox) cannot be used: this runsc takes every
+            # namespace for the host's on this kernel (it tests /proc/sys/net/core/rmem_default,
+            # which all namespaces have now). So runsc starts inside the sandbox's namespace and
+            # the Sentry uses it as its host network: slirp4netns's tap, its own loopback.
+            argv = ["nsenter", f"--net={netns}", "--", *self._runsc_argv(*command, network="host")]
         proc = await self._exec_in_group(
-            self._runsc_argv(*command), spec.sandbox_id, group, as_sandbox_user=False
+            argv,
+            spec.sandbox_id,
+            group,
+            as_sandbox_user=False,
         )
         code = await proc.wait()
         if code != 0:
             log_tail = _tail(self._log_path(spec.sandbox_id))
             raise RuntimeBackendError(f"runsc {command[0]} failed ({code}): {log_tail}")
 
-    def _oci_spec(self, spec: LaunchSpec, layer: layers.LayerPaths, chan: Path) -> dict[str, Any]:
+    async def _prepare_network(self, spec: LaunchSpec, group: cgroups.SandboxCgroup) -> str:
+        """A network namespace of the sandbox's own, with slirp4netns's tap device (outbound
+        NAT, the host's loopback out of reach) and its own loopback; its path."""
+        await self._teardown_network(spec.sandbox_id)  # a leftover would hold a stale tap
+        path = await network.create_netns(self._netns_path(spec.sandbox_id))
+        await network.attach(path, group.procs_files(), self._log_path(spec.sandbox_id))
+        return path
+
+    async def _teardown_network(self, sandbox_id: str) -> None:
+        """Stop the sandbox's slirp4netns (all that is left in its cgroups once runsc is gone)
+        and delete its network namespace."""
+        path = self._netns_path(sandbox_id)
+        if path.exists():
+            group = self._group(sandbox_id)
+            if group.exists():
+                await asyncio.to_thread(group.kill_all)
+            await network.delete_netns(path)
+
+    def _netns_path(self, sandbox_id: str) -> Path:
+        return self._run_dir / sandbox_id / "netns"
+
+    def _oci_spec(
+        self, spec: LaunchSpec, layer: layers.LayerPaths, chan: Path, netns: str | None
+    ) -> dict[str, Any]:
         no_caps: list[str] = []
         return {
             "ociVersion": "1.0.2",
@@ -249,8 +279,10 @@ class GvisorRuntime(LocalRuntime):
                 _bind(self._agent_package(), layout.AGENT_PACKAGE_DIR),
             ],
             "linux": {
+                # With the internet, runsc stays in the namespace it was started in (above).
                 "namespaces": [
-                    {"type": kind} for kind in ("pid", "network", "ipc", "uts", "mount")
+                    {"type": kind}
+                    for kind in ("pid", "ipc", "uts", "mount", *(() if netns else ("network",)))
                 ],
                 "seccomp": seccomp.oci_profile(),
             },
@@ -272,6 +304,7 @@ class GvisorRuntime(LocalRuntime):
     async def _stop_processes(self, sandbox_id: str) -> None:
         await super()._stop_processes(sandbox_id)
         await self._delete_container(sandbox_id)
+        await self._teardown_network(sandbox_id)
 
     # --- memory snapshots ------------------------------------------------------------------
 
@@ -302,6 +335,9 @@ class GvisorRuntime(LocalRuntime):
                     await self._runsc_call("resume", sandbox_id)
             else:
                 await self._runsc_call("checkpoint", f"--image-path={image_dir}", sandbox_id)
+                # The image is written. slirp4netns would keep the cgroups busy: it goes now,
+                # with the network namespace (the restore makes new ones).
+                await self._teardown_network(sandbox_id)
                 await self._wait_exited(sandbox_id)
                 await self._delete_container(sandbox_id)
         finally:

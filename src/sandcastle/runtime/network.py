@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sandcastle.errors import RuntimeBackendError
 from sandcastle.runtime import cgroups
+from sandcastle.runtime.procs import run
 
 #: slirp4netns answers DNS at 10.0.2.3 by forwarding to the host's resolver.
 RESOLV_CONF = "nameserver 10.0.2.3\n"
@@ -31,8 +32,8 @@ def available() -> bool:
     return shutil.which("slirp4netns") is not None
 
 
-async def attach(sandbox_pid: int, procs_files: list[str], log_path: Path) -> None:
-    """Give the network namespace of ``sandbox_pid`` a tap device with outbound NAT."""
+async def attach(netns_path: str, procs_files: list[str], log_path: Path) -> None:
+    """Give the network namespace at ``netns_path`` a tap device with outbound NAT."""
     if not available():
         raise RuntimeBackendError("slirp4netns is not installed: cannot give sandboxes a network")
     ready_r, ready_w = os.pipe()
@@ -47,7 +48,7 @@ async def attach(sandbox_pid: int, procs_files: list[str], log_path: Path) -> No
         # By path, not pid: by pid it would first join the sandbox's (nested) user namespace,
         # from which the network namespace, owned by its parent, cannot be entered.
         "--netns-type=path",
-        f"/proc/{sandbox_pid}/ns/net",
+        netns_path,
         "tap0",
     ]
     try:
@@ -73,3 +74,29 @@ async def attach(sandbox_pid: int, procs_files: list[str], log_path: Path) -> No
         os.close(ready_r)
     if ready != b"1":
         raise RuntimeBackendError(f"slirp4netns failed; see {log_path}")
+
+
+async def create_netns(path: Path) -> str:
+    """A new network namespace kept alive by a bind mount on ``path`` (its lo up); the path.
+
+    Not ``ip netns``: its /run/netns is a shared mount, and slirp4netns's ``--enable-sandbox``
+    unmounts everything it sees in its own mount namespace, which propagates back and unbinds
+    every namespace there. This mount is private, so nothing another namespace does reaches it.
+    """
+    if not os.path.ismount(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        try:
+            await run("unshare", f"--net={path}", "true")
+            await run("mount", "--make-private", str(path))
+            await run("nsenter", f"--net={path}", "ip", "link", "set", "lo", "up")
+        except RuntimeBackendError as exc:
+            await delete_netns(path)
+            raise RuntimeBackendError(f"cannot create a network namespace: {exc}") from exc
+    return str(path)
+
+
+async def delete_netns(path: Path) -> None:
+    if os.path.ismount(path):
+        await run("umount", str(path))
+    path.unlink(missing_ok=True)

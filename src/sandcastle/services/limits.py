@@ -70,20 +70,28 @@ def org_resources(
 
 
 def check_timeout(
-    settings: Settings, runtime: Runtime, timeout_ms: int, action: TimeoutAction
+    settings: Settings,
+    runtime: Runtime,
+    timeout_ms: int,
+    action: TimeoutAction,
+    *,
+    internet: bool = False,
 ) -> None:
     if not 1000 <= timeout_ms <= settings.max_timeout_ms:
         raise LimitExceededError(f"timeout_ms must be between 1000 and {settings.max_timeout_ms}")
-    if action is TimeoutAction.HIBERNATE and not runtime.supports_memory_snapshots:
-        raise LimitExceededError(
-            f"timeout_action 'hibernate' needs memory snapshots, which the "
-            f"{runtime.name} backend does not have; use 'destroy'"
-        )
+    if action is TimeoutAction.HIBERNATE:
+        require_memory_snapshots(runtime, "timeout_action 'hibernate'", internet=internet)
 
 
-def require_memory_snapshots(runtime: Runtime, what: str) -> None:
-    """``what`` (hibernate, snapshots, forks) needs a backend that saves memory."""
+def require_memory_snapshots(runtime: Runtime, what: str, *, internet: bool = False) -> None:
+    """``what`` (hibernate, snapshots, forks) needs a backend that saves memory (of a sandbox
+    with the internet, if it has it)."""
     if not runtime.supports_memory_snapshots:
         raise LimitExceededError(
             f"{what} needs memory snapshots, which the {runtime.name} backend does not have"
+        )
+    if internet and not runtime.supports_memory_snapshots_with_internet:
+        raise LimitExceededError(
+            f"{what} is not available for sandboxes with network.internet on the"
+            f" {runtime.name} backend (its host network cannot be saved)"
         )

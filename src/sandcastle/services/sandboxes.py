@@ -183,7 +183,13 @@ class SandboxService:
     ) -> dict[str, Any]:
         """A new row's tenancy, deadline and settings (the timeout checked)."""
         timeout_ms = request.timeout_ms or self._settings.default_timeout_ms
-        check_timeout(self._settings, self._runtime, timeout_ms, request.timeout_action)
+        check_timeout(
+            self._settings,
+            self._runtime,
+            timeout_ms,
+            request.timeout_action,
+            internet=request.internet,
+        )
         return {
             "org_id": principal.org_id,
             "project_id": placement.project_id,
@@ -397,7 +403,13 @@ class SandboxService:
         sandbox = await self.get(principal, sandbox_id)
         if sandbox.status not in DEADLINE_STATUSES:
             raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}")
-        check_timeout(self._settings, self._runtime, timeout_ms, action or sandbox.timeout_action)
+        check_timeout(
+            self._settings,
+            self._runtime,
+            timeout_ms,
+            action or sandbox.timeout_action,
+            internet=sandbox.internet,
+        )
         values: dict[str, Any] = {
             "timeout_ms": timeout_ms,
             "timeout_at": self._clock() + timedelta(milliseconds=timeout_ms),

@@ -87,8 +87,8 @@ class SnapshotService:
 
     async def hibernate(self, principal: Principal, sandbox_id: str) -> Sandbox:
         """Save a running (or freezer-paused) sandbox's memory and end its processes."""
-        require_memory_snapshots(self._runtime, "hibernate")
-        await self._sandboxes.get(principal, sandbox_id)
+        sandbox = await self._sandboxes.get(principal, sandbox_id)
+        require_memory_snapshots(self._runtime, "hibernate", internet=sandbox.internet)
         return await _finish(self._hibernate(sandbox_id, PauseReason.USER))
 
     async def at_deadline(self, sandbox_id: str) -> bool:
@@ -229,8 +229,8 @@ class SnapshotService:
 
     async def create(self, principal: Principal, sandbox_id: str) -> Snapshot:
         """Save a running sandbox's memory and writable layer; it goes on running."""
-        require_memory_snapshots(self._runtime, "snapshots")
-        await self._sandboxes.get(principal, sandbox_id)
+        sandbox = await self._sandboxes.get(principal, sandbox_id)
+        require_memory_snapshots(self._runtime, "snapshots", internet=sandbox.internet)
         return await _finish(self._take(sandbox_id))
 
     async def _take(self, sandbox_id: str) -> Snapshot:
