@@ -587,3 +587,26 @@ async def test_a_backend_without_snapshots_refuses_them_naming_itself(plain: Har
         body = assert_envelope(response, 422, "validation_error")
         assert "memory snapshots" in body["detail"] and "fake" in body["detail"]
     assert (await get(plain, sandbox_id))["status"] == "running"
+
+
+async def test_sandboxes_with_the_internet_are_not_saved_where_the_backend_cannot(
+    harness: Harness,
+) -> None:
+    sandbox_id = (await harness.create(network={"internet": True}))["id"]
+    for response in (
+        await harness.client.post(f"/v1/sandboxes/{sandbox_id}/hibernate"),
+        await harness.client.post(f"/v1/sandboxes/{sandbox_id}/snapshots"),
+        await harness.client.post(
+            "/v1/sandboxes", json={"network": {"internet": True}, "timeout_action": "hibernate"}
+        ),
+        await harness.client.post(
+            f"/v1/sandboxes/{sandbox_id}/timeout",
+            json={"timeout_ms": 60_000, "timeout_action": "hibernate"},
+        ),
+    ):
+        body = assert_envelope(response, 422, "validation_error")
+        assert "network.internet" in body["detail"] and "fake" in body["detail"]
+    assert (await get(harness, sandbox_id))["status"] == "running"
+    # Without the internet the same backend saves it.
+    plain_id = (await harness.create())["id"]
+    await post_ok(harness.client, f"/v1/sandboxes/{plain_id}/snapshots", 201)
