@@ -16,7 +16,8 @@ from sandcastle.domain.runs import (
     check_transition,
 )
 from sandcastle.errors import ConflictError, FieldError
-from sandcastle.services.artifacts import changed_files, previewable
+from sandcastle.services.artifacts import previewable
+from sandcastle.services.files import FilesSnapshot
 from sandcastle.services.runs import decode_cursor, encode_cursor
 
 
@@ -60,13 +61,32 @@ def test_reasons_are_words() -> None:
     assert Reasons.raised("KeyError", "'k'") == "the code raised KeyError: 'k'"
 
 
+def _changed(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], taken: int | None = None
+) -> list[str]:
+    return FilesSnapshot(after, False).changed_since(FilesSnapshot(before, False, taken))
+
+
 def test_changed_files_are_new_or_different_ones() -> None:
     ms = 1_000_000
     before = {"same": (1, 10), "grew": (1, 10), "touched": (1, 10), "gone": (1, 10)}
     after = {"same": (1, 10), "grew": (2, 10), "touched": (1, 10 + 5 * ms), "new": (0, 1)}
-    assert changed_files(before, after) == ["grew", "new", "touched"]
+    assert _changed(before, after) == ["grew", "new", "touched"]
     # A few microseconds of drift is not a change (gVisor moves mtimes on close).
-    assert changed_files({"f": (1, 10)}, {"f": (1, 10 + 7_000)}) == []
+    assert _changed({"f": (1, 10)}, {"f": (1, 10 + 7_000)}) == []
+
+
+def test_an_mtime_that_moved_up_to_the_flushed_snapshot_is_not_a_change() -> None:
+    ms = 1_000_000
+    taken = 100 * ms
+    # Written back late under load: the host's time, still before the snapshot was taken.
+    assert _changed({"f": (1, 10 * ms)}, {"f": (1, 60 * ms)}, taken) == []
+    # Written after the snapshot: newer than it, a change, even at the same size.
+    assert _changed({"f": (1, 10 * ms)}, {"f": (1, taken + 1)}, taken) == ["f"]
+    # Without the agent's flush time, only the small tolerance applies.
+    assert _changed({"f": (1, 10 * ms)}, {"f": (1, 60 * ms)}) == ["f"]
+    # Older than before is not explained by a late write-back.
+    assert _changed({"f": (1, 60 * ms)}, {"f": (1, 10 * ms)}, taken) == ["f"]
 
 
 def test_cursors_round_trip_and_foreign_ones_are_refused() -> None:

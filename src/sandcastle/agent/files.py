@@ -97,6 +97,8 @@ class Snapshot(TypedDict):
     #: Path relative to ``root`` → ``[size, mtime_ns]``, regular files only.
     files: dict[str, list[int]]
     truncated: bool
+    #: The agent's clock (ns) once written data was flushed, before the files were listed.
+    taken_ns: int
 
 
 def os_error(exc: OSError, path: str) -> RequestFailed:
@@ -219,7 +221,14 @@ def rename(source: str, target: str, overwrite: bool) -> FileInfo:
 
 
 def snapshot(root: str, max_files: int, max_depth: int) -> Snapshot:
-    """Size and mtime of the regular files under ``root``: hidden entries and symlinks skipped."""
+    """Size and mtime of the regular files under ``root``: hidden entries and symlinks skipped.
+
+    Written data is flushed first, and ``taken_ns`` is the clock after that: a file's mtime
+    may still move later (gVisor stamps the host's time when it writes a cached page back),
+    but never past ``taken_ns``, while anything written after the snapshot is newer.
+    """
+    os.sync()
+    taken_ns = time.time_ns()
     files: dict[str, list[int]] = {}
     budget = _REPLY_BUDGET_BYTES
     truncated = False
@@ -252,7 +261,7 @@ def snapshot(root: str, max_files: int, max_depth: int) -> Snapshot:
                         budget -= 64 + len(relative)
                 except OSError:
                     continue
-    return {"root": root, "files": files, "truncated": truncated}
+    return {"root": root, "files": files, "truncated": truncated, "taken_ns": taken_ns}
 
 
 # --- read and write sessions ---------------------------------------------------------------------

@@ -86,13 +86,6 @@ def to_agent_event(event: dict[str, Any], at: datetime) -> AgentEvent | None:
     return None
 
 
-def changed_files(
-    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
-) -> list[tuple[str, int]]:
-    """``(path, size)`` of files new in ``after`` or whose size or mtime changed, by path."""
-    return sorted((path, meta[0]) for path, meta in after.items() if before.get(path) != meta)
-
-
 class AgentApiService:
     def __init__(
         self,
@@ -161,7 +154,8 @@ class AgentApiService:
             after = await self._files.snapshot(link, workdir)
         if before is not None and after is not None:
             at = self._clock()
-            for path, size in changed_files(before, after):
+            for path in after.changed_since(before):
+                size = after.files[path][0]
                 outcome.events.append(AgentEvent("file", at, {"path": path, "size": size}))
         return outcome
 

@@ -38,7 +38,13 @@ from sandcastle.domain.runs import Artifact, new_artifact_id
 from sandcastle.errors import AgentError, NotFoundError, SandcastleError
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.services.auth import Principal
-from sandcastle.services.files import FileDownload, FileInfo, call
+from sandcastle.services.files import (
+    FileDownload,
+    FileInfo,
+    FilesSnapshot,
+    call,
+    take_snapshot,
+)
 from sandcastle.services.sandboxes import SandboxService
 from sandcastle.store.db import Database
 from sandcastle.store.models import ArtifactRow
@@ -47,17 +53,6 @@ log = logging.getLogger("sandcastle.artifacts")
 
 #: Bytes read from the host's disk per chunk when an artifact is served.
 READ_CHUNK = 1024 * 1024
-#: A snapshot: relative path → (size, mtime_ns).
-Snapshot = dict[str, tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class TakenSnapshot:
-    files: Snapshot
-    #: The agent stopped early (too many files or too deep): changes may be missed.
-    truncated: bool
-
-
 #: What a preview renders: images, text (CSV as a table), JSON; others have no preview.
 PREVIEWABLE_PREFIXES = ("image/", "text/")
 PREVIEWABLE_TYPES = frozenset({"application/json"})
@@ -105,22 +100,6 @@ def to_row(artifact: Artifact) -> ArtifactRow:
     )
 
 
-#: Modification times closer than this count as equal. Under gVisor a file's mtime moves by
-#: microseconds once it is closed (the Sentry's clock, then the host's), without any write.
-MTIME_TOLERANCE_NS = 1_000_000
-
-
-def changed_files(before: Snapshot, after: Snapshot) -> list[str]:
-    """Paths that are new in ``after`` or differ from ``before``, in path order."""
-    return sorted(path for path, stat in after.items() if not _same(before.get(path), stat))
-
-
-def _same(before: tuple[int, int] | None, after: tuple[int, int]) -> bool:
-    if before is None:
-        return False
-    return before[0] == after[0] and abs(before[1] - after[1]) < MTIME_TOLERANCE_NS
-
-
 @dataclass(frozen=True)
 class RunFiles:
     """What :meth:`ArtifactService.collect` needs to know about the run."""
@@ -142,18 +121,9 @@ class ArtifactService:
 
     # --- collecting ----------------------------------------------------------------------------
 
-    async def snapshot(self, link: AgentLink, root: str) -> TakenSnapshot | None:
+    async def snapshot(self, link: AgentLink, root: str) -> FilesSnapshot | None:
         """The regular files under ``root``, or ``None`` if the agent could not list them."""
-        try:
-            reply = await call(link, "files.snapshot", {"root": root})
-        except SandcastleError as exc:
-            log.info("snapshot of %s failed: %s", root, exc)
-            return None
-        raw = reply.get("files")
-        if not isinstance(raw, dict):
-            return None
-        files = {str(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
-        return TakenSnapshot(files, bool(reply.get("truncated")))
+        return await take_snapshot(link, root)
 
     def run_dir(self, run_id: str) -> Path:
         return self._settings.artifacts_dir / run_id
@@ -165,15 +135,15 @@ class ArtifactService:
         self,
         link: AgentLink,
         run: RunFiles,
-        before: TakenSnapshot,
-        after: TakenSnapshot,
+        before: FilesSnapshot,
+        after: FilesSnapshot,
         into: list[Artifact],
     ) -> None:
         """Copy the files the run created or changed onto the host, appending their artifacts
         to ``into`` as each is complete — so a caller that gives up on a slow collection (or
         is cancelled) keeps what was copied. Stops at the first agent failure."""
         limit = self._settings.run_artifacts_max_files
-        changed = changed_files(before.files, after.files)
+        changed = after.changed_since(before)
         kept, left_out = changed[:limit], changed[limit:]
         note: dict[str, Any] = {}
         if left_out:

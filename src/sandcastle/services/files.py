@@ -301,15 +301,58 @@ class FilesService:
         )
         return await push_file(link, str(opened["handle"]), body, expected_size)
 
-    async def snapshot(self, link: AgentLink, root: str) -> dict[str, tuple[int, int]] | None:
-        """``{relative path: (size, mtime_ns)}`` of the regular files under ``root``, or
-        ``None`` if it cannot be taken (the directory is gone, the agent is busy failing)."""
-        try:
-            reply = await call(link, "files.snapshot", {"root": root})
-        except SandcastleError as exc:
-            log.info("snapshot of %s failed: %s", root, exc)
-            return None
-        files = reply.get("files")
-        if not isinstance(files, dict):
-            return None
-        return {str(k): (int(v[0]), int(v[1])) for k, v in files.items()}
+    async def snapshot(self, link: AgentLink, root: str) -> FilesSnapshot | None:
+        """The regular files under ``root``, or ``None`` if it cannot be taken (the directory
+        is gone, the agent is busy failing)."""
+        return await take_snapshot(link, root)
+
+
+@dataclass(frozen=True)
+class FilesSnapshot:
+    #: Relative path → (size, mtime_ns), regular files only.
+    files: dict[str, tuple[int, int]]
+    #: The agent stopped early (too many files or too deep): changes may be missed.
+    truncated: bool
+    #: The sandbox's clock once written data was flushed (None from an older agent).
+    taken_ns: int | None = None
+
+    def changed_since(self, before: FilesSnapshot) -> list[str]:
+        """Paths new here or written since ``before``, in path order."""
+        return sorted(
+            path
+            for path, meta in self.files.items()
+            if not _unchanged(before.files.get(path), meta, before.taken_ns)
+        )
+
+
+#: Modification times closer than this count as equal (an agent without ``taken_ns``).
+MTIME_TOLERANCE_NS = 1_000_000
+
+
+def _unchanged(before: tuple[int, int] | None, after: tuple[int, int], taken: int | None) -> bool:
+    """Under gVisor a file's mtime moves after the fact, without a write: to the host's time of
+    writing the cached data back, which the agent's flush before ``taken`` bounds. A file
+    written after the snapshot is newer than ``taken``."""
+    if before is None or before[0] != after[0]:
+        return False
+    if abs(before[1] - after[1]) < MTIME_TOLERANCE_NS:
+        return True
+    return taken is not None and before[1] <= after[1] <= taken
+
+
+async def take_snapshot(link: AgentLink, root: str) -> FilesSnapshot | None:
+    """Ask the agent for the regular files under ``root``; ``None`` if it could not list them."""
+    try:
+        reply = await call(link, "files.snapshot", {"root": root})
+    except SandcastleError as exc:
+        log.info("snapshot of %s failed: %s", root, exc)
+        return None
+    raw = reply.get("files")
+    if not isinstance(raw, dict):
+        return None
+    taken = reply.get("taken_ns")
+    return FilesSnapshot(
+        files={str(k): (int(v[0]), int(v[1])) for k, v in raw.items()},
+        truncated=bool(reply.get("truncated")),
+        taken_ns=taken if isinstance(taken, int) else None,
+    )

@@ -40,7 +40,7 @@ from sandcastle.domain.runs import (
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.errors import AgentError, ConflictError, NotFoundError, SandcastleError
 from sandcastle.runtime.channel import AgentLink
-from sandcastle.services.artifacts import ArtifactService, RunFiles, TakenSnapshot, to_row
+from sandcastle.services.artifacts import ArtifactService, RunFiles, to_row
 from sandcastle.services.contexts import ContextService
 from sandcastle.services.executions import (
     AGENT_ANSWER_MARGIN_S,
@@ -48,6 +48,7 @@ from sandcastle.services.executions import (
     ExecutionService,
     PreparedExecution,
 )
+from sandcastle.services.files import FilesSnapshot
 from sandcastle.services.sandboxes import Clock, SandboxService, utcnow
 from sandcastle.store import repositories as repo
 from sandcastle.store.db import Database
@@ -316,7 +317,7 @@ class RunDispatcher:
                     )
         return outcome
 
-    async def _snapshot(self, link: AgentLink, cwd: str) -> TakenSnapshot | None:
+    async def _snapshot(self, link: AgentLink, cwd: str) -> FilesSnapshot | None:
         try:
             async with asyncio.timeout(SNAPSHOT_S):
                 return await self._artifacts.snapshot(link, cwd)
