@@ -4,7 +4,7 @@ Under gVisor the host cgroup is the only memory enforcer, and its OOM kill takes
 every context, the agent, the sandbox. So there the host asks the agent (``limits.json`` in the
 channel directory, written before each start or restore) to hold the sandbox to its budget
 itself, as the cgroup does under bwrap: when the sandbox's memory in use passes it, the kernel
-holding the most memory dies (with its descendants) and its context reports the kill.
+whose memory grew most dies (with its descendants) and its context reports the kill.
 
 Memory in use is what gVisor's ``/proc/meminfo`` counts (``MemTotal - MemFree``: anonymous
 memory, page cache, tmpfs and ``/dev/shm`` alike). Each kill is counted in ``KILLS_FILE`` before
@@ -142,7 +142,8 @@ class MemoryGuard:
             self.budget = None
 
     def check(self) -> bool:
-        """One look: kill the largest kernel if the sandbox is over budget. True if killed."""
+        """One look: over budget, kill the kernel that grew most (with its descendants), once
+        the previous victim is gone. True if it killed."""
         self._refresh_budget()
         if self.budget is None:
             return False
