@@ -15,7 +15,7 @@ import pytest
 from sandcastle.config import Settings
 from sandcastle.runtime.base import LaunchSpec
 from sandcastle.runtime.bwrap import instance_name
-from sandcastle.runtime.gvisor import sentry_memory_mb
+from sandcastle.runtime.sentry import sentry_memory_mb
 from tests.e2e.test_execute import run
 from tests.serverproc import ServerProcess
 

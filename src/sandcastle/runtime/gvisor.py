@@ -27,13 +27,12 @@ import json
 import logging
 import os
 import shutil
-import stat
 from pathlib import Path
 from typing import Any, ClassVar
 
 from sandcastle.agent import layout, memguard
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
-from sandcastle.runtime import cgroups, layers, network, seccomp
+from sandcastle.runtime import cgroups, layers, network, seccomp, sentry
 from sandcastle.runtime.base import LaunchSpec, ProcessState
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.runtime.local import DEFAULT_RUN_DIR, LocalRuntime, sandbox_env
@@ -43,25 +42,10 @@ log = logging.getLogger("sandcastle.gvisor")
 
 #: Languages whose kernels are started in a template's memory image.
 TEMPLATE_LANGUAGES = ("python", "typescript")
-#: The Sentry's own threads count against the host's pids limit: below ~1024 it breaks.
-SENTRY_PIDS_MAX = 4096
-#: Memory the host grants a sandbox beyond its ``memory_mb``: the Sentry's own heap (~100 MB)
-#: and the pages of files its kernels have mapped (the Deno binary alone is ~200 MB), which
-#: gVisor keeps in the sandbox's memory file where bwrap shares the host's page cache. Measured
-#: after a first execution: 376 MB in use under gVisor, 99 MB under bwrap.
-SENTRY_MEMORY_MB = 320
-#: And per task the sandbox may have (``pids_max``): each guest process costs the Sentry host
-#: stub processes and bookkeeping, measured at 1.2-2 MB in fork bombs; 3 MB leaves a margin.
-SENTRY_MEMORY_KB_PER_TASK = 3072
 _SECRET = "agent.secret"
 #: Bumped when what a template image holds changes (its OCI spec: mounts, limits), so that
 #: images made by an older server are made again rather than refused by ``runsc restore``.
 IMAGE_FORMAT = 2
-#: What the agent's memory guard lets the sandbox hold beyond ``memory_mb``: the kernels and
-#: mapped files a restored template image starts with (at rest ~360 MB in use inside, where
-#: bwrap charges ~100 MB for a started Python kernel). Well inside the host's share, so the
-#: guard acts before the host would kill the Sentry.
-GUARD_BASE_MB = 256
 
 
 class GvisorRuntime(LocalRuntime):
@@ -168,11 +152,7 @@ class GvisorRuntime(LocalRuntime):
         return await run(*self._runsc_argv(*args))
 
     def _host_limits(self, spec: LaunchSpec) -> cgroups.Limits:
-        return cgroups.Limits(
-            vcpus=spec.vcpus,
-            memory_mb=sentry_memory_mb(spec),
-            pids_max=max(spec.pids_max, SENTRY_PIDS_MAX),
-        )
+        return sentry.host_limits(spec)
 
     # --- start -----------------------------------------------------------------------------
 
@@ -188,9 +168,7 @@ class GvisorRuntime(LocalRuntime):
         bundle = self._bundle(spec.sandbox_id)
         bundle.mkdir(parents=True, exist_ok=True)
         (bundle / "config.json").write_text(json.dumps(self._oci_spec(spec, layer, chan, netns)))
-        # The agent's memory guard reads its budget here (memguard.py), also after a restore.
-        budget = {"budget_mb": spec.memory_mb + GUARD_BASE_MB}
-        (chan / memguard.LIMITS_FILE.rsplit("/", 1)[1]).write_text(json.dumps(budget))
+        sentry.write_guard_budget(spec, chan)
         self._state.mkdir(parents=True, exist_ok=True)
         # A container left from a hibernation under this id would block the new one.
         await self._delete_container(spec.sandbox_id)
@@ -374,40 +352,13 @@ class GvisorRuntime(LocalRuntime):
 
     async def poll(self, sandbox_id: str) -> ProcessState:
         state = await super().poll(sandbox_id)
-        guard_kills = _read_count(self._layer(sandbox_id).upper / memguard.KILLS_FILE.lstrip("/"))
+        guard_kills = sentry.guard_kills(self._layer(sandbox_id).upper)
         return dataclasses.replace(state, oom_kills=state.oom_kills + guard_kills)
 
     def _adopt_secret(self, sandbox_id: str, image: Path) -> None:
         target = self._dir / sandbox_id / _SECRET
         if (image / _SECRET).exists() and not target.exists():
             shutil.copy2(image / _SECRET, target)
-
-
-def sentry_memory_mb(spec: LaunchSpec) -> int:
-    """The host memory limit of a gVisor sandbox: its ``memory_mb`` and the Sentry's share.
-
-    The host cgroup is the only enforcer, and hitting it kills the Sentry (the whole sandbox,
-    not one process as under bwrap): the share must cover what the sandbox's own limits allow.
-    """
-    return spec.memory_mb + SENTRY_MEMORY_MB + spec.pids_max * SENTRY_MEMORY_KB_PER_TASK // 1024
-
-
-def _read_count(path: Path) -> int:
-    """A small decimal count the sandbox wrote, read without trusting it: no links followed,
-    no FIFO waited on, only a regular file's first bytes; 0 when absent or not a count."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return 0
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return 0
-        text = os.read(fd, 32)
-    except OSError:
-        return 0
-    finally:
-        os.close(fd)
-    return int(text) if text.strip().isdigit() else 0
 
 
 def _bind(source: Path, destination: str) -> dict[str, Any]:

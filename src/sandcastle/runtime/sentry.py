@@ -1,0 +1,82 @@
+"""What a gVisor sandbox gets from the host beyond its ``config``, and what its agent is told.
+
+The host cgroup is the only enforcer of memory under gVisor and its OOM kill takes the Sentry,
+the whole sandbox: so the host grants the Sentry its own share on top of ``memory_mb`` (and
+room for its threads in the pids limit), and the agent's memory guard (``agent/memguard.py``)
+holds the sandbox's own use to a budget well inside it, counting its kills where the host
+reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from sandcastle.agent import memguard
+from sandcastle.runtime import cgroups
+from sandcastle.runtime.base import LaunchSpec
+
+#: The Sentry's own threads count against the host's pids limit: below ~1024 it breaks.
+SENTRY_PIDS_MAX = 4096
+#: Memory the host grants a sandbox beyond its ``memory_mb``: the Sentry's own heap (~100 MB)
+#: and the pages of files its kernels have mapped (the Deno binary alone is ~200 MB), which
+#: gVisor keeps in the sandbox's memory file where bwrap shares the host's page cache. Measured
+#: after a first execution: 376 MB in use under gVisor, 99 MB under bwrap.
+SENTRY_MEMORY_MB = 320
+#: And per task the sandbox may have (``pids_max``): each guest process costs the Sentry host
+#: stub processes and bookkeeping, measured at 1.2-2 MB in fork bombs; 3 MB leaves a margin.
+SENTRY_MEMORY_KB_PER_TASK = 3072
+#: What the agent's memory guard lets the sandbox hold beyond ``memory_mb``: the kernels and
+#: mapped files a restored template image starts with (at rest ~360 MB in use inside, where
+#: bwrap charges ~100 MB for a started Python kernel). Well inside the host's share, so the
+#: guard acts before the host would kill the Sentry.
+GUARD_BASE_MB = 256
+
+
+def host_limits(spec: LaunchSpec) -> cgroups.Limits:
+    return cgroups.Limits(
+        vcpus=spec.vcpus,
+        memory_mb=sentry_memory_mb(spec),
+        pids_max=max(spec.pids_max, SENTRY_PIDS_MAX),
+    )
+
+
+def sentry_memory_mb(spec: LaunchSpec) -> int:
+    """The host memory limit of a gVisor sandbox: its ``memory_mb`` and the Sentry's share.
+
+    The host cgroup is the only enforcer, and hitting it kills the Sentry (the whole sandbox,
+    not one process as under bwrap): the share must cover what the sandbox's own limits allow.
+    """
+    return spec.memory_mb + SENTRY_MEMORY_MB + spec.pids_max * SENTRY_MEMORY_KB_PER_TASK // 1024
+
+
+def _read_count(path: Path) -> int:
+    """A small decimal count the sandbox wrote, read without trusting it: no links followed,
+    no FIFO waited on, only a regular file's first bytes; 0 when absent or not a count."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return 0
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return 0
+        text = os.read(fd, 32)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    return int(text) if text.strip().isdigit() else 0
+
+
+def write_guard_budget(spec: LaunchSpec, channel_dir: Path) -> None:
+    """The guard's budget, in the channel directory (read-only inside): written before every
+    start and restore, so a restored agent finds the new sandbox's."""
+    budget = {"budget_mb": spec.memory_mb + GUARD_BASE_MB}
+    (channel_dir / Path(memguard.LIMITS_FILE).name).write_text(json.dumps(budget))
+
+
+def guard_kills(layer_upper: Path) -> int:
+    """How many kernels the guard killed, as it counted them in the sandbox's layer."""
+    return _read_count(layer_upper / memguard.KILLS_FILE.lstrip("/"))
