@@ -24,7 +24,8 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _spawn(procs: list[subprocess.Popen[bytes]], script: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(["python3", "-c", script])
+    # A session of its own, as jupyter_client starts kernels.
+    proc = subprocess.Popen(["python3", "-c", script], start_new_session=True)
     procs.append(proc)
     return proc
 
@@ -64,7 +65,8 @@ def test_over_budget_the_largest_tree_dies_and_is_counted_first(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     small = _spawn(procs, "import time; time.sleep(60)")
-    # The big one holds its memory in a child: the tree is what counts, and all of it dies.
+    # The big one holds its memory in a child: the tree is what counts, and its whole process
+    # group dies.
     big = _spawn(
         procs,
         "import subprocess, sys, time\n"

@@ -97,7 +97,7 @@ class Snapshot(TypedDict):
     #: Path relative to ``root`` → ``[size, mtime_ns]``, regular files only.
     files: dict[str, list[int]]
     truncated: bool
-    #: The agent's clock (ns) once written data was flushed, before the files were listed.
+    #: The agent's clock (ns) when the listing started.
     taken_ns: int
 
 
@@ -223,11 +223,8 @@ def rename(source: str, target: str, overwrite: bool) -> FileInfo:
 def snapshot(root: str, max_files: int, max_depth: int) -> Snapshot:
     """Size and mtime of the regular files under ``root``: hidden entries and symlinks skipped.
 
-    Written data is flushed first, and ``taken_ns`` is the clock after that: a file's mtime
-    may still move later (gVisor stamps the host's time when it writes a cached page back),
-    but never past ``taken_ns``, while anything written after the snapshot is newer.
+    ``taken_ns`` is the clock when the listing starts: whatever is written after it is newer.
     """
-    os.sync()
     taken_ns = time.time_ns()
     files: dict[str, list[int]] = {}
     budget = _REPLY_BUDGET_BYTES

@@ -97,13 +97,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_tree(pid: int, children: dict[int, list[int]]) -> None:
-    stack = [pid]
-    while stack:
-        current = stack.pop()
+def kill_group(pid: int) -> None:
+    """Kill a kernel and everything it started: it leads a session and a process group of its
+    own (jupyter_client starts kernels with ``start_new_session``). By group, not by a list of
+    pids taken earlier: under churn (a fork bomb) a listed pid may be reused by then, even by
+    a thread of the agent itself."""
+    for kill in (os.killpg, os.kill):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(current, signal.SIGKILL)
-        stack.extend(children.get(current, []))
+            kill(pid, signal.SIGKILL)
 
 
 class MemoryGuard:
@@ -170,7 +171,7 @@ class MemoryGuard:
             kills.flush()
             os.fsync(kills.fileno())
         victim.on_kill()
-        kill_tree(victim.pid, children)
+        kill_group(victim.pid)
         self._last_victim = victim.pid
         self._first_seen = {pid: size for pid, size in self._first_seen.items() if _alive(pid)}
         log.warning(

@@ -30,9 +30,10 @@ SENTRY_MEMORY_MB = 320
 SENTRY_MEMORY_KB_PER_TASK = 3072
 #: What the agent's memory guard lets the sandbox hold beyond ``memory_mb``: the kernels and
 #: mapped files a restored template image starts with (at rest ~360 MB in use inside, where
-#: bwrap charges ~100 MB for a started Python kernel). Well inside the host's share, so the
-#: guard acts before the host would kill the Sentry.
-GUARD_BASE_MB = 256
+#: bwrap charges ~100 MB for a started Python kernel), and room for a second Deno kernel or a
+#: restart's overlap. Well inside the host's share, so the guard acts before the host would
+#: kill the Sentry.
+GUARD_BASE_MB = 384
 
 
 def host_limits(spec: LaunchSpec) -> cgroups.Limits:
