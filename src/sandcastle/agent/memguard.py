@@ -33,6 +33,8 @@ LIMITS_FILE = f"{layout.CHANNEL_DIR}/limits.json"
 #: a tmpfs over an empty /tmp.
 KILLS_FILE = "/tmp/.sandcastle"
 POLL_S = 0.05
+#: Without a budget (bwrap, or the guard off) only the budget file is looked for, seldom.
+IDLE_POLL_S = 1.0
 #: After a kill, a pause before the next look (and no next victim while this one lives).
 SETTLE_S = 0.25
 
@@ -188,4 +190,5 @@ class MemoryGuard:
                 killed = self.check()
             except OSError:
                 killed = False
-            await asyncio.sleep(SETTLE_S if killed else POLL_S)
+            pause = POLL_S if self.budget is not None else IDLE_POLL_S
+            await asyncio.sleep(SETTLE_S if killed else pause)
