@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
@@ -373,7 +373,7 @@ class FakeSandbox:
 class FakeRuntime(Runtime):
     """A backend whose sandboxes are asyncio tasks speaking the real channel protocol."""
 
-    name: ClassVar[str] = "fake"
+    name = "fake"
 
     def __init__(
         self,
@@ -559,7 +559,7 @@ class SnapshottingFakeRuntime(FakeRuntime):
     execution is in flight (a ``# gate:`` cell waiting) raises ``SandboxBusyError``.
     """
 
-    supports_memory_snapshots: ClassVar[bool] = True
+    supports_memory_snapshots = True
 
     def __init__(self, sockets_dir: Path | None = None, **kwargs: Any) -> None:
         super().__init__(sockets_dir, **kwargs)

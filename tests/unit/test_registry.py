@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sandcastle.config import Settings
-from sandcastle.errors import ConfigurationError
+from sandcastle.errors import ConfigurationError, LimitExceededError
 from sandcastle.runtime.registry import all_runtimes, create_runtime, select_runtime
 
 MISSING = "/nonexistent/runsc"
@@ -46,3 +46,15 @@ async def test_gvisor_asked_for_but_broken_is_a_configuration_error(tmp_path: Pa
     settings = Settings(data_dir=tmp_path, runtime="gvisor", runsc_path=MISSING)
     with pytest.raises(ConfigurationError, match="SANDCASTLE_RUNTIME=gvisor, but gVisor does not"):
         await select_runtime(settings)
+
+
+async def test_without_gvisor_the_server_routes_to_bwrap_only_and_says_why(
+    tmp_path: Path,
+) -> None:
+    choice = await select_runtime(Settings(data_dir=tmp_path, runsc_path=MISSING))
+    assert choice.runtime.available == ["bwrap"]
+    with pytest.raises(LimitExceededError, match="gvisor backend is not available.*not found"):
+        choice.runtime.backend("gvisor")
+    chosen = await select_runtime(Settings(data_dir=tmp_path, runtime="bwrap"))
+    with pytest.raises(LimitExceededError, match="SANDCASTLE_RUNTIME=bwrap"):
+        chosen.runtime.backend("gvisor")

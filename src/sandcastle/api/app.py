@@ -32,6 +32,7 @@ from sandcastle.api.routes import (
 )
 from sandcastle.config import Settings
 from sandcastle.domain.sandbox import Sandbox
+from sandcastle.errors import SandcastleError
 from sandcastle.runtime.base import Runtime
 from sandcastle.runtime.templates.builder import load_template
 from sandcastle.services.accounting import AccountingService
@@ -197,7 +198,12 @@ async def _prepare_then_pool(runtime: Runtime, pool: WarmPoolService, settings: 
         if template is None:
             continue
         try:
-            await runtime.prepare_template(template.rootfs)
+            backend = runtime.backend(template.runtime)
+        except SandcastleError as exc:
+            log.warning("template %s: %s", name, exc)
+            continue
+        try:
+            await backend.prepare_template(template.rootfs)
         except Exception:  # noqa: BLE001 - launches still work without it, only slower
             log.exception("could not prepare template %s for fast starts", name)
     await pool.run_forever()

@@ -311,4 +311,6 @@ class HealthOut(BaseModel):
     runtime: str
     #: Why this backend was chosen at start-up, e.g. ``gvisor unavailable: …``.
     runtime_reason: str | None = None
+    #: The backends sandboxes can run on here (the default first): a template may pin one.
+    runtimes: list[str] = []
     warm_pools: dict[str, PoolStatusOut]

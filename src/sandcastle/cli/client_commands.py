@@ -59,6 +59,9 @@ def info(url: UrlOpt = DEFAULT_URL) -> None:
     if health.get("runtime_reason"):
         runtime += f"  [dim]({health['runtime_reason']})[/]"
     summary.add_row("runtime", runtime)
+    others = [name for name in health.get("runtimes", []) if name != health["runtime"]]
+    if others:
+        summary.add_row("also", f"{', '.join(others)}  [dim](for templates pinned to it)[/]")
     out.print(summary)
     pools = health.get("warm_pools") or {}
     if not pools:

@@ -13,7 +13,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sandcastle.config import Settings
 from sandcastle.errors import SandcastleError
-from sandcastle.runtime.templates.builder import BuildProgress, build_template, load_template
+from sandcastle.runtime.templates.builder import (
+    BuildProgress,
+    build_template,
+    load_template,
+    pin_template,
+)
 from sandcastle.runtime.templates.recipes import digest, get_recipe
 
 console = Console(stderr=True)
@@ -89,14 +94,40 @@ def template_list(data_dir: DataDirOpt = None) -> None:
     """Show built templates."""
     settings = _settings(data_dir)
     root = settings.resolved_templates_dir
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if root.is_dir() and names:
-        for name in names:
-            info = load_template(name, root)
-            if info is not None:
-                console.print(f"{name}  build {info.build_id}  {info.size_bytes / 1e6:.0f} MB")
-    else:
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    built = [info for info in (load_template(name, root) for name in names) if info]
+    for info in built:
+        pin = f"  pinned to {info.runtime}" if info.runtime else ""
+        console.print(f"{info.name}  build {info.build_id}  {info.size_bytes / 1e6:.0f} MB{pin}")
+    if not built:
         console.print("no templates built")
+
+
+@template_app.command("pin")
+def template_pin(
+    name: Annotated[str, typer.Argument(help="A built template, e.g. python.")],
+    backend: Annotated[
+        str, typer.Argument(help="gvisor or bwrap; 'none' lets the server's default run it.")
+    ],
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Pin a template to a runtime backend: its new sandboxes run there, whatever the server's
+    default. A running server applies it to the next create."""
+    from sandcastle.runtime.registry import BACKEND_NAMES
+
+    if backend != "none" and backend not in BACKEND_NAMES:
+        console.print(f"[red]error:[/] backend must be one of {', '.join(BACKEND_NAMES)} or none")
+        raise typer.Exit(2)
+    settings = _settings(data_dir)
+    try:
+        pin_template(name, settings.resolved_templates_dir, None if backend == "none" else backend)
+    except SandcastleError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    if backend == "none":
+        console.print(f"template [bold]{name}[/] runs on the server's default backend")
+    else:
+        console.print(f"template [bold]{name}[/] is pinned to [bold]{backend}[/]")
 
 
 def purge(

@@ -107,6 +107,8 @@ class Sandbox:
     auto_resume: bool = False
     #: The snapshot a fork was restored from.
     source_snapshot_id: str | None = None
+    #: The backend it runs on (the server's default, or its template's pin).
+    runtime: str = ""
 
     @property
     def hibernated(self) -> bool:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
-from sandcastle.errors import RuntimeBackendError
+from sandcastle.errors import LimitExceededError, RuntimeBackendError
 from sandcastle.runtime.channel import AgentLink
 
 
@@ -30,6 +29,9 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=dict)
     #: Outbound network access (NAT); otherwise the sandbox has only loopback.
     internet: bool = False
+    #: The backend to start it on, for a runtime that has several (``routing.py``); None is
+    #: the runtime's default.
+    backend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,29 @@ class ProcessState:
 class Runtime(abc.ABC):
     """An isolation backend."""
 
-    name: ClassVar[str]
+    name: str
     #: Whether the backend can save and restore a sandbox's memory (hibernate, snapshots).
-    supports_memory_snapshots: ClassVar[bool] = False
+    supports_memory_snapshots: bool = False
     #: Whether sandboxes may ask for outbound network access (``LaunchSpec.internet``).
-    supports_internet: ClassVar[bool] = True
+    supports_internet: bool = True
     #: Whether a sandbox with ``internet`` can be saved too (gVisor's host network cannot).
-    supports_memory_snapshots_with_internet: ClassVar[bool] = False
+    supports_memory_snapshots_with_internet: bool = False
+
+    @property
+    def available(self) -> list[str]:
+        """The backends sandboxes can be started on, the default first."""
+        return [self.name]
+
+    def backend(self, name: str | None) -> Runtime:
+        """The backend ``name`` (None: the default), to start a sandbox on or ask what it can.
+
+        Raises :class:`LimitExceededError` when this server cannot run it.
+        """
+        if name is None or name == self.name:
+            return self
+        raise LimitExceededError(
+            f"the {name} backend is not available on this server (it runs {self.name})"
+        )
 
     @abc.abstractmethod
     async def launch(self, spec: LaunchSpec) -> AgentLink:

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import ClassVar
 
 from sandcastle.agent import layout
 from sandcastle.errors import RuntimeBackendError
@@ -28,8 +27,8 @@ __all__ = ["BwrapRuntime", "instance_name"]
 
 
 class BwrapRuntime(LocalRuntime):
-    name: ClassVar[str] = "bwrap"
-    supports_memory_snapshots: ClassVar[bool] = False
+    name = "bwrap"
+    supports_memory_snapshots = False
 
     def __init__(
         self,

@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from sandcastle.agent import layout, memguard
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
@@ -49,9 +49,9 @@ IMAGE_FORMAT = 2
 
 
 class GvisorRuntime(LocalRuntime):
-    name: ClassVar[str] = "gvisor"
-    supports_memory_snapshots: ClassVar[bool] = True
-    supports_internet: ClassVar[bool] = True
+    name = "gvisor"
+    supports_memory_snapshots = True
+    supports_internet = True
     # Every process of a sandbox reaches the host through the Sentry: a pid proves nothing.
     trust_peer_pid = False
 

@@ -4,6 +4,7 @@ Each sandbox gets, under ``<sandboxes_dir>/<id>/`` (durable, private to root):
 - ``layer.img`` mounted at ``layer/``: its writable layer, size-limited (``layers.py``);
 - ``agent.log``: the agent's stdout and stderr (and the backend's own messages);
 - ``agent.pid`` / ``agent.secret``: what proves a connection comes from the agent (``channel.py``);
+- ``backend``: the name of the backend that started it (``routing.py`` routes by it);
 
 and under ``<run_dir>/<instance>/<id>/`` (root-owned, traversable, so an unprivileged sandbox
 process can reach it by path):
@@ -35,6 +36,8 @@ from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
 from sandcastle.runtime.channel import AgentLink
 
 DEFAULT_RUN_DIR = Path("/run/sandcastle")
+#: In a sandbox's durable directory: the name of the backend that started it.
+BACKEND_FILE = "backend"
 
 
 def sandbox_env(spec: LaunchSpec) -> dict[str, str]:
@@ -53,6 +56,14 @@ def sandbox_env(spec: LaunchSpec) -> dict[str, str]:
     }
     env.update(spec.env)
     return env
+
+
+def recorded_backend(sandboxes_dir: Path, sandbox_id: str) -> str | None:
+    """The backend that started ``sandbox_id``, as it recorded itself (None: no record)."""
+    try:
+        return (sandboxes_dir / sandbox_id / BACKEND_FILE).read_text().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def instance_name(data_dir: Path) -> str:
@@ -148,6 +159,7 @@ class LocalRuntime(Runtime):
                 os.chmod(directory, 0o711)
             chan.mkdir(exist_ok=True)
             (self._dir / spec.sandbox_id).mkdir(parents=True, exist_ok=True)
+            (self._dir / spec.sandbox_id / BACKEND_FILE).write_text(self.name)
             if not os.path.ismount(layer.root):
                 await layers.create(
                     layer,

@@ -3,6 +3,10 @@
 ``auto`` prefers gVisor, whose sandboxes run on a user-space kernel, and falls back to bubblewrap
 when a real probe sandbox does not start (``probe.runsc_problem``); an explicit ``gvisor`` that
 does not work is a configuration error, never a silent fallback to weaker isolation.
+
+The runtime the server gets routes between backends (``routing.py``): a template may pin one.
+Besides the default, bubblewrap is always there; gVisor only where its probe passed, and not
+when the operator chose ``bwrap`` (then a template pinned to it is refused, saying so).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from sandcastle.errors import ConfigurationError
 from sandcastle.runtime.base import Runtime
 from sandcastle.runtime.bwrap import BwrapRuntime, instance_name
 from sandcastle.runtime.gvisor import GvisorRuntime
+from sandcastle.runtime.local import recorded_backend
 from sandcastle.runtime.probe import runsc_problem, runsc_version
+from sandcastle.runtime.routing import RoutedRuntime
 
 
 def _bwrap(settings: Settings) -> Runtime:
@@ -34,6 +40,7 @@ def _gvisor(settings: Settings) -> Runtime:
 #: Every backend by name, most specific first: purge destroys in this order, so a backend that
 #: recognises its own sandboxes cleans them up before a generic one sees their leftovers.
 _BACKENDS: dict[str, Callable[[Settings], Runtime]] = {"gvisor": _gvisor, "bwrap": _bwrap}
+BACKEND_NAMES = tuple(_BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -58,24 +65,41 @@ def create_runtime(settings: Settings, backend: str | None = None) -> Runtime:
 
 
 async def select_runtime(settings: Settings) -> RuntimeChoice:
-    """The backend ``settings.runtime`` asks for; for ``gvisor`` and ``auto``, probe runsc first.
+    """The backend ``settings.runtime`` asks for as the default (for ``gvisor`` and ``auto``,
+    probing runsc first), routed with the other backends this host can run.
 
     Raises :class:`ConfigurationError` when ``gvisor`` is asked for and does not work here.
     """
     if settings.runtime == "bwrap":
-        return RuntimeChoice(create_runtime(settings, "bwrap"), "SANDCASTLE_RUNTIME=bwrap")
+        unavailable = {"gvisor": "the server runs with SANDCASTLE_RUNTIME=bwrap"}
+        return RuntimeChoice(_routed(settings, "bwrap", unavailable), "SANDCASTLE_RUNTIME=bwrap")
     runsc = settings.runsc_path or "runsc"
     problem = await runsc_problem(runsc, settings.data_dir)
     if problem is None:
         version = await runsc_version(runsc)
         works = f"runsc {version} works" if version else "runsc works"
-        return RuntimeChoice(create_runtime(settings, "gvisor"), works)
+        return RuntimeChoice(_routed(settings, "gvisor", {}), works)
     if settings.runtime == "gvisor":
         raise ConfigurationError(
             f"SANDCASTLE_RUNTIME=gvisor, but gVisor does not work on this host: {problem} "
             "(run scripts/ensure-runsc as root, or set SANDCASTLE_RUNTIME=bwrap or auto)"
         )
-    return RuntimeChoice(create_runtime(settings, "bwrap"), f"gvisor unavailable: {problem}")
+    unavailable = {"gvisor": f"it does not work on this host: {problem}"}
+    return RuntimeChoice(_routed(settings, "bwrap", unavailable), f"gvisor unavailable: {problem}")
+
+
+def _routed(settings: Settings, default: str, unavailable: dict[str, str]) -> RoutedRuntime:
+    others = {
+        name: create_runtime(settings, name)
+        for name in _BACKENDS
+        if name != default and name not in unavailable
+    }
+    return RoutedRuntime(
+        create_runtime(settings, default),
+        others,
+        locate=lambda sandbox_id: recorded_backend(settings.sandboxes_dir, sandbox_id),
+        unavailable=unavailable,
+    )
 
 
 def all_runtimes(settings: Settings) -> list[Runtime]:

@@ -137,9 +137,16 @@ class WarmPoolService:
             info = load_template(template, self._settings.resolved_templates_dir)
             if info is None:
                 continue
+            try:
+                runtime = self._sandboxes.template_runtime(template, info.runtime)
+            except SandcastleError as exc:
+                log.warning("warm pool %s: %s", template, exc)
+                continue
             while await self._count(template) < target:
                 resources = resolve_resources(self._settings, None, None, None)
-                row = self._sandboxes.new_row(template, resources, internet=False, pool=template)
+                row = self._sandboxes.new_row(
+                    template, resources, internet=False, runtime=runtime, pool=template
+                )
                 try:
                     await self._sandboxes.boot(row, info.rootfs)
                 except SandcastleError as exc:

@@ -141,9 +141,10 @@ class SandboxService:
         template = load_template(template_name, self._settings.resolved_templates_dir)
         if template is None:
             raise NotFoundError(f"template {template_name!r} not found (build it first)")
-        if request.internet and not self._runtime.supports_internet:
+        runtime = self.template_runtime(template_name, template.runtime)
+        if request.internet and not runtime.supports_internet:
             raise LimitExceededError(
-                f"network.internet is not available on the {self._runtime.name} backend; "
+                f"network.internet is not available on the {runtime.name} backend; "
                 "run the server with SANDCASTLE_RUNTIME=bwrap for sandboxes that need it"
             )
         placement = await self.place(principal, request)
@@ -152,7 +153,13 @@ class SandboxService:
         )
         now = self._clock()
         tenancy = self.row_values(
-            principal, placement, request, build_id=template.build_id, cwd=request.cwd, now=now
+            principal,
+            placement,
+            request,
+            build_id=template.build_id,
+            cwd=request.cwd,
+            now=now,
+            runtime=runtime,
         )
         async with self.admitted(principal.org_id, placement):
             pool_id = None
@@ -162,7 +169,9 @@ class SandboxService:
                 )
                 if taken is not None:
                     return taken
-            row = self.new_row(template_name, resources, internet=request.internet, **tenancy)
+            row = self.new_row(
+                template_name, resources, internet=request.internet, runtime=runtime, **tenancy
+            )
             if pool_id is not None:
                 row.warm_pool_hit, row.warm_pool_id = False, pool_id
             # Committed under the lock, so the next create's capacity check counts it;
@@ -180,12 +189,14 @@ class SandboxService:
         build_id: str | None,
         cwd: str | None,
         now: datetime,
+        runtime: Runtime,
     ) -> dict[str, Any]:
-        """A new row's tenancy, deadline and settings (the timeout checked)."""
+        """A new row's tenancy, deadline and settings (the timeout checked for ``runtime``,
+        the backend it will run on)."""
         timeout_ms = request.timeout_ms or self._settings.default_timeout_ms
         check_timeout(
             self._settings,
-            self._runtime,
+            runtime,
             timeout_ms,
             request.timeout_action,
             internet=request.internet,
@@ -224,8 +235,30 @@ class SandboxService:
         )
         return Placement(project_id, request.workspace_id, None)
 
+    def _backend_of(self, name: str) -> Runtime:
+        """The backend a sandbox runs on; the default for one this server no longer runs
+        (whose capabilities then do not matter: it cannot be restored here either)."""
+        try:
+            return self._runtime.backend(name or None)
+        except LimitExceededError:
+            return self._runtime
+
+    def template_runtime(self, name: str, pinned: str | None) -> Runtime:
+        """The backend sandboxes of template ``name`` run on: the one it pins, else the
+        server's default. A pinned backend this server cannot run is refused, saying why."""
+        try:
+            return self._runtime.backend(pinned)
+        except LimitExceededError as exc:
+            raise LimitExceededError(f"template {name!r} is pinned to {pinned}: {exc}") from None
+
     def new_row(
-        self, template: str, resources: Resources, *, internet: bool, **values: Any
+        self,
+        template: str,
+        resources: Resources,
+        *,
+        internet: bool,
+        runtime: Runtime,
+        **values: Any,
     ) -> SandboxRow:
         return SandboxRow(
             id=ids.new_sandbox_id(),
@@ -234,7 +267,7 @@ class SandboxService:
             vcpus=resources.vcpus,
             memory_mb=resources.memory_mb,
             disk_mb=resources.disk_mb,
-            runtime=self._runtime.name,
+            runtime=runtime.name,
             created_at=self._clock(),
             oom_kills_seen=0,
             internet=internet,
@@ -254,6 +287,7 @@ class SandboxService:
             pids_max=self._settings.pids_max,
             cwd=row.cwd or "/home/user",
             internet=row.internet,
+            backend=row.runtime,
         )
 
     async def boot(
@@ -405,7 +439,7 @@ class SandboxService:
             raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}")
         check_timeout(
             self._settings,
-            self._runtime,
+            self._backend_of(sandbox.runtime),
             timeout_ms,
             action or sandbox.timeout_action,
             internet=sandbox.internet,
@@ -508,7 +542,7 @@ class SandboxService:
                 if (
                     row.timeout_action == TimeoutAction.HIBERNATE.value
                     and self.hibernation is not None
-                    and self._runtime.supports_memory_snapshots
+                    and self._backend_of(row.runtime).supports_memory_snapshots
                     and await self.hibernation.at_deadline(row.id)
                 ):
                     continue

@@ -80,6 +80,13 @@ class SnapshotService:
     def _runtime(self) -> Runtime:
         return self._sandboxes.runtime
 
+    def _can_restore(self, backend: str) -> bool:
+        """Whether this server runs ``backend``, and it restores memory images."""
+        return (
+            backend in self._runtime.available
+            and self._runtime.backend(backend).supports_memory_snapshots
+        )
+
     def image_dir(self, image_id: str) -> Path:
         return self._settings.data_dir / "snapshots" / image_id
 
@@ -88,7 +95,9 @@ class SnapshotService:
     async def hibernate(self, principal: Principal, sandbox_id: str) -> Sandbox:
         """Save a running (or freezer-paused) sandbox's memory and end its processes."""
         sandbox = await self._sandboxes.get(principal, sandbox_id)
-        require_memory_snapshots(self._runtime, "hibernate", internet=sandbox.internet)
+        require_memory_snapshots(
+            self._runtime.backend(sandbox.runtime), "hibernate", internet=sandbox.internet
+        )
         return await _finish(self._hibernate(sandbox_id, PauseReason.USER))
 
     async def at_deadline(self, sandbox_id: str) -> bool:
@@ -166,11 +175,11 @@ class SnapshotService:
                 if sandbox.status is not SandboxStatus.RUNNING:
                     raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}")
                 return sandbox
-            if row.runtime != self._runtime.name or not self._runtime.supports_memory_snapshots:
+            if not self._can_restore(row.runtime):
                 # Kept as it is: a server with its own backend again can still restore it.
                 raise ConflictError(
                     f"sandbox {sandbox_id} was hibernated by the {row.runtime} backend; this "
-                    f"server runs {self._runtime.name}"
+                    f"server cannot restore it (it runs {', '.join(self._runtime.available)})"
                 )
             if self._sandboxes.admission is not None:
                 await self._sandboxes.admission.admit_resume(org_id, sandbox_id)
@@ -230,7 +239,9 @@ class SnapshotService:
     async def create(self, principal: Principal, sandbox_id: str) -> Snapshot:
         """Save a running sandbox's memory and writable layer; it goes on running."""
         sandbox = await self._sandboxes.get(principal, sandbox_id)
-        require_memory_snapshots(self._runtime, "snapshots", internet=sandbox.internet)
+        require_memory_snapshots(
+            self._runtime.backend(sandbox.runtime), "snapshots", internet=sandbox.internet
+        )
         return await _finish(self._take(sandbox_id))
 
     async def _take(self, sandbox_id: str) -> Snapshot:
@@ -266,7 +277,7 @@ class SnapshotService:
                     sandbox_id=sandbox_id,
                     template=sandbox.template,
                     build_id=source.build_id,
-                    runtime=self._runtime.name,
+                    runtime=sandbox.runtime,
                     vcpus=sandbox.config.vcpus,
                     memory_mb=sandbox.config.memory_mb,
                     disk_mb=sandbox.config.disk_mb,
@@ -345,11 +356,13 @@ class SnapshotService:
                 raise FieldError(name, f"{name} comes from the snapshot; leave it out")
         if request.internet:
             raise FieldError("network", "the network comes from the snapshot; leave it out")
-        if snap.runtime != self._runtime.name:
+        if not self._can_restore(snap.runtime):
             raise ConflictError(
-                f"snapshot {snap.id} was made by the {snap.runtime} backend; this server runs "
-                f"{self._runtime.name}"
+                f"snapshot {snap.id} was made by the {snap.runtime} backend; this server "
+                f"cannot restore it (it runs {', '.join(self._runtime.available)})"
             )
+        # A fork runs where its image was made, whatever its template is pinned to now.
+        runtime = self._runtime.backend(snap.runtime)
         template = self._template(snap.template, snap.build_id)
         placement = await self._sandboxes.place(principal, request)
         config = snap.config
@@ -358,7 +371,13 @@ class SnapshotService:
         )
         request = dataclasses.replace(request, metadata={**snap.metadata, **request.metadata})
         values = self._sandboxes.row_values(
-            principal, placement, request, build_id=snap.build_id, cwd=snap.cwd, now=self._clock()
+            principal,
+            placement,
+            request,
+            build_id=snap.build_id,
+            cwd=snap.cwd,
+            now=self._clock(),
+            runtime=runtime,
         )
         image = self.image_dir(snap.id)
 
@@ -370,6 +389,7 @@ class SnapshotService:
                 snap.template,
                 resources,
                 internet=snap.internet,
+                runtime=runtime,
                 source_snapshot_id=snap.id,
                 **values,
             )

@@ -39,6 +39,8 @@ class TemplateSummary:
     size_bytes: int
     #: Snapshots of the caller's org made on this template.
     snapshots: int
+    #: The backend its sandboxes run on, if the template pins one.
+    runtime: str | None = None
 
 
 def _built(root: Path) -> list[TemplateInfo]:
@@ -67,7 +69,9 @@ class TemplateService:
             )
             counts = {template: int(count) for template, count in rows}
         return [
-            TemplateSummary(t.name, t.build_id, t.built_at, t.size_bytes, counts.get(t.name, 0))
+            TemplateSummary(
+                t.name, t.build_id, t.built_at, t.size_bytes, counts.get(t.name, 0), t.runtime
+            )
             for t in built
         ]
 

@@ -55,6 +55,7 @@ def to_sandbox(row: SandboxRow) -> Sandbox:
         snapshot_id=row.snapshot_id,
         auto_resume=row.auto_resume,
         source_snapshot_id=row.source_snapshot_id,
+        runtime=row.runtime,
     )
 
 

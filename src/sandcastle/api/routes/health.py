@@ -21,5 +21,6 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         "version": __version__,
         "runtime": services.runtime.name,
         "runtime_reason": services.runtime_reason,
+        "runtimes": services.runtime.available,
         "warm_pools": await services.pool.status(),
     }

@@ -19,6 +19,10 @@ class TemplateOut(BaseModel):
     built_at: str
     size_bytes: int
     snapshots: int = Field(description="Snapshots of the caller's org made on this template.")
+    runtime: str | None = Field(
+        description="The backend its sandboxes run on if the template pins one (`gvisor`, "
+        "`bwrap`); null: the server's default (`GET /v1/health`)."
+    )
 
 
 class TemplateListOut(BaseModel):
@@ -37,6 +41,7 @@ async def list_templates(principal: PrincipalDep, services: ServicesDep) -> dict
                 "built_at": rfc3339(t.built_at),
                 "size_bytes": t.size_bytes,
                 "snapshots": t.snapshots,
+                "runtime": t.runtime,
             }
             for t in templates
         ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import json
@@ -78,6 +79,8 @@ class TemplateInfo:
     recipe_digest: str
     size_bytes: int
     rootfs: Path
+    #: The backend its sandboxes run on, whatever the server's default (None: the default).
+    runtime: str | None = None
 
 
 ProgressCallback = Callable[[BuildProgress], None]
@@ -95,6 +98,7 @@ def load_template(name: str, templates_dir: Path) -> TemplateInfo | None:
             recipe_digest=str(data["recipe_digest"]),
             size_bytes=int(data["size_bytes"]),
             rootfs=directory / "rootfs",
+            runtime=str(data["runtime"]) if data.get("runtime") else None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -128,6 +132,7 @@ async def build_template(
         failed_log = templates_dir / f".{name}.failed-build.log"
         try:
             build = _Build(recipe, recipe_digest, build_dir, on_progress or _ignore_progress)
+            build.runtime = existing.runtime if existing is not None else None
             info = await build.run(templates_dir / name)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -137,6 +142,24 @@ async def build_template(
             raise
         failed_log.unlink(missing_ok=True)
         return info
+
+
+def pin_template(name: str, templates_dir: Path, runtime: str | None) -> TemplateInfo:
+    """Pin the built template ``name`` to a backend (None: unpin; the server's default runs
+    it). Raises :class:`TemplateBuildError` if it is not built or being built."""
+    with _build_lock(templates_dir, name):
+        info = load_template(name, templates_dir)
+        if info is None:
+            raise TemplateBuildError(f"template {name!r} is not built")
+        path = templates_dir / name / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest.pop("runtime", None)
+        if runtime is not None:
+            manifest["runtime"] = runtime
+        staging = path.with_name(f".manifest-{secrets.token_hex(4)}.json")
+        staging.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(staging, path)
+    return dataclasses.replace(info, runtime=runtime)
 
 
 def _ignore_progress(progress: BuildProgress) -> None:
@@ -220,6 +243,8 @@ class _Build:
         self.tail: deque[str] = deque(maxlen=_LOG_TAIL)
         self.log = (build_dir / "build.log").open("ab")
         self.step_index = 0
+        #: The backend the template is pinned to (a rebuild keeps the pin).
+        self.runtime: str | None = None
 
     async def run(self, target: Path) -> TemplateInfo:
         try:
@@ -305,6 +330,7 @@ class _Build:
             "built_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "recipe_digest": self.recipe_digest,
             "size_bytes": size,
+            **({"runtime": self.runtime} if self.runtime else {}),
         }
         self.write_log(f"manifest: {json.dumps(manifest)}\n")
         (self.build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
