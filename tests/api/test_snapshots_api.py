@@ -559,6 +559,11 @@ async def test_templates_are_listed_and_deleted_only_when_nothing_needs_them(
     async with harness.as_key(key.json()["key"]) as as_member:
         refused = await as_member.delete("/v1/templates/python")
         assert_envelope(refused, 403, "forbidden_error")
+    # Another org's owner neither: templates are shared by every org.
+    _, other_owner = await harness.add_org("acme")
+    async with harness.as_key(other_owner) as as_other:
+        refused = await as_other.delete("/v1/templates/python")
+        assert "operators" in assert_envelope(refused, 403, "forbidden_error")["detail"]
 
     await harness.client.delete(f"/v1/sandboxes/{sandbox_id}")
     assert (await harness.client.delete("/v1/templates/python")).status_code == 204

@@ -313,12 +313,20 @@ class GvisorRuntime(LocalRuntime):
                 finally:
                     await self._runsc_call("resume", sandbox_id)
             else:
+                clock = asyncio.get_running_loop().time
+                t0 = clock()
                 await self._runsc_call("checkpoint", f"--image-path={image_dir}", sandbox_id)
+                t1 = clock()
                 # The image is written. slirp4netns would keep the cgroups busy: it goes now,
                 # with the network namespace (the restore makes new ones).
                 await self._teardown_network(sandbox_id)
                 await self._wait_exited(sandbox_id)
+                t2 = clock()
                 await self._delete_container(sandbox_id)
+                log.info(
+                    "hibernated %s: checkpoint %.0f ms, exit %.0f ms, delete %.0f ms",
+                    sandbox_id, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (clock() - t2) * 1e3,
+                )  # fmt: skip
         finally:
             if keep_running or self._group(sandbox_id).pids():
                 await link.listen()  # the agent redials (a failed hibernation goes on running)

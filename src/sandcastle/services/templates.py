@@ -2,7 +2,7 @@
 
 Templates are the server's, shared by every org (``runtime/templates/builder.py`` builds them
 into ``<templates_dir>/<name>/``). Listing shows how many of the caller's org's snapshots need
-each; deleting is for owners and admins, and refused (409) while any snapshot or live sandbox of
+each; deleting is for the server's operators (owners of its first org), and refused (409) while any snapshot or live sandbox of
 any org needs the template, since restoring or running it without its root filesystem fails.
 """
 
@@ -76,8 +76,9 @@ class TemplateService:
         ]
 
     async def delete(self, principal: Principal, name: str) -> None:
-        if not principal.is_admin:
-            raise ForbiddenError("only owners and admins of the org may delete templates")
+        if not principal.operator:
+            # Templates are the server's, shared by every org: one org may not take them away.
+            raise ForbiddenError("only the server's operators may delete templates")
         if not _NAME.match(name) or load_template(name, self._root) is None:
             raise NotFoundError(f"template {name!r} not found")
         async with self._db.session() as session:

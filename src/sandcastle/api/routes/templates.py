@@ -50,7 +50,7 @@ async def list_templates(principal: PrincipalDep, services: ServicesDep) -> dict
 
 @router.delete("/{name}", status_code=204)
 async def delete_template(name: str, principal: PrincipalDep, services: ServicesDep) -> Response:
-    """Remove a built template (owners and admins). 409 while any snapshot or live sandbox
-    uses it."""
+    """Remove a built template (the server's operators only: owners of its first org, since
+    every org shares templates). 409 while any snapshot or live sandbox uses it."""
     await services.templates.delete(principal, name)
     return Response(status_code=204)
