@@ -6,15 +6,18 @@ gVisor and bubblewrap: ``fake`` (the default, with memory snapshots) and ``plain
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from sandcastle.runtime.routing import RoutedRuntime
 from sandcastle.runtime.templates.builder import pin_template
-from tests.api.conftest import Harness, assert_envelope, write_template
+from sandcastle.store.models import SandboxRow
+from tests.api.conftest import AppFactory, Harness, assert_envelope, write_template
 from tests.fakes import FakeRuntime, SnapshottingFakeRuntime
 
 
@@ -117,3 +120,36 @@ async def test_templates_and_health_show_pins_and_backends(
     assert created["id"] in [s.sandbox_id for s in default.launched]
     templates = (await harness.client.get("/v1/templates")).json()["items"]
     assert {t["name"]: t["runtime"] for t in templates}["pinned"] is None
+
+
+async def test_a_warm_pool_follows_its_templates_pin(
+    start_app: AppFactory, pinned: str, root: Path, plain: PlainRuntime
+) -> None:
+    async with start_app(warm_pool={pinned: 1}) as h:
+        (entry,) = await pool_entries(h, pinned, "plain")
+        pin_template(pinned, root / "templates", None)
+        # The entry on the old backend is never handed out...
+        created = await h.create(template=pinned)
+        assert created["warm_pool_checkout"] == {"hit": False, "id": f"wp_{pinned}"}
+        # ...and is replaced by one on the template's backend now.
+        await pool_entries(h, pinned, "fake")
+        assert entry in plain.destroyed
+        hit = await h.create(template=pinned)
+        assert hit["warm_pool_checkout"]["hit"] is True
+
+
+async def pool_entries(h: Harness, template: str, runtime: str) -> list[str]:
+    """The pool's running entries once there is one, all on ``runtime``."""
+    for _ in range(500):
+        async with h.db.session() as session:
+            rows = (
+                await session.scalars(
+                    select(SandboxRow).where(
+                        SandboxRow.pool == template, SandboxRow.status == "running"
+                    )
+                )
+            ).all()
+        if rows and all(row.runtime == runtime for row in rows):
+            return [row.id for row in rows]
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no pool entry of {template} on {runtime}")

@@ -61,6 +61,7 @@ class WarmPoolService:
         internet: bool,
         tenancy: dict[str, Any],
         now: datetime,
+        runtime: str,
     ) -> tuple[str | None, Sandbox | None]:
         if template not in self.targets:
             return None, None  # no pool for this template: not considered
@@ -75,6 +76,8 @@ class WarmPoolService:
                     .where(
                         SandboxRow.pool == template,
                         SandboxRow.status == SandboxStatus.RUNNING.value,
+                        # Booted before the template's pin changed: not what was asked for.
+                        SandboxRow.runtime == runtime,
                     )
                     .order_by(SandboxRow.created_at)
                     .limit(1)
@@ -129,8 +132,11 @@ class WarmPoolService:
                 log.exception("warm pool refill failed")
                 await asyncio.sleep(_RETRY_S)
             self._wake.clear()
+            # Not ``wait_for``: on Python 3.11 it loses a cancellation that arrives as the
+            # event is set, and the server's shutdown would wait on this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=_RETRY_S)
+                async with asyncio.timeout(_RETRY_S):
+                    await self._wake.wait()
 
     async def _fill_once(self) -> None:
         for template, target in self.targets.items():
@@ -142,6 +148,7 @@ class WarmPoolService:
             except SandcastleError as exc:
                 log.warning("warm pool %s: %s", template, exc)
                 continue
+            await self._retire_stale(template, runtime.name)
             while await self._count(template) < target:
                 resources = resolve_resources(self._settings, None, None, None)
                 row = self._sandboxes.new_row(
@@ -167,6 +174,29 @@ class WarmPoolService:
                 )
             )
         return int(count or 0)
+
+    async def _retire_stale(self, template: str, runtime: str) -> None:
+        """Entries booted on another backend than the template's (its pin changed) are never
+        checked out: they make room for new ones."""
+        async with self._db.session() as session:
+            stale = (
+                await session.scalars(
+                    select(SandboxRow.id).where(
+                        SandboxRow.pool == template,
+                        SandboxRow.status == SandboxStatus.RUNNING.value,
+                        SandboxRow.runtime != runtime,
+                    )
+                )
+            ).all()
+        for sandbox_id in stale:
+            log.info(
+                "warm pool %s: retiring %s (the template now runs on %s)",
+                template,
+                sandbox_id,
+                runtime,
+            )
+            await self._sandboxes.retire(sandbox_id, f"template {template} now runs on {runtime}")
+            await self._forget(sandbox_id)
 
     async def _forget(self, sandbox_id: str) -> None:
         async with self._db.session() as session:

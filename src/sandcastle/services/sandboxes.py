@@ -165,7 +165,7 @@ class SandboxService:
             pool_id = None
             if self.pool is not None:
                 pool_id, taken = await self.pool.checkout(
-                    template_name, resources, request.internet, tenancy, now
+                    template_name, resources, request.internet, tenancy, now, runtime.name
                 )
                 if taken is not None:
                     return taken
@@ -460,6 +460,10 @@ class SandboxService:
             return sandbox
         return await self._destroy(sandbox_id, reason=None)
 
+    async def retire(self, sandbox_id: str, reason: str) -> None:
+        """Destroy a sandbox no caller owns (a warm-pool entry no longer wanted)."""
+        await self._destroy(sandbox_id, reason=reason)
+
     async def _destroy(self, sandbox_id: str, reason: str | None) -> Sandbox:
         await self._runtime.destroy(sandbox_id)
         return await self._set_status(
@@ -665,6 +669,8 @@ class WarmPoolHook(Protocol):
         internet: bool,
         tenancy: dict[str, Any],
         now: datetime,
+        runtime: str,
     ) -> tuple[str | None, Sandbox | None]:
-        """``(pool id if a pool was considered, the checked-out sandbox or None)``."""
+        """``(pool id if a pool was considered, the checked-out sandbox or None)``; only an
+        entry on ``runtime`` (the template's backend) is taken."""
         ...

@@ -2,8 +2,9 @@
 
 Templates are the server's, shared by every org (``runtime/templates/builder.py`` builds them
 into ``<templates_dir>/<name>/``). Listing shows how many of the caller's org's snapshots need
-each; deleting is for the server's operators (owners of its first org), and refused (409) while any snapshot or live sandbox of
-any org needs the template, since restoring or running it without its root filesystem fails.
+each, and the backend a template is pinned to. Deleting is for the server's operators (owners of
+its first org), and refused (409) while any snapshot or live sandbox of any org needs the
+template, since restoring or running it without its root filesystem fails.
 """
 
 from __future__ import annotations
