@@ -77,11 +77,11 @@ class TemplateService:
         ]
 
     async def delete(self, principal: Principal, name: str) -> None:
+        if not _NAME.match(name) or load_template(name, self._root) is None:
+            raise NotFoundError(f"template {name!r} not found")
         if not principal.operator:
             # Templates are the server's, shared by every org: one org may not take them away.
             raise ForbiddenError("only the server's operators may delete templates")
-        if not _NAME.match(name) or load_template(name, self._root) is None:
-            raise NotFoundError(f"template {name!r} not found")
         async with self._db.session() as session:
             snapshots = await session.scalar(
                 select(func.count()).select_from(SnapshotRow).where(SnapshotRow.template == name)
