@@ -267,13 +267,18 @@ class GvisorRuntime(LocalRuntime):
             },
         }
 
-    async def _delete_container(self, sandbox_id: str) -> None:
-        """Remove runsc's record of the container (its state files are named after the id)."""
+    async def _delete_container(self, sandbox_id: str, *, exited: bool = False) -> None:
+        """Remove runsc's record of the container (its state files are named after the id).
+
+        ``exited``: its processes are known to be gone (the cgroups are empty), so the files
+        are all there is; ``runsc delete`` would spend over a second finding that out.
+        """
         leftovers = list(self._state.glob(f"*{sandbox_id}*"))
         if not leftovers:
             return
-        with contextlib.suppress(RuntimeBackendError):
-            await self._runsc_call("delete", "--force", sandbox_id)  # may be gone already
+        if not exited:
+            with contextlib.suppress(RuntimeBackendError):
+                await self._runsc_call("delete", "--force", sandbox_id)  # may be gone already
         for leftover in leftovers:
             if leftover.is_dir():
                 await asyncio.to_thread(shutil.rmtree, leftover, True)
@@ -281,8 +286,8 @@ class GvisorRuntime(LocalRuntime):
                 leftover.unlink(missing_ok=True)
 
     async def _stop_processes(self, sandbox_id: str) -> None:
-        await super()._stop_processes(sandbox_id)
-        await self._delete_container(sandbox_id)
+        await super()._stop_processes(sandbox_id)  # every process killed, waited for
+        await self._delete_container(sandbox_id, exited=not self._group(sandbox_id).pids())
         await self._teardown_network(sandbox_id)
 
     # --- memory snapshots ------------------------------------------------------------------
@@ -322,7 +327,7 @@ class GvisorRuntime(LocalRuntime):
                 await self._teardown_network(sandbox_id)
                 await self._wait_exited(sandbox_id)
                 t2 = clock()
-                await self._delete_container(sandbox_id)
+                await self._delete_container(sandbox_id, exited=not self._group(sandbox_id).pids())
                 log.info(
                     "hibernated %s: checkpoint %.0f ms, exit %.0f ms, delete %.0f ms",
                     sandbox_id, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (clock() - t2) * 1e3,
