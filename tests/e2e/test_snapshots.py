@@ -7,6 +7,8 @@ offset, a background thread that keeps counting, and a file in the writable laye
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,12 +205,25 @@ def test_snapshot_during_a_running_execution_is_refused(
     assert api.post(f"/v1/sandboxes/{sid}/snapshots").status_code == 201
 
 
+def _only_current_images(images: Path, stale: Path) -> bool:
+    present = list(images.iterdir())
+    return stale not in present and all((p / "checkpoint.img").exists() for p in present)
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
 def test_a_hibernated_sandbox_survives_a_server_crash(tmp_path: Path, backend: str) -> None:
     if backend != "gvisor":
         pytest.skip("memory snapshots need the gvisor backend")
     server = ServerProcess(
         tmp_path / "data", env={"SANDCASTLE_RUNTIME": "gvisor", "SANDCASTLE_WARM_POOL": "{}"}
     )
+    images = tmp_path / "data" / "template-images"
     server.start()
     try:
         with server.client() as api:
@@ -216,7 +231,11 @@ def test_a_hibernated_sandbox_survives_a_server_crash(tmp_path: Path, backend: s
             ctx = _prepared(api, sid)
             assert api.post(f"/v1/sandboxes/{sid}/hibernate").status_code == 200
         server.kill9()
+        # The image of a template build that is gone: the next start deletes it, keeps the rest.
+        stale = images / "0123456789abcdef0123"
+        stale.mkdir(parents=True)
         server.start()
+        _until(lambda: _only_current_images(images, stale), "the stale template image deleted")
         with server.client() as api:
             got = api.get(f"/v1/sandboxes/{sid}").json()
             assert got["status"] == "paused"

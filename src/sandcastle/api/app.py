@@ -206,4 +206,8 @@ async def _prepare_then_pool(runtime: Runtime, pool: WarmPoolService, settings: 
             await backend.prepare_template(template.rootfs)
         except Exception:  # noqa: BLE001 - launches still work without it, only slower
             log.exception("could not prepare template %s for fast starts", name)
+    try:
+        await runtime.prune_template_images()
+    except OSError:
+        log.exception("could not delete old template images")
     await pool.run_forever()

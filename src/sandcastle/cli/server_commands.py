@@ -135,7 +135,7 @@ def purge(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
 ) -> None:
     """Destroy every sandbox process, mount and cgroup of this data directory, whichever backend
-    started it (the server must be stopped). Records stay; running ones will be marked error at
+    started it, and what template preparations left (the server must be stopped). Records stay; running ones will be marked error at
     the next start."""
     from sandcastle.runtime.registry import all_runtimes
 
@@ -149,7 +149,8 @@ def purge(
         failures: dict[str, str] = {}
         for runtime in all_runtimes(settings):
             try:
-                for sandbox_id in await runtime.list_sandboxes():
+                leftovers = await runtime.list_sandboxes() + await runtime.list_template_boots()
+                for sandbox_id in leftovers:
                     try:
                         await runtime.destroy(sandbox_id)
                     except (SandcastleError, OSError) as exc:

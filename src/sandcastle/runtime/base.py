@@ -106,6 +106,11 @@ class Runtime(abc.ABC):
         """
         return None
 
+    async def prune_template_images(self) -> None:
+        """Delete what ``prepare_template`` saved for templates not prepared by this process
+        (deleted or rebuilt since); called once every preparation at start-up is done."""
+        return None
+
     async def checkpoint(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> int:
         """Save the running sandbox's memory into ``image_dir``; the image's size in bytes.
 
@@ -131,6 +136,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def list_sandboxes(self) -> list[str]:
         """Ids of all sandboxes this backend has resources for on this host."""
+
+    async def list_template_boots(self) -> list[str]:
+        """Ids of sandboxes left from preparing templates (a server that died meanwhile); only
+        ``sandcastle purge`` destroys them: a running server may be preparing one now."""
+        return []
 
     @abc.abstractmethod
     def link(self, sandbox_id: str) -> AgentLink | None:

@@ -35,7 +35,12 @@ from sandcastle.errors import RuntimeBackendError, SandboxBusyError
 from sandcastle.runtime import cgroups, layers, network, seccomp, sentry
 from sandcastle.runtime.base import LaunchSpec, ProcessState
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
-from sandcastle.runtime.local import DEFAULT_RUN_DIR, LocalRuntime, sandbox_env
+from sandcastle.runtime.local import (
+    DEFAULT_RUN_DIR,
+    TEMPLATE_BOOT_PREFIX,
+    LocalRuntime,
+    sandbox_env,
+)
 from sandcastle.runtime.procs import run, which
 
 log = logging.getLogger("sandcastle.gvisor")
@@ -98,7 +103,7 @@ class GvisorRuntime(LocalRuntime):
             return
         staging = image.with_name(image.name + ".partial")
         await asyncio.to_thread(shutil.rmtree, staging, True)
-        boot_id = f"tpl_{image.name[:12]}"
+        boot_id = f"{TEMPLATE_BOOT_PREFIX}{image.name[:12]}"
         spec = LaunchSpec(
             sandbox_id=boot_id,
             rootfs=rootfs,
@@ -124,6 +129,16 @@ class GvisorRuntime(LocalRuntime):
             asyncio.get_running_loop().time() - started,
             _size_of(image) // 2**20,
         )
+
+    async def prune_template_images(self) -> None:
+        root = self._dir.parent / "template-images"
+        keep = set(self._template_images.values())
+        if not root.is_dir():
+            return
+        for image in root.iterdir():
+            if image not in keep:
+                log.info("deleting the template image %s (its template changed or is gone)", image)
+                await asyncio.to_thread(shutil.rmtree, image, True)
 
     async def launch(self, spec: LaunchSpec) -> AgentLink:
         image = self._template_images.get(spec.rootfs)

@@ -36,6 +36,8 @@ from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
 from sandcastle.runtime.channel import AgentLink
 
 DEFAULT_RUN_DIR = Path("/run/sandcastle")
+#: Ids of the sandboxes a backend boots to prepare a template (``prepare_template``).
+TEMPLATE_BOOT_PREFIX = "tpl_"
 #: In a sandbox's durable directory: the name of the backend that started it.
 BACKEND_FILE = "backend"
 
@@ -307,10 +309,16 @@ class LocalRuntime(Runtime):
         await asyncio.to_thread(self._group(sandbox_id).kill_all)
 
     async def list_sandboxes(self) -> list[str]:
-        ids = {i for i in cgroups.list_sandbox_groups(self._instance) if i.startswith("sb_")}
+        return self._ids_with_prefix("sb_")
+
+    async def list_template_boots(self) -> list[str]:
+        return self._ids_with_prefix(TEMPLATE_BOOT_PREFIX)
+
+    def _ids_with_prefix(self, prefix: str) -> list[str]:
+        ids = {i for i in cgroups.list_sandbox_groups(self._instance) if i.startswith(prefix)}
         for directory in (self._dir, self._run_dir):
             if directory.is_dir():
-                ids.update(p.name for p in directory.iterdir() if p.name.startswith("sb_"))
+                ids.update(p.name for p in directory.iterdir() if p.name.startswith(prefix))
         return sorted(ids)
 
     def link(self, sandbox_id: str) -> AgentLink | None:

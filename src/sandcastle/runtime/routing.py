@@ -84,6 +84,10 @@ class RoutedRuntime(Runtime):
     async def prepare_template(self, rootfs: Path) -> None:
         await self._default.prepare_template(rootfs)
 
+    async def prune_template_images(self) -> None:
+        for runtime in self._backends.values():
+            await runtime.prune_template_images()
+
     # --- everything else: where the sandbox runs ---------------------------------------------
 
     async def adopt(self, sandbox_id: str) -> AgentLink | None:
@@ -111,6 +115,12 @@ class RoutedRuntime(Runtime):
         ids: set[str] = set()
         for runtime in self._backends.values():
             ids.update(await runtime.list_sandboxes())
+        return sorted(ids)
+
+    async def list_template_boots(self) -> list[str]:
+        ids: set[str] = set()
+        for runtime in self._backends.values():
+            ids.update(await runtime.list_template_boots())
         return sorted(ids)
 
     def link(self, sandbox_id: str) -> AgentLink | None:
