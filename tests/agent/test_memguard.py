@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sandcastle.agent import memguard
 from sandcastle.agent.memguard import MemoryGuard, Victim, process_children, tree_rss
 
 
@@ -119,3 +120,45 @@ def test_a_new_budget_file_is_read_again(tmp_path: Path) -> None:
     limits.touch()
     guard.check()
     assert guard.budget is None
+
+
+MB = 2**20
+
+
+def test_each_kernel_brings_its_own_size_up_to_the_cap(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget is for the code's data: a kernel's resident size when first seen is allowed
+    on top (several idle Deno kernels must not look like an overrun), never past the cap."""
+    kernel = _spawn(procs, "import time; time.sleep(60)")
+    sizes = {kernel.pid: 450 * MB}
+    in_use = [500 * MB]
+    monkeypatch.setattr(memguard, "rss", lambda pid: sizes.get(pid, 0))
+    monkeypatch.setattr(memguard, "memory_in_use", lambda: in_use[0])
+    limits = tmp_path / "limits.json"
+    limits.write_text(json.dumps({"budget_mb": 100}))
+    guard = MemoryGuard(
+        lambda: [Victim(kernel.pid, lambda: None)],
+        limits_file=str(limits),
+        kills_file=str(tmp_path / "k"),
+    )
+    assert guard.check() is False  # 500 MB in use, 100 + 450 allowed
+    assert kernel.poll() is None
+    limits.write_text(json.dumps({"budget_mb": 100, "cap_mb": 300}))
+    assert guard.check() is True  # capped at 300 MB
+    assert _gone(kernel)
+
+
+def test_the_kernel_is_sized_when_first_seen_and_its_growth_counts(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel = _spawn(procs, "import time; time.sleep(60)")
+    sizes = {kernel.pid: 450 * MB}
+    in_use = [500 * MB]
+    monkeypatch.setattr(memguard, "rss", lambda pid: sizes.get(pid, 0))
+    monkeypatch.setattr(memguard, "memory_in_use", lambda: in_use[0])
+    guard = _guard(tmp_path, [Victim(kernel.pid, lambda: None)], budget_mb=100)
+    assert guard.check() is False
+    sizes[kernel.pid], in_use[0] = 600 * MB, 650 * MB  # its code allocated 150 MB: over
+    assert guard.check() is True
+    assert _gone(kernel)

@@ -238,10 +238,13 @@ class Kernels:
 
     def victims(self) -> list[Victim]:
         """Every started kernel, for the memory guard: the contexts' and the spares'."""
+        # A kernel being restarted is still starting: not sized yet, and no one's memory.
         found = [
             Victim(pid, lambda: None)
             for ctx in self._contexts.values()
-            if ctx.dead_reason is None and (pid := _kernel_pid(ctx.km))
+            if ctx.dead_reason is None
+            and not ctx.restart_lock.locked()
+            and (pid := _kernel_pid(ctx.km))
         ]
         for language, task in list(self._spares.items()):
             if task.done() and not task.cancelled() and task.exception() is None:

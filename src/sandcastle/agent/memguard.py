@@ -7,7 +7,11 @@ itself, as the cgroup does under bwrap: when the sandbox's memory in use passes 
 whose memory grew most dies (with its descendants) and its context reports the kill.
 
 Memory in use is what gVisor's ``/proc/meminfo`` counts (``MemTotal - MemFree``: anonymous
-memory, page cache, tmpfs and ``/dev/shm`` alike). Each kill is counted in ``KILLS_FILE`` before
+memory, page cache, tmpfs and ``/dev/shm`` alike). The budget is for what the sandbox's code
+holds, not for the kernels themselves: each started kernel adds its resident size when first
+seen ready (gVisor counts a Deno kernel at ~140 MB where bwrap charges ~88 MB, so a fixed budget
+killed idle kernels of a sandbox with a few TypeScript contexts), up to the host's ``cap_mb``,
+which stays clear of the host limit. A kernel being restarted is not a candidate. Each kill is counted in ``KILLS_FILE`` before
 the signal, which the host reads as the sandbox's OOM-kill count. Without a budget file (bwrap)
 the guard does nothing.
 """
@@ -121,6 +125,8 @@ class MemoryGuard:
         self._limits_file = Path(limits_file)
         self._kills_file = Path(kills_file)
         self._limits_seen: tuple[int, int] | None = None
+        #: Never allow more than this in use, however many kernels run (None: no cap).
+        self.cap: int | None = None
         #: The last kernel killed: no other dies until it is gone and its memory freed.
         self._last_victim: int | None = None
         #: Each kernel's resident size when first seen. The victim is the one that grew most,
@@ -140,9 +146,11 @@ class MemoryGuard:
             return
         self._limits_seen = (st.st_ino, st.st_mtime_ns)
         try:
-            self.budget = int(json.loads(self._limits_file.read_text())["budget_mb"]) * 2**20
+            limits = json.loads(self._limits_file.read_text())
+            self.budget = int(limits["budget_mb"]) * 2**20
+            self.cap = int(limits["cap_mb"]) * 2**20 if "cap_mb" in limits else None
         except (OSError, ValueError, KeyError, TypeError):
-            self.budget = None
+            self.budget, self.cap = None, None
 
     def check(self) -> bool:
         """One look: over budget, kill the kernel that grew most (with its descendants), once
@@ -151,13 +159,18 @@ class MemoryGuard:
         if self.budget is None:
             return False
         victims = self._victims()
-        for victim in victims:
-            if victim.pid not in self._first_seen:
-                self._first_seen[victim.pid] = rss(victim.pid)
+        # Kernels gone since are forgotten (and a reused pid is sized anew).
+        self._first_seen = {
+            v.pid: self._first_seen[v.pid] if v.pid in self._first_seen else rss(v.pid)
+            for v in victims
+        }
         if self._last_victim is not None and _alive(self._last_victim):
             return False
         in_use = memory_in_use()
-        if in_use <= self.budget:
+        allowed = self.budget + sum(self._first_seen[v.pid] for v in victims)
+        if self.cap is not None:
+            allowed = min(allowed, self.cap)
+        if in_use <= allowed:
             return False
         if not victims:
             return False
@@ -177,8 +190,8 @@ class MemoryGuard:
         self._last_victim = victim.pid
         self._first_seen = {pid: size for pid, size in self._first_seen.items() if _alive(pid)}
         log.warning(
-            "%d MB in use, over the budget of %d MB: killed kernel %d (%d MB resident)",
-            in_use >> 20, self.budget >> 20, victim.pid, size >> 20,
+            "%d MB in use, over the %d MB allowed: killed kernel %d (%d MB resident)",
+            in_use >> 20, allowed >> 20, victim.pid, size >> 20,
         )  # fmt: skip
         return True
 

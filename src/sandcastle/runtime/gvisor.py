@@ -183,8 +183,8 @@ class GvisorRuntime(LocalRuntime):
         bundle = self._bundle(spec.sandbox_id)
         bundle.mkdir(parents=True, exist_ok=True)
         (bundle / "config.json").write_text(json.dumps(self._oci_spec(spec, layer, chan, netns)))
-        # The agent's memory guard stays off: with it on, CI saw Deno kernels die of SIGSEGV
-        # and fork-bomb kernels killed as out of memory under gVisor; not understood yet.
+        # gVisor has no OOM killer: the agent's guard holds the sandbox's code to its memory.
+        sentry.write_guard_budget(spec, chan)
         self._state.mkdir(parents=True, exist_ok=True)
         # A container left from a hibernation under this id would block the new one.
         await self._delete_container(spec.sandbox_id)

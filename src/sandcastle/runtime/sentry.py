@@ -28,12 +28,12 @@ SENTRY_MEMORY_MB = 320
 #: And per task the sandbox may have (``pids_max``): each guest process costs the Sentry host
 #: stub processes and bookkeeping, measured at 1.2-2 MB in fork bombs; 3 MB leaves a margin.
 SENTRY_MEMORY_KB_PER_TASK = 3072
-#: What the agent's memory guard lets the sandbox hold beyond ``memory_mb``: the kernels and
-#: mapped files a restored template image starts with (at rest ~360 MB in use inside, where
-#: bwrap charges ~100 MB for a started Python kernel), and room for a second Deno kernel or a
-#: restart's overlap. Well inside the host's share, so the guard acts before the host would
-#: kill the Sentry.
-GUARD_BASE_MB = 384
+#: What the agent's memory guard lets the sandbox hold beyond ``memory_mb`` and its kernels'
+#: own resident size (which the guard adds itself): the agent and what gVisor keeps in use
+#: outside any process (at rest ~260 MB anonymous, of which the kernels are most).
+GUARD_BASE_MB = 128
+#: However many kernels run, the guard acts this far below the host limit.
+GUARD_HEADROOM_MB = 256
 
 
 def host_limits(spec: LaunchSpec) -> cgroups.Limits:
@@ -74,7 +74,10 @@ def _read_count(path: Path) -> int:
 def write_guard_budget(spec: LaunchSpec, channel_dir: Path) -> None:
     """The guard's budget, in the channel directory (read-only inside): written before every
     start and restore, so a restored agent finds the new sandbox's."""
-    budget = {"budget_mb": spec.memory_mb + GUARD_BASE_MB}
+    budget = {
+        "budget_mb": spec.memory_mb + GUARD_BASE_MB,
+        "cap_mb": sentry_memory_mb(spec) - GUARD_HEADROOM_MB,
+    }
     (channel_dir / Path(memguard.LIMITS_FILE).name).write_text(json.dumps(budget))
 
 
