@@ -11,9 +11,9 @@ memory, page cache, tmpfs and ``/dev/shm`` alike). The budget is for what the sa
 holds, not for the kernels themselves: each started kernel adds its resident size when first
 seen ready (gVisor counts a Deno kernel at ~140 MB where bwrap charges ~88 MB, so a fixed budget
 killed idle kernels of a sandbox with a few TypeScript contexts), up to the host's ``cap_mb``,
-which stays clear of the host limit. A kernel being restarted is not a candidate. Each kill is counted in ``KILLS_FILE`` before
-the signal, which the host reads as the sandbox's OOM-kill count. Without a budget file (bwrap)
-the guard does nothing.
+which stays clear of the host limit. A kernel being restarted is not a candidate. Each kill is
+counted in ``KILLS_FILE`` before the signal, which the host reads as the sandbox's OOM-kill
+count. Without a budget file (bwrap) the guard does nothing.
 """
 
 from __future__ import annotations
