@@ -188,9 +188,16 @@ def test_fork_bomb_is_contained(
     # The limit bites: forks are refused rather than the host's process table filling. Under
     # bwrap the host's pids cgroup refuses them; under gVisor the Sentry does (RLIMIT_NPROC),
     # before the host limit, which must leave room for the Sentry's own threads.
-    assert value(result) == (0, 1)  # the bomb exited normally, stopped by a refused fork
     if backend == "bwrap":
+        assert value(result) == (0, 1)  # the bomb exited normally, stopped by a refused fork
         assert int((pids / "pids.events").read_text().split()[1]) > 0
+    elif result["error"] is not None:
+        # Under gVisor every task costs memory in use (a bomb of ~500: up to ~2 GB, freed a
+        # while after the tasks exit): the agent's memory guard may stop it first, killing
+        # the kernel and its tree. Contained either way.
+        assert result["error"]["name"] == "OutOfMemoryError", result["error"]
+    else:
+        assert value(result) == (0, 1)
 
     # The sandbox survives its bomb (once its tasks are gone, new kernels start again).
     def answers() -> bool:

@@ -11,7 +11,8 @@ memory, page cache, tmpfs and ``/dev/shm`` alike). The budget is for what the sa
 holds, not for the kernels themselves: each started kernel adds its resident size when first
 seen ready (gVisor counts a Deno kernel at ~140 MB where bwrap charges ~88 MB, so a fixed budget
 killed idle kernels of a sandbox with a few TypeScript contexts), up to the host's ``cap_mb``,
-which stays clear of the host limit. A kernel being restarted is not a candidate. Each kill is
+which stays clear of the host limit; and, once over, ``process_kb`` for every process (as the
+host's share has for every task). A kernel being restarted is not a candidate. Each kill is
 counted in ``KILLS_FILE`` before the signal, which the host reads as the sandbox's OOM-kill
 count. Without a budget file (bwrap) the guard does nothing.
 """
@@ -127,6 +128,8 @@ class MemoryGuard:
         self._limits_seen: tuple[int, int] | None = None
         #: Never allow more than this in use, however many kernels run (None: no cap).
         self.cap: int | None = None
+        #: Allowed for each process in the sandbox, on top of the budget.
+        self.per_process = 0
         #: The last kernel killed: no other dies until it is gone and its memory freed.
         self._last_victim: int | None = None
         #: Each kernel's resident size when first seen. The victim is the one that grew most,
@@ -149,8 +152,9 @@ class MemoryGuard:
             limits = json.loads(self._limits_file.read_text())
             self.budget = int(limits["budget_mb"]) * 2**20
             self.cap = int(limits["cap_mb"]) * 2**20 if "cap_mb" in limits else None
-        except (OSError, ValueError, KeyError, TypeError):
-            self.budget, self.cap = None, None
+            self.per_process = int(limits.get("process_kb", 0)) * 1024
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self.budget, self.cap, self.per_process = None, None, 0
 
     def check(self) -> bool:
         """One look: over budget, kill the kernel that grew most (with its descendants), once
@@ -167,14 +171,17 @@ class MemoryGuard:
         if self._last_victim is not None and _alive(self._last_victim):
             return False
         in_use = memory_in_use()
-        allowed = self.budget + sum(self._first_seen[v.pid] for v in victims)
-        if self.cap is not None:
-            allowed = min(allowed, self.cap)
+        allowed = self._allowed(self.budget, victims, processes=0)
         if in_use <= allowed:
             return False
         if not victims:
             return False
         children = process_children()
+        # Every process costs gVisor memory of its own (a fork bomb's 500 lean children, ~1.2
+        # GB): allowed per process, as the host's share is, so the process limit stops a bomb.
+        allowed = self._allowed(self.budget, victims, processes=sum(map(len, children.values())))
+        if in_use <= allowed:
+            return False
         sizes = {v.pid: tree_rss(v.pid, children) for v in victims}
         victim = max(victims, key=lambda v: (sizes[v.pid] - self._first_seen[v.pid], sizes[v.pid]))
         size = sizes[victim.pid]
@@ -194,6 +201,12 @@ class MemoryGuard:
             in_use >> 20, allowed >> 20, victim.pid, size >> 20,
         )  # fmt: skip
         return True
+
+    def _allowed(self, budget: int, victims: list[Victim], *, processes: int) -> int:
+        allowed = (
+            budget + sum(self._first_seen[v.pid] for v in victims) + processes * self.per_process
+        )
+        return allowed if self.cap is None else min(allowed, self.cap)
 
     async def run_forever(self) -> None:
         # In the event loop itself: victims' callbacks touch the kernels' state, and a look is

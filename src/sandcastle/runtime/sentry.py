@@ -77,6 +77,7 @@ def write_guard_budget(spec: LaunchSpec, channel_dir: Path) -> None:
     budget = {
         "budget_mb": spec.memory_mb + GUARD_BASE_MB,
         "cap_mb": sentry_memory_mb(spec) - GUARD_HEADROOM_MB,
+        "process_kb": SENTRY_MEMORY_KB_PER_TASK,
     }
     (channel_dir / Path(memguard.LIMITS_FILE).name).write_text(json.dumps(budget))
 
