@@ -135,8 +135,8 @@ def purge(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
 ) -> None:
     """Destroy every sandbox process, mount and cgroup of this data directory, whichever backend
-    started it, and what template preparations left (the server must be stopped). Records stay; running ones will be marked error at
-    the next start."""
+    started it, and what template preparations left (the server must be stopped). Records
+    stay; running ones will be marked error at the next start."""
     from sandcastle.runtime.registry import all_runtimes
 
     settings = _settings(data_dir)
