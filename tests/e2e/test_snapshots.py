@@ -7,8 +7,6 @@ offset, a background thread that keeps counting, and a file in the writable laye
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_execute import run
+from tests.e2e.test_lifecycle_ops import wait_for
 from tests.serverproc import ServerProcess
 
 SETUP = """
@@ -210,13 +209,6 @@ def _only_current_images(images: Path, stale: Path) -> bool:
     return stale not in present and all((p / "checkpoint.img").exists() for p in present)
 
 
-def _until(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_a_hibernated_sandbox_survives_a_server_crash(tmp_path: Path, backend: str) -> None:
     if backend != "gvisor":
         pytest.skip("memory snapshots need the gvisor backend")
@@ -235,7 +227,7 @@ def test_a_hibernated_sandbox_survives_a_server_crash(tmp_path: Path, backend: s
         stale = images / "0123456789abcdef0123"
         stale.mkdir(parents=True)
         server.start()
-        _until(lambda: _only_current_images(images, stale), "the stale template image deleted")
+        wait_for(lambda: _only_current_images(images, stale), timeout=120)
         with server.client() as api:
             got = api.get(f"/v1/sandboxes/{sid}").json()
             assert got["status"] == "paused"

@@ -171,15 +171,14 @@ class MemoryGuard:
         if self._last_victim is not None and _alive(self._last_victim):
             return False
         in_use = memory_in_use()
-        allowed = self._allowed(self.budget, victims, processes=0)
-        if in_use <= allowed:
-            return False
-        if not victims:
+        allowed = self._capped(self.budget + sum(self._first_seen.values()))
+        if in_use <= allowed or not victims:
             return False
         children = process_children()
         # Every process costs gVisor memory of its own (a fork bomb's 500 lean children, ~1.2
         # GB): allowed per process, as the host's share is, so the process limit stops a bomb.
-        allowed = self._allowed(self.budget, victims, processes=sum(map(len, children.values())))
+        processes = sum(map(len, children.values()))
+        allowed = self._capped(allowed + processes * self.per_process)
         if in_use <= allowed:
             return False
         sizes = {v.pid: tree_rss(v.pid, children) for v in victims}
@@ -195,17 +194,13 @@ class MemoryGuard:
         victim.on_kill()
         kill_group(victim.pid)
         self._last_victim = victim.pid
-        self._first_seen = {pid: size for pid, size in self._first_seen.items() if _alive(pid)}
         log.warning(
             "%d MB in use, over the %d MB allowed: killed kernel %d (%d MB resident)",
             in_use >> 20, allowed >> 20, victim.pid, size >> 20,
         )  # fmt: skip
         return True
 
-    def _allowed(self, budget: int, victims: list[Victim], *, processes: int) -> int:
-        allowed = (
-            budget + sum(self._first_seen[v.pid] for v in victims) + processes * self.per_process
-        )
+    def _capped(self, allowed: int) -> int:
         return allowed if self.cap is None else min(allowed, self.cap)
 
     async def run_forever(self) -> None:

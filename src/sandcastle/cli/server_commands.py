@@ -16,6 +16,7 @@ from sandcastle.errors import SandcastleError
 from sandcastle.runtime.templates.builder import (
     BuildProgress,
     build_template,
+    built_templates,
     load_template,
     pin_template,
 )
@@ -93,9 +94,7 @@ def template_build(
 def template_list(data_dir: DataDirOpt = None) -> None:
     """Show built templates."""
     settings = _settings(data_dir)
-    root = settings.resolved_templates_dir
-    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    built = [info for info in (load_template(name, root) for name in names) if info]
+    built = built_templates(settings.resolved_templates_dir)
     for info in built:
         pin = f"  pinned to {info.runtime}" if info.runtime else ""
         console.print(f"{info.name}  build {info.build_id}  {info.size_bytes / 1e6:.0f} MB{pin}")

@@ -132,9 +132,9 @@ class GvisorRuntime(LocalRuntime):
 
     async def prune_template_images(self) -> None:
         root = self._dir.parent / "template-images"
-        keep = set(self._template_images.values())
         if not root.is_dir():
             return
+        keep = set(self._template_images.values())
         for image in root.iterdir():
             if image not in keep:
                 log.info("deleting the template image %s (its template changed or is gone)", image)
@@ -282,16 +282,16 @@ class GvisorRuntime(LocalRuntime):
             },
         }
 
-    async def _delete_container(self, sandbox_id: str, *, exited: bool = False) -> None:
+    async def _delete_container(self, sandbox_id: str) -> None:
         """Remove runsc's record of the container (its state files are named after the id).
 
-        ``exited``: its processes are known to be gone (the cgroups are empty), so the files
-        are all there is; ``runsc delete`` would spend over a second finding that out.
+        Once the sandbox's cgroups are empty the files are all there is; ``runsc delete`` would
+        spend over a second finding its processes gone, so it runs only while something lives.
         """
         leftovers = list(self._state.glob(f"*{sandbox_id}*"))
         if not leftovers:
             return
-        if not exited:
+        if self._group(sandbox_id).pids():
             with contextlib.suppress(RuntimeBackendError):
                 await self._runsc_call("delete", "--force", sandbox_id)  # may be gone already
         for leftover in leftovers:
@@ -302,7 +302,7 @@ class GvisorRuntime(LocalRuntime):
 
     async def _stop_processes(self, sandbox_id: str) -> None:
         await super()._stop_processes(sandbox_id)  # every process killed, waited for
-        await self._delete_container(sandbox_id, exited=not self._group(sandbox_id).pids())
+        await self._delete_container(sandbox_id)
         await self._teardown_network(sandbox_id)
 
     # --- memory snapshots ------------------------------------------------------------------
@@ -342,7 +342,7 @@ class GvisorRuntime(LocalRuntime):
                 await self._teardown_network(sandbox_id)
                 await self._wait_exited(sandbox_id)
                 t2 = clock()
-                await self._delete_container(sandbox_id, exited=not self._group(sandbox_id).pids())
+                await self._delete_container(sandbox_id)
                 log.info(
                     "hibernated %s: checkpoint %.0f ms, exit %.0f ms, delete %.0f ms",
                     sandbox_id, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (clock() - t2) * 1e3,

@@ -12,7 +12,7 @@ fallback.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from sandcastle.errors import LimitExceededError
@@ -112,15 +112,15 @@ class RoutedRuntime(Runtime):
         self._where.pop(sandbox_id, None)
 
     async def list_sandboxes(self) -> list[str]:
-        ids: set[str] = set()
-        for runtime in self._backends.values():
-            ids.update(await runtime.list_sandboxes())
-        return sorted(ids)
+        return await self._union(lambda runtime: runtime.list_sandboxes())
 
     async def list_template_boots(self) -> list[str]:
+        return await self._union(lambda runtime: runtime.list_template_boots())
+
+    async def _union(self, listing: Callable[[Runtime], Awaitable[list[str]]]) -> list[str]:
         ids: set[str] = set()
         for runtime in self._backends.values():
-            ids.update(await runtime.list_template_boots())
+            ids.update(await listing(runtime))
         return sorted(ids)
 
     def link(self, sandbox_id: str) -> AgentLink | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -23,13 +22,10 @@ from sqlalchemy import func, select
 from sandcastle.config import Settings
 from sandcastle.domain.sandbox import LIVE_STATUSES
 from sandcastle.errors import ConflictError, ForbiddenError, NotFoundError
-from sandcastle.runtime.templates.builder import TemplateInfo, load_template
+from sandcastle.runtime.templates.builder import TEMPLATE_NAME, built_templates, load_template
 from sandcastle.services.auth import Principal
 from sandcastle.store.db import Database
 from sandcastle.store.models import SandboxRow, SnapshotRow
-
-#: A template directory's name (builds and logs in progress start with a dot).
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -44,13 +40,6 @@ class TemplateSummary:
     runtime: str | None = None
 
 
-def _built(root: Path) -> list[TemplateInfo]:
-    if not root.is_dir():
-        return []
-    names = sorted(p.name for p in root.iterdir() if _NAME.match(p.name))
-    return [t for t in (load_template(n, root) for n in names) if t is not None]
-
-
 class TemplateService:
     def __init__(self, settings: Settings, db: Database) -> None:
         self._settings = settings
@@ -61,7 +50,7 @@ class TemplateService:
         return self._settings.resolved_templates_dir
 
     async def list(self, principal: Principal) -> list[TemplateSummary]:
-        built = await asyncio.to_thread(_built, self._root)
+        built = await asyncio.to_thread(built_templates, self._root)
         async with self._db.session() as session:
             rows = await session.execute(
                 select(SnapshotRow.template, func.count())
@@ -77,7 +66,7 @@ class TemplateService:
         ]
 
     async def delete(self, principal: Principal, name: str) -> None:
-        if not _NAME.match(name) or load_template(name, self._root) is None:
+        if not TEMPLATE_NAME.match(name) or load_template(name, self._root) is None:
             raise NotFoundError(f"template {name!r} not found")
         if not principal.operator:
             # Templates are the server's, shared by every org: one org may not take them away.

@@ -85,6 +85,17 @@ class TemplateInfo:
 
 ProgressCallback = Callable[[BuildProgress], None]
 
+#: A template directory's name (builds and logs in progress start with a dot).
+TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def built_templates(templates_dir: Path) -> list[TemplateInfo]:
+    """Every built template in ``templates_dir``, by name."""
+    if not templates_dir.is_dir():
+        return []
+    names = sorted(p.name for p in templates_dir.iterdir() if TEMPLATE_NAME.match(p.name))
+    return [t for t in (load_template(n, templates_dir) for n in names) if t is not None]
+
 
 def load_template(name: str, templates_dir: Path) -> TemplateInfo | None:
     """Return the built template ``name``, or None if there is none or its manifest is unusable."""
@@ -131,8 +142,13 @@ async def build_template(
         build_dir.mkdir(mode=0o755)
         failed_log = templates_dir / f".{name}.failed-build.log"
         try:
-            build = _Build(recipe, recipe_digest, build_dir, on_progress or _ignore_progress)
-            build.runtime = existing.runtime if existing is not None else None
+            build = _Build(
+                recipe,
+                recipe_digest,
+                build_dir,
+                on_progress or _ignore_progress,
+                runtime=existing.runtime if existing is not None else None,  # a pin stays
+            )
             info = await build.run(templates_dir / name)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -228,7 +244,13 @@ class _Build:
     """One build: runs the steps in ``build_dir``, logging to ``build.log``, reporting progress."""
 
     def __init__(
-        self, recipe: Recipe, recipe_digest: str, build_dir: Path, on_progress: ProgressCallback
+        self,
+        recipe: Recipe,
+        recipe_digest: str,
+        build_dir: Path,
+        on_progress: ProgressCallback,
+        *,
+        runtime: str | None,
     ) -> None:
         self.recipe = recipe
         self.recipe_digest = recipe_digest
@@ -244,7 +266,7 @@ class _Build:
         self.log = (build_dir / "build.log").open("ab")
         self.step_index = 0
         #: The backend the template is pinned to (a rebuild keeps the pin).
-        self.runtime: str | None = None
+        self.runtime = runtime
 
     async def run(self, target: Path) -> TemplateInfo:
         try:
