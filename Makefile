@@ -1,6 +1,6 @@
 # Two commands set up a fresh Debian 12 machine (as root):
 #   make serve   - install what is missing, build the python template if needed, run the server
-#   make test    - install what is missing, build the test template once, lint, type-check, test
+#   make test    - install what is missing, lint, type-check, build the test template once, test
 # Pass server options with ARGS, e.g. `make serve ARGS="--port 9000 --data-dir /srv/sandcastle"`.
 
 PYTHON ?= python3
@@ -17,7 +17,8 @@ ARGS ?=
 serve: system venv
 	$(BIN)/sandcastle serve $(ARGS)
 
-test: system venv template-test lint typecheck
+# Lint and type-check come before the template build, so a lint error fails in seconds.
+test: system venv lint typecheck template-test
 	SANDCASTLE_TEST_TEMPLATES_DIR=$(TEST_TEMPLATES) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Install the system packages we need, only when one is missing; then gVisor's runsc (from

@@ -21,7 +21,7 @@ from sandcastle.runtime.templates.builder import (
     build_template,
     load_template,
 )
-from sandcastle.runtime.templates.recipes import digest, get_recipe
+from sandcastle.runtime.templates.recipes import Recipe, Run, digest, get_recipe
 
 TEMPLATES_DIR = os.environ.get("SANDCASTLE_TEST_TEMPLATES_DIR")
 
@@ -150,3 +150,53 @@ async def test_matplotlib_font_cache_is_prebuilt(template: TemplateInfo, home_co
     # Matplotlib rewrites the cache only when it had to rebuild it.
     after = list((home_copy / ".cache" / "matplotlib").glob("fontlist-*.json"))
     assert {path: path.stat().st_mtime_ns for path in after} == before
+
+
+async def test_a_constraint_file_in_the_hosts_pip_configuration_is_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The host's pip configuration names a constraint *file* (and one that does not exist):
+    # the build must see the first at its path and go without the second, saying so up front.
+    constraints = tmp_path / "host" / "constraints.txt"
+    constraints.parent.mkdir()
+    constraints.write_text("six==1.15.0\n")
+    missing = tmp_path / "host" / "gone.txt"
+    conf = tmp_path / "host" / "pip.conf"
+    conf.write_text(f"[global]\nconstraint = {constraints} {missing}\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    recipe = Recipe(
+        name="pinned",
+        suite="bookworm",
+        packages=("python3-venv",),
+        steps=(
+            Run("Create venv", ("python3", "-m", "venv", "/opt/venv")),
+            Run("Install six", ("/opt/venv/bin/pip", "install", "--no-cache-dir", "six")),
+        ),
+    )
+    warnings: list[str] = []
+    steps_begun: list[int] = []
+
+    def on_progress(progress: BuildProgress) -> None:
+        if progress.fraction_within_step == 0.0:
+            steps_begun.append(progress.step_index)
+
+    def on_warning(warning: str) -> None:
+        warnings.append(warning)
+        assert steps_begun == [], "a warning came after the build had started"
+
+    info = await build_template(
+        "pinned",
+        tmp_path / "templates",
+        recipe=recipe,
+        on_progress=on_progress,
+        on_warning=on_warning,
+    )
+
+    site = next(inside(info, "/opt/venv/lib").glob("python3*/site-packages"))
+    assert [p.name for p in site.glob("six-*.dist-info")] == ["six-1.15.0.dist-info"]
+    assert warnings == [
+        f"pip option [global] constraint: {missing} is dropped: it does not exist on this host"
+    ]
+    # Nothing of the host's set-up is left in the template.
+    assert not inside(info, str(constraints)).exists()
+    assert not inside(info, "/opt/wheels").exists()

@@ -61,9 +61,16 @@ def _build(name: str, settings: Settings, *, force: bool) -> None:
             overall = (p.step_index + p.fraction_within_step) / max(p.step_count, 1)
             progress.update(task, completed=overall, description=f"{name}: {p.step_label}")
 
+        def on_warning(warning: str) -> None:
+            progress.console.print(f"[yellow]warning:[/] {warning}")
+
         info = asyncio.run(
             build_template(
-                name, settings.resolved_templates_dir, on_progress=on_progress, force=force
+                name,
+                settings.resolved_templates_dir,
+                on_progress=on_progress,
+                on_warning=on_warning,
+                force=force,
             )
         )
         progress.update(task, completed=1.0, description=f"{name}: done")

@@ -3,18 +3,15 @@ and read debootstrap's progress."""
 
 from __future__ import annotations
 
-import ast
-import asyncio
 import configparser
 import contextlib
 import os
 import re
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
+from sandcastle.runtime.templates.hostpip import HostPipSetup
 from sandcastle.runtime.templates.recipes import Run
 from sandcastle.runtime.templates.rootfs import first_missing, resolve_inside
 
@@ -25,8 +22,6 @@ _INNER_CA = f"{_BUILD_SHARE}/ca-certificates.crt"
 _INNER_PIP_CONF = f"{_BUILD_SHARE}/pip.conf"
 BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
-#: Set by the builder itself (pointing inside the sandbox), so the host's values are not forwarded.
-_OWN_PIP_VARS = ("PIP_CERT", "PIP_CONFIG_FILE")
 
 
 class DebootstrapProgress:
@@ -68,49 +63,55 @@ class DebootstrapProgress:
 class BuildSandbox:
     """How :class:`Run` steps execute: bubblewrap over the rootfs, with the host's pip setup.
 
-    Host directories that the pip configuration references (``find-links``, ``file://`` indexes)
-    are bound read-only at the same path, since the configuration names them by that path. Their
-    mount points are created in the rootfs by bwrap; :meth:`tidy` removes them again.
+    Host paths that the pip settings name (:class:`HostPipSetup`) are bound read-only at the same
+    path, since settings and the files they name (an index's pages, a constraint file's ``-r``
+    lines) refer to them by that path; a path whose place in the rootfs is taken (or reached
+    through a link) is bound under the build's private ``/tmp`` instead, and the settings naming
+    it are rewritten. Mount points bwrap creates in the rootfs are removed by :meth:`tidy`.
     """
 
     rootfs: Path
     pip_conf: Path | None
     forwarded_env: dict[str, str]
-    binds: list[str] = field(default_factory=list)
+    #: (host path, inside path) pairs, bound read-only.
+    binds: list[tuple[str, str]] = field(default_factory=list)
     mount_points: list[Path] = field(default_factory=list)
+    #: The host's CA bundle, trusted inside (a proxy's own CA is commonly added to it).
+    ca_bundle: Path | None = None
+    #: The host's pip settings name a CA bundle of their own (else pip gets ``ca_bundle``).
+    pip_names_cert: bool = False
 
     @classmethod
-    async def prepare(
-        cls, rootfs: Path, build_dir: Path, log: Callable[[str], None]
-    ) -> BuildSandbox:
-        config, problem = await _host_pip_config()
-        if problem is not None:
-            log(f"warning: host pip configuration not inherited: {problem}\n")
+    def prepare(cls, rootfs: Path, build_dir: Path, setup: HostPipSetup) -> BuildSandbox:
+        place = {path: _inside_place(rootfs, path) for path in setup.host_paths}
+        config, pip_env = setup.render(place)
         pip_conf: Path | None = None
         if config:
             pip_conf = build_dir / "pip.conf"
             # The host config may hold index credentials: private, and deleted by tidy().
             with open(os.open(pip_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
                 _config_parser(config).write(f)
-        forwarded = {
-            name: value
-            for name, value in os.environ.items()
-            if name.startswith("PIP_") and name not in _OWN_PIP_VARS
-        }
-        sandbox = cls(rootfs, pip_conf, forwarded | pick(os.environ, PROXY_VARS))
-        for directory in referenced_dirs(config, forwarded):
-            inside = resolve_inside(rootfs, directory)
-            if os.path.lexists(inside):
-                log(f"warning: not binding {directory}: it would hide the template's own\n")
-                continue
-            sandbox.binds.append(directory)
-            sandbox.mount_points.append(first_missing(rootfs, directory))
+        sandbox = cls(
+            rootfs,
+            pip_conf,
+            pip_env | pick(os.environ, PROXY_VARS),
+            ca_bundle=_host_ca(),
+            pip_names_cert=any(
+                s.key.removeprefix("PIP_").lower() == "cert" for s in setup.settings
+            ),
+        )
+        for host, inside in place.items():
+            sandbox.binds.append((host, inside))
+            if inside == host:
+                sandbox.mount_points.append(first_missing(rootfs, inside))
         return sandbox
 
     def env(self, step: Run) -> dict[str, str]:
         env = {"PATH": BUILD_PATH, "HOME": "/root", "LANG": "C.UTF-8", **self.forwarded_env}
-        if HOST_CA_BUNDLE.is_file():
-            env |= {"PIP_CERT": _INNER_CA, "SSL_CERT_FILE": _INNER_CA}
+        if self.ca_bundle is not None:
+            env["SSL_CERT_FILE"] = _INNER_CA
+            if not self.pip_names_cert:
+                env["PIP_CERT"] = _INNER_CA
         if self.pip_conf is not None:
             env["PIP_CONFIG_FILE"] = _INNER_PIP_CONF
         return env | dict(step.env)
@@ -119,12 +120,12 @@ class BuildSandbox:
         argv = ["bwrap", "--bind", str(self.rootfs), "/", "--dev", "/dev", "--proc", "/proc"]
         argv += ["--perms", "1777", "--tmpfs", "/tmp"]
         argv += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-        if HOST_CA_BUNDLE.is_file():
-            argv += ["--ro-bind", str(HOST_CA_BUNDLE), _INNER_CA]
+        if self.ca_bundle is not None:
+            argv += ["--ro-bind", str(self.ca_bundle), _INNER_CA]
         if self.pip_conf is not None:
             argv += ["--ro-bind", str(self.pip_conf), _INNER_PIP_CONF]
-        for directory in self.binds:
-            argv += ["--ro-bind", directory, directory]
+        for host, inside in self.binds:
+            argv += ["--ro-bind", host, inside]
         argv += ["--share-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent"]
         argv += ["--new-session", "--chdir", step.cwd, "--"]
         if (step.uid, step.gid) != (0, 0):
@@ -138,87 +139,49 @@ class BuildSandbox:
         if self.pip_conf is not None:
             self.pip_conf.unlink(missing_ok=True)
         for top in self.mount_points:
-            # Only empty directories: these were bind mount points, never written through.
-            for directory, _, _ in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
-                with contextlib.suppress(OSError):
-                    os.rmdir(directory)
+            _remove_mount_points(top)
 
 
-async def _host_pip_config() -> tuple[dict[str, dict[str, str]], str | None]:
-    """The host's effective pip configuration by section, and why it is empty if pip failed.
-
-    Asking pip (``pip config list``) rather than reading files gets pip's own rules for which
-    files apply (global, user, site, ``PIP_CONFIG_FILE``) and which one wins.
-    """
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pip",
-            "config",
-            "list",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await process.communicate()
-    except OSError as exc:
-        return {}, str(exc)
-    if process.returncode != 0:
-        return {}, err.decode(errors="replace").strip() or f"pip exited {process.returncode}"
-    return parse_pip_config_list(out.decode(errors="replace")), None
+def _inside_place(rootfs: Path, path: str) -> str:
+    """Where host ``path`` is bound in the build: its own path if nothing of the template is
+    there and no link leads there, else a place of its own in the build's private /tmp."""
+    own = rootfs.joinpath(path.lstrip("/"))
+    if resolve_inside(rootfs, path) == own and not os.path.lexists(own):
+        return path
+    return f"{_BUILD_SHARE}/host{path}"
 
 
-def parse_pip_config_list(text: str) -> dict[str, dict[str, str]]:
-    """Parse ``pip config list`` lines (``section.key='value'``); ``:env:`` entries are skipped
-    because the builder forwards the ``PIP_*`` variables themselves."""
-    config: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        key, sep, raw_value = line.partition("=")
-        section, dot, option = key.strip().partition(".")
-        if not sep or not dot or section == ":env:":
-            continue
-        try:
-            value = ast.literal_eval(raw_value.strip())
-        except (ValueError, SyntaxError):
-            continue
-        if isinstance(value, str):
-            config.setdefault(section, {})[option] = value
-    return config
+def _host_ca() -> Path | None:
+    for candidate in (os.environ.get("SSL_CERT_FILE"), str(HOST_CA_BUNDLE)):
+        if candidate and os.path.isfile(candidate):
+            return Path(candidate)
+    return None
+
+
+def _remove_mount_points(top: Path) -> None:
+    """Remove what bwrap created as mount points below ``top``: empty files and directories.
+    Nothing is followed: ``top`` did not exist before the build, so a link there is the
+    build's own and is left alone."""
+    if top.is_symlink() or not top.exists():
+        return
+    if not top.is_dir():
+        if top.stat().st_size == 0:
+            top.unlink()
+        return
+    for directory, _, files in os.walk(top, topdown=False):
+        for name in files:
+            entry = Path(directory, name)
+            with contextlib.suppress(OSError):
+                if not entry.is_symlink() and entry.stat().st_size == 0:
+                    entry.unlink()
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
 
 
 def _config_parser(config: Mapping[str, Mapping[str, str]]) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_dict(config)
     return parser
-
-
-def referenced_dirs(config: Mapping[str, Mapping[str, str]], env: Mapping[str, str]) -> list[str]:
-    """Existing host directories named by absolute paths or ``file://`` URLs in pip settings."""
-    settings = [(option, value) for section in config.values() for option, value in section.items()]
-    settings += [(name.removeprefix("PIP_"), value) for name, value in env.items()]
-    found: list[str] = []
-    for option, value in settings:
-        is_index = option.lower().replace("_", "-") in ("index-url", "extra-index-url")
-        for token in value.split():
-            if token.startswith("file://"):
-                path = unquote(urlparse(token).path)
-            elif token.startswith("/"):
-                path = token
-            else:
-                continue
-            path = os.path.normpath(path)
-            if is_index:
-                # A PEP 503 project page (<index>/<project>/) commonly links its files as
-                # ../../files/..., i.e. beside the index: bind the index's parent.
-                path = os.path.dirname(path)
-            if path != "/" and os.path.isdir(path):
-                found.append(path)
-    kept: list[str] = []
-    for path in sorted(set(found)):
-        if not any(path.startswith(parent + "/") for parent in kept):
-            kept.append(path)
-    return kept
 
 
 def pick(source: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:

@@ -42,6 +42,7 @@ from sandcastle.runtime.templates.buildenv import (
     DebootstrapProgress,
     pick,
 )
+from sandcastle.runtime.templates.hostpip import inspect_host_pip
 from sandcastle.runtime.templates.recipes import (
     AddUser,
     Clean,
@@ -84,6 +85,8 @@ class TemplateInfo:
 
 
 ProgressCallback = Callable[[BuildProgress], None]
+#: Told each problem with what the build inherits from the host, before the build starts.
+WarningCallback = Callable[[str], None]
 
 #: A template directory's name (builds and logs in progress start with a dot).
 TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -121,16 +124,21 @@ async def build_template(
     templates_dir: Path,
     *,
     on_progress: ProgressCallback | None = None,
+    on_warning: WarningCallback | None = None,
     force: bool = False,
+    recipe: Recipe | None = None,
 ) -> TemplateInfo:
     """Build template ``name`` into ``templates_dir`` and return it.
+
+    The recipe is the built-in one called ``name`` unless ``recipe`` is given. ``on_warning`` is
+    told, before the build starts, each part of the host's pip set-up the build goes without.
 
     Without ``force``, an existing template built from the same recipe digest is returned as is.
     Raises ``KeyError`` for an unknown recipe and :class:`TemplateBuildError` when the build fails
     or another build of the same template is running. On failure the log is kept as
     ``<templates_dir>/.<name>.failed-build.log``.
     """
-    recipe = get_recipe(name)
+    recipe = recipe or get_recipe(name)
     recipe_digest = digest(recipe)
     templates_dir.mkdir(parents=True, exist_ok=True)
     with _build_lock(templates_dir, name):
@@ -147,6 +155,7 @@ async def build_template(
                 recipe_digest,
                 build_dir,
                 on_progress or _ignore_progress,
+                on_warning or _ignore_warning,
                 runtime=existing.runtime if existing is not None else None,  # a pin stays
             )
             info = await build.run(templates_dir / name)
@@ -179,6 +188,10 @@ def pin_template(name: str, templates_dir: Path, runtime: str | None) -> Templat
 
 
 def _ignore_progress(progress: BuildProgress) -> None:
+    pass
+
+
+def _ignore_warning(warning: str) -> None:
     pass
 
 
@@ -249,6 +262,7 @@ class _Build:
         recipe_digest: str,
         build_dir: Path,
         on_progress: ProgressCallback,
+        on_warning: WarningCallback,
         *,
         runtime: str | None,
     ) -> None:
@@ -257,6 +271,7 @@ class _Build:
         self.build_dir = build_dir
         self.rootfs = build_dir / "rootfs"
         self.on_progress = on_progress
+        self.on_warning = on_warning
         self.labels = [
             f"Bootstrap Debian {recipe.suite}",
             *(step.label for step in recipe.steps),
@@ -270,8 +285,16 @@ class _Build:
 
     async def run(self, target: Path) -> TemplateInfo:
         try:
+            # Before anything slow: a host path pip cannot have in the build is said now, not
+            # as pip's traceback minutes later.
+            host_pip = await inspect_host_pip()
+            for warning in host_pip.warnings:
+                self.write_log(f"warning: {warning}\n")
+                self.on_warning(warning)
             await self._step(0, self._debootstrap)
-            sandbox = await BuildSandbox.prepare(self.rootfs, self.build_dir, self.write_log)
+            sandbox = await asyncio.to_thread(
+                BuildSandbox.prepare, self.rootfs, self.build_dir, host_pip
+            )
             try:
                 for index, step in enumerate(self.recipe.steps, start=1):
                     await self._step(index, functools.partial(self._execute, step, sandbox))
