@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandcastle.agent import layout
 from sandcastle.errors import RuntimeBackendError
+from sandcastle.runtime import beneath
 from sandcastle.runtime.procs import run
 
 _UNSAFE = frozenset(",:")  # overlay mount options split on these
@@ -71,17 +73,8 @@ async def create(
     if copy_from is not None:
         await run("cp", "-a", f"{copy_from}/.", str(paths.upper))
     # Seeded before the overlay is mounted: changing an upper directory under a live overlay
-    # is undefined behaviour.
-    seeds = [(files or {}, 0, 0), (user_files or {}, layout.USER_UID, layout.USER_GID)]
-    for seeded, uid, gid in seeds:
-        for inner, content in seeded.items():
-            target = paths.upper / inner.lstrip("/")
-            if uid != 0 and target.exists():
-                continue  # the user's own, copied from a saved layer: theirs to keep
-            _make_parents(target.parent, paths.upper, template_rootfs)
-            target.write_text(content)
-            os.chmod(target, 0o644)
-            os.chown(target, uid, gid)
+    # is undefined behaviour. A copied layer is the sandbox's: seed() never follows its links.
+    await asyncio.to_thread(seed, paths.upper, template_rootfs, files or {}, user_files or {})
     await run(
         "mount", "-t", "overlay", "overlay",
         "-o", f"lowerdir={template_rootfs},upperdir={paths.upper},workdir={paths.work}",
@@ -115,17 +108,32 @@ async def remove(paths: LayerPaths) -> None:
         await asyncio.to_thread(paths.image.unlink)
 
 
-def _make_parents(directory: Path, upper: Path, template_rootfs: Path) -> None:
-    """Create ``directory`` in the upper layer with its template twin's mode and owner (an
-    upper directory's attributes are what the overlay shows: /tmp must stay 1777)."""
-    if directory.exists():
-        return
-    _make_parents(directory.parent, upper, template_rootfs)
-    directory.mkdir()
-    twin = template_rootfs / directory.relative_to(upper)
-    if twin.is_dir():
-        st = twin.stat()
-        os.chown(directory, st.st_uid, st.st_gid)
-        os.chmod(directory, st.st_mode & 0o7777)
-    else:
-        os.chmod(directory, 0o755)
+def seed(
+    upper: Path, template_rootfs: Path, files: dict[str, str], user_files: dict[str, str]
+) -> None:
+    """Write ``files`` (root's) and ``user_files`` (the sandbox user's; one already there is
+    kept) into the layer ``upper``, without following any link in it (:mod:`.beneath`)."""
+
+    def template_attrs(inner: str) -> tuple[int, int, int]:
+        # A new upper directory's attributes are what the overlay shows: /tmp must stay 1777.
+        try:
+            st = os.lstat(template_rootfs / inner.lstrip("/"))
+        except OSError:
+            return 0o755, 0, 0
+        if not stat.S_ISDIR(st.st_mode):
+            return 0o755, 0, 0
+        return st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+    for seeded, uid, gid in ((files, 0, 0), (user_files, layout.USER_UID, layout.USER_GID)):
+        for inner, content in seeded.items():
+            beneath.write_file(
+                upper,
+                inner,
+                content.encode(),
+                mode=0o644,
+                uid=uid,
+                gid=gid,
+                dir_attrs=template_attrs,
+                # The user's own, copied from a saved layer: theirs to keep.
+                keep_existing=uid != 0,
+            )
