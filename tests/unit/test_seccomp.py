@@ -141,3 +141,71 @@ def test_the_loaded_filter_refuses_the_calls() -> None:
     assert results["clone_newuser"] == [-1, errno.EPERM]
     assert results["clone3"] == [-1, errno.ENOSYS]
     assert results["getpid"][0] > 0 and results["getpid"][1] == 0
+
+
+_SOCKETS = """
+import ctypes, json, os, pyseccomp, socket
+from sandcastle.runtime.seccomp import build_filter
+
+libc = ctypes.CDLL(None, use_errno=True)
+arch = pyseccomp.system_arch()
+build_filter().load()
+results = {}
+for name, family, kind, proto in [
+    ("unix", 1, socket.SOCK_STREAM, 0),
+    ("inet", 2, socket.SOCK_STREAM, 0),
+    ("inet6", 10, socket.SOCK_DGRAM, 0),
+    ("netlink_route", 16, socket.SOCK_RAW, 0),
+    ("netlink_audit", 16, socket.SOCK_RAW, 9),
+    ("netlink_uevent", 16, socket.SOCK_RAW, 15),
+    ("vsock", 40, socket.SOCK_STREAM, 0),
+    ("alg", 38, socket.SOCK_SEQPACKET, 0),
+    ("key", 15, socket.SOCK_RAW, 2),
+    ("unspec", 0, socket.SOCK_STREAM, 0),
+    ("future_family", 60, socket.SOCK_STREAM, 0),
+]:
+    ctypes.set_errno(0)
+    fd = libc.socket(family, kind, proto)
+    results[name] = 0 if fd >= 0 else ctypes.get_errno()
+for name in ("io_uring_setup", "modify_ldt", "memfd_secret", "pidfd_getfd", "process_madvise"):
+    ctypes.set_errno(0)
+    rc = libc.syscall(pyseccomp.resolve_syscall(arch, name), 0, 0, 0, 0)
+    results[name] = 0 if rc >= 0 else ctypes.get_errno()
+print(json.dumps(results))
+"""
+
+
+def test_socket_families_beyond_unix_inet_and_route_netlink_are_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SOCKETS], capture_output=True, text=True, timeout=30
+    )
+    if done.returncode != 0 and "seccomp" in done.stderr.lower():
+        pytest.skip(f"cannot load a seccomp filter here: {done.stderr.strip()[-200:]}")
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    allowed = {"unix", "inet", "inet6", "netlink_route"}
+    assert {name: results[name] for name in allowed} == dict.fromkeys(allowed, 0)
+    assert results["netlink_audit"] == results["netlink_uevent"] == errno.EPROTONOSUPPORT
+    for name in ("vsock", "alg", "key", "unspec", "future_family"):
+        assert results[name] == errno.EAFNOSUPPORT, name
+    for name in ("io_uring_setup", "modify_ldt", "memfd_secret", "pidfd_getfd", "process_madvise"):
+        assert results[name] == errno.EPERM, name
+
+
+def test_the_oci_profile_carries_the_same_rules_as_the_filter() -> None:
+    profile = seccomp.oci_profile()
+    syscalls = profile["syscalls"]
+    assert isinstance(syscalls, list)
+    expected = seccomp.rules(clone3=False)
+    assert len(syscalls) == len(expected)
+    by_name: dict[str, list[dict[str, object]]] = {}
+    for entry in syscalls:
+        (name,) = entry["names"]
+        by_name.setdefault(name, []).append(entry)
+    assert len(by_name["socket"]) == len([r for r in expected if r.syscall == "socket"])
+    netlink = [e for e in by_name["socket"] if e["errnoRet"] == errno.EPROTONOSUPPORT]
+    assert netlink[0]["args"] == [
+        {"index": 0, "value": 16, "valueTwo": 0, "op": "SCMP_CMP_EQ"},
+        {"index": 2, "value": 0, "valueTwo": 0, "op": "SCMP_CMP_NE"},
+    ]
+    assert "clone3" not in by_name
