@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     #: The ``runsc`` binary; ``None`` looks it up on ``PATH``.
     runsc_path: str | None = None
     sandbox_domain: str = "sandbox.localhost"
+    #: Bytes of a request body a route reads whole (JSON); streamed uploads are bounded by disk.
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024)
 
     default_template: str = "python"
     default_vcpus: int = Field(default=1, ge=1)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sandcastle import __version__
 from sandcastle.api import errors
 from sandcastle.api.activity import ActivityMiddleware
+from sandcastle.api.bounded import BodyLimitMiddleware
 from sandcastle.api.deps import Services
 from sandcastle.api.hostrouting import HostRoutingMiddleware
 from sandcastle.api.ratelimit import RateLimiter
@@ -177,6 +178,7 @@ def create_app(
     # The last added runs first: sandbox hosts are rewritten before activity is recorded.
     app.add_middleware(ActivityMiddleware, tracker=activity)
     app.add_middleware(HostRoutingMiddleware, domain=settings.sandbox_domain)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandcastle.api.bounded import EnvVars, Metadata
 from sandcastle.domain.execution import ExecutionResult
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.domain.snapshot import Snapshot
@@ -30,7 +31,7 @@ class SandboxCreateBody(BaseModel):
     vcpus: int | None = Field(default=None, ge=1)
     memory_mb: int | None = Field(default=None, ge=1)
     disk_mb: int | None = Field(default=None, ge=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     timeout_ms: int | None = Field(default=None, ge=1)
     timeout_action: Literal["destroy", "hibernate"] = "destroy"
     cwd: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -239,7 +240,7 @@ class ExecuteBody(BaseModel):
     code: str = Field(max_length=2_000_000)
     context_id: str | None = None
     language: str | None = None
-    env_vars: dict[str, str] | None = None
+    env_vars: EnvVars = None
     timeout_ms: int = Field(default=30_000, ge=1, le=3_600_000)
 
 

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sandcastle.api.bounded import streams_body
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.errors import execute_validation
 from sandcastle.api.routes.files import (
@@ -195,6 +196,7 @@ async def _execute_document(
         411: {"description": "No Content-Length."},
     },
 )
+@streams_body
 async def upload(
     sandbox_id: str, path: str, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:

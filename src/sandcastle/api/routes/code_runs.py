@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandcastle.api.bounded import EnvVars
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.schemas import ErrorOut, LogsOut, rfc3339
 from sandcastle.domain.execution import MIME_FIELDS
@@ -35,7 +36,7 @@ class RunCreateBody(BaseModel):
     context_id: str | None = Field(
         default=None, description="Run in this context, after its earlier runs; else a new one."
     )
-    env_vars: dict[str, str] | None = None
+    env_vars: EnvVars = None
     timeout_secs: int | None = Field(
         default=None, ge=1, description="Defaults to the server's run_default_timeout_secs."
     )

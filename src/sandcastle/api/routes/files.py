@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from sandcastle.agent import layout
 from sandcastle.api import multipart
+from sandcastle.api.bounded import streams_body
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.schemas import rfc3339
 from sandcastle.errors import FieldError, InvalidRequestError
@@ -220,6 +221,7 @@ async def read_file(
     },
     responses={200: {"description": "An existing file was replaced."}},
 )
+@streams_body
 async def write_file(
     sandbox_id: str,
     path: PathQuery,
@@ -266,6 +268,7 @@ async def write_file(
         }
     },
 )
+@streams_body
 async def upload_files(
     sandbox_id: str,
     request: Request,

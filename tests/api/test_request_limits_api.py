@@ -1,0 +1,97 @@
+"""Bounded requests: an oversized body is refused with 413 before it is held, and the
+user-supplied maps (metadata, env_vars) are bounded with 422s naming the field; nothing of a
+refused request is stored. (Streamed uploads are exempt from the body limit: the e2e test of a
+200 MB file both ways proves it against the real agent.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sandcastle.domain import limits
+from tests.api.conftest import Harness, assert_envelope
+
+
+async def test_a_body_over_the_limit_is_413_and_creates_nothing(harness: Harness) -> None:
+    big = "x" * (harness.settings.max_body_bytes + 1)
+    response = await harness.client.post("/v1/sandboxes", json={"metadata": {"k": big}})
+    body = assert_envelope(response, 413, "invalid_error")
+    assert str(harness.settings.max_body_bytes) in body["detail"]
+    assert (await harness.client.get("/v1/sandboxes")).json()["items"] == []
+
+
+async def test_a_chunked_body_without_length_is_bounded_as_it_arrives(harness: Harness) -> None:
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'{"metadata": {"k": "'
+        for _ in range(64):
+            sent += 1
+            yield b"x" * (1 << 20)
+        yield b'"}}'
+
+    response = await harness.client.post(
+        "/v1/sandboxes", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert_envelope(response, 413, "invalid_error")
+    # Refused once past the limit, not after the whole 64 MiB.
+    assert sent <= harness.settings.max_body_bytes // (1 << 20) + 2
+
+
+@pytest.mark.parametrize(
+    ("metadata", "says"),
+    [
+        ({f"k{i}": "v" for i in range(limits.METADATA_MAX_KEYS + 1)}, "keys"),
+        ({"k" * (limits.METADATA_MAX_KEY_CHARS + 1): "v"}, "characters"),
+        ({"": "v"}, "characters"),
+        ({"k": "v" * limits.METADATA_MAX_BYTES}, "bytes"),
+    ],
+)
+async def test_metadata_beyond_its_bounds_is_a_422_naming_the_field(
+    harness: Harness, metadata: dict[str, str], says: str
+) -> None:
+    response = await harness.client.post("/v1/sandboxes", json={"metadata": metadata})
+    body = assert_envelope(response, 422, "validation_error")
+    [error] = body["errors"]
+    assert error["loc"] == ["body", "metadata"]
+    assert says in error["msg"]
+
+
+async def test_metadata_at_its_bounds_is_kept_whole(harness: Harness) -> None:
+    metadata = {f"k{i:02}": "v" * 200 for i in range(limits.METADATA_MAX_KEYS)}
+    created = await harness.create(metadata=metadata)
+    fetched = await harness.client.get(f"/v1/sandboxes/{created['id']}")
+    assert fetched.json()["metadata"] == metadata
+
+
+@pytest.mark.parametrize(
+    "env_vars",
+    [
+        {f"V{i}": "1" for i in range(limits.ENV_VARS_MAX_COUNT + 1)},
+        {"A=B": "1"},
+        {"": "1"},
+        {"NUL": "a\0b"},
+        {"BIG": "x" * limits.ENV_VARS_MAX_BYTES},
+    ],
+)
+async def test_env_vars_beyond_their_bounds_are_refused_on_execute(
+    harness: Harness, env_vars: dict[str, str]
+) -> None:
+    sandbox = await harness.create()
+    response = await harness.client.post(
+        f"/v1/sandboxes/{sandbox['id']}/execute", json={"code": "1", "env_vars": env_vars}
+    )
+    assert response.status_code == 422, response.text
+    assert "env_vars" in response.text
+
+
+async def test_env_vars_beyond_their_bounds_are_refused_on_runs(harness: Harness) -> None:
+    sandbox = await harness.create()
+    response = await harness.client.post(
+        f"/v1/sandboxes/{sandbox['id']}/code/runs",
+        json={"code": "1", "env_vars": {"A=B": "1"}},
+    )
+    assert response.status_code == 422, response.text
+    assert "env_vars" in response.text
