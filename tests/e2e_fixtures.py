@@ -14,6 +14,9 @@ import pytest
 
 from tests.serverproc import ServerProcess, templates_dir
 
+#: In the environment of every session server: nothing of it may ever be seen inside a sandbox.
+HOST_ENV_MARKER = ("SERVER_ONLY_SECRET", "host-env-" + os.urandom(8).hex())
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -37,7 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[S
     if not (templates_dir() / "python" / "manifest.json").exists():
         pytest.fail(f"the python template is not built in {templates_dir()}: run `make test`")
     proc = ServerProcess(
-        Path(tmp_path_factory.mktemp(f"server-{backend}")), env={"SANDCASTLE_RUNTIME": backend}
+        Path(tmp_path_factory.mktemp(f"server-{backend}")),
+        env={"SANDCASTLE_RUNTIME": backend, HOST_ENV_MARKER[0]: HOST_ENV_MARKER[1]},
     )
     proc.start()
     try:

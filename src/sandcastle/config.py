@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     sandbox_domain: str = "sandbox.localhost"
     #: Bytes of a request body a route reads whole (JSON); streamed uploads are bounded by disk.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024)
+    #: Free disk (MiB) the data directory's filesystem keeps: below it, creates, forks,
+    #: snapshots, hibernations and runs are refused (507) and artifacts no longer copied.
+    min_free_disk_mb: int = Field(default=1024, ge=0)
 
     default_template: str = "python"
     default_vcpus: int = Field(default=1, ge=1)
@@ -67,6 +70,8 @@ class Settings(BaseSettings):
     #: Files one run may turn into artifacts, and the bytes one artifact may have.
     run_artifacts_max_files: int = Field(default=100, ge=0)
     run_artifact_max_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    #: Bytes all the artifacts of one run may have together (past it, files are listed empty).
+    run_artifacts_max_total_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
 
     #: Tenancy, credits and quotas (docs/TENANCY.md). When false, only operators (owners of the
     #: org made at first start) may create orgs; when true, any key's user may.

@@ -22,6 +22,7 @@ enter; the HTTP layer maps them to statuses and envelope ``type`` names in one t
     │   ├── MemberLimitExceededError   the org has its maximum of members (or more)
     │   └── UsageLimitExceededError    the org has no credits left
     ├── RateLimitedError               the key sent too many requests; retry after a while
+    ├── InsufficientStorageError       the host's disk is at its free-space floor
     ├── RuntimeBackendError            the isolation runtime failed (bwrap, cgroups, mounts)
     │   └── TemplateError              a template is missing or its build failed
     ├── AgentError                     the in-sandbox agent is unreachable or broke protocol
@@ -108,6 +109,11 @@ class RateLimitedError(SandcastleError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class InsufficientStorageError(SandcastleError):
+    """The host's free disk is below ``min_free_disk_mb``: nothing that would store more (a
+    sandbox, a snapshot, a run's artifacts, a build) starts until space is freed."""
 
 
 class RuntimeBackendError(SandcastleError):

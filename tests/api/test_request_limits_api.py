@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sandcastle.domain import limits
-from tests.api.conftest import Harness, assert_envelope
+from sandcastle.services.diskspace import free_bytes
+from tests.api.conftest import AppFactory, Harness, assert_envelope
 
 
 async def test_a_body_over_the_limit_is_413_and_creates_nothing(harness: Harness) -> None:
@@ -95,3 +96,24 @@ async def test_env_vars_beyond_their_bounds_are_refused_on_runs(harness: Harness
     )
     assert response.status_code == 422, response.text
     assert "env_vars" in response.text
+
+
+async def test_at_the_hosts_free_space_floor_creates_and_runs_are_507(
+    start_app: AppFactory, harness: Harness
+) -> None:
+    running = await harness.create()
+    free_mb = free_bytes(harness.settings.data_dir) // 2**20
+    async with start_app(min_free_disk_mb=free_mb + 1024) as starved:
+        response = await starved.client.post("/v1/sandboxes", json={})
+        body = assert_envelope(response, 507, "server_error")
+        assert "min_free_disk_mb" in body["detail"]
+        submitted = await starved.client.post(
+            f"/v1/sandboxes/{running['id']}/code/runs", json={"code": "1"}
+        )
+        assert_envelope(submitted, 507, "server_error")
+        # Reading and deleting what exists still works: that is how space is freed.
+        assert (await starved.client.get(f"/v1/sandboxes/{running['id']}")).status_code == 200
+        assert (await starved.client.delete(f"/v1/sandboxes/{running['id']}")).status_code in (
+            200,
+            204,
+        )

@@ -11,6 +11,7 @@ import pytest
 from sandcastle.agent import layout
 from sandcastle.runtime import beneath
 from sandcastle.runtime.layers import seed
+from sandcastle.runtime.sentry import guard_kills
 
 
 def host_state(host: Path) -> dict[str, tuple[bytes | str, int, int, int]]:
@@ -103,3 +104,27 @@ def test_paths_that_climb_are_refused(tmp_path: Path) -> None:
         beneath.write_file(
             tmp_path, "/a/../../x", b"", mode=0o644, uid=0, gid=0, dir_attrs=lambda _: (0o755, 0, 0)
         )
+
+
+def test_the_guards_kill_count_is_read_without_following_links(tmp_path: Path) -> None:
+    upper, host = tmp_path / "upper", tmp_path / "host"
+    (upper / "tmp").mkdir(parents=True)
+    host.mkdir()
+    (host / "count").write_text("7")
+    assert guard_kills(upper) == 0
+    (upper / "tmp" / ".sandcastle").write_text("2")
+    assert guard_kills(upper) == 2
+    (upper / "tmp" / ".sandcastle").unlink()
+    (upper / "tmp" / ".sandcastle").symlink_to(host / "count")
+    assert guard_kills(upper) == 0
+    # A link on the way (not only the last component) is not followed either.
+    (upper / "tmp" / ".sandcastle").unlink()
+    (upper / "tmp").rmdir()
+    (host / ".sandcastle").write_text("9")
+    (upper / "tmp").symlink_to(host)
+    assert guard_kills(upper) == 0
+    os.mkfifo(host / "fifo")
+    (upper / "tmp").unlink()
+    (upper / "tmp").mkdir()
+    os.mkfifo(upper / "tmp" / ".sandcastle")
+    assert guard_kills(upper) == 0

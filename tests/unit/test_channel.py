@@ -355,3 +355,92 @@ async def test_oversized_request_is_refused_locally_and_the_link_stays_usable(
 async def test_oversized_request_is_a_sandcastle_error(link: AgentLink, peer: Peer) -> None:
     with pytest.raises(SandcastleError):
         await link.call("execute", _oversized_params())
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def secured(socket_dir: Path) -> AsyncIterator[AgentLink]:
+    link = AgentLink(
+        "sb_00000001", socket_dir / "chan" / "agent.sock", secret_file=socket_dir / "agent.secret"
+    )
+    await link.listen()
+    yield link
+    await link.aclose()
+
+
+async def hello_with(link: AgentLink, secret: str | None) -> Peer:
+    return await Peer.connect(link, {**HELLO, **({"secret": secret} if secret else {})})
+
+
+async def test_the_first_hello_gets_a_secret_and_later_hellos_must_show_it(
+    secured: AgentLink,
+) -> None:
+    first = await hello_with(secured, None)
+    welcome = await first.recv()
+    assert welcome is not None and welcome["type"] == "welcome"
+    secret = welcome["secret"]
+    assert secured.secret_file is not None
+    assert secured.secret_file.read_text() == secret
+    assert stat.S_IMODE(secured.secret_file.stat().st_mode) == 0o600
+
+    impostor = await hello_with(secured, "guessed")
+    assert await impostor.closed_by_host()
+    again = await hello_with(secured, secret)
+    await secured.wait_connected(2)
+    for peer in (first, impostor, again):
+        await peer.aclose()
+
+
+async def test_a_restored_agent_is_rekeyed_and_the_shared_secret_then_stops_working(
+    secured: AgentLink,
+) -> None:
+    assert secured.secret_file is not None
+    secured.secret_file.write_text("shared-by-every-fork")  # as adopted from a memory image
+    secured.rekey()
+
+    restored = await hello_with(secured, "shared-by-every-fork")
+    welcome = await restored.recv()
+    assert welcome is not None and welcome["type"] == "welcome"
+    fresh = welcome["secret"]
+    assert fresh != "shared-by-every-fork"
+    assert secured.secret_file.read_text() == fresh
+    # Until the agent shows it read the new secret (it replies to something), the old one
+    # still works: a crash in between must not lock the agent out.
+    call = asyncio.create_task(secured.call("ping", {}))
+    request = await restored.request()
+    await restored.send(reply(request, {}))
+    await call
+
+    another_fork = await hello_with(secured, "shared-by-every-fork")
+    assert await another_fork.closed_by_host()
+    redial = await hello_with(secured, fresh)
+    await asyncio.sleep(0.05)
+    assert secured.connected
+    for peer in (restored, another_fork, redial):
+        await peer.aclose()
+
+
+async def test_a_crash_before_the_agent_read_its_new_secret_leaves_the_old_one_good(
+    secured: AgentLink, socket_dir: Path
+) -> None:
+    assert secured.secret_file is not None
+    secured.secret_file.write_text("from-the-image")
+    secured.rekey()
+    restored = await hello_with(secured, "from-the-image")
+    assert (await restored.recv() or {}).get("type") == "welcome"
+    await restored.aclose()
+    await secured.aclose()
+
+    # A new server process: the agent, which never got the new secret, redials with the old.
+    after_restart = AgentLink(
+        "sb_00000001", socket_dir / "chan" / "agent.sock", secret_file=secured.secret_file
+    )
+    await after_restart.listen()
+    try:
+        agent = await hello_with(after_restart, "from-the-image")
+        await after_restart.wait_connected(2)
+        await agent.aclose()
+    finally:
+        await after_restart.aclose()

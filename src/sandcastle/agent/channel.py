@@ -94,7 +94,9 @@ class AgentChannel:
                 message = await protocol.read_frame(reader)
                 if message is None:
                     return
-                if message["type"] == "welcome" and self._secret is None:
+                if message["type"] == "welcome":
+                    # At the first connection, and again after a restore: the host re-keys an
+                    # agent whose secret came with a memory image other sandboxes share.
                     self._secret = str(message.get("secret"))
                 elif message["type"] == "request" and message.get("method") == "detach":
                     # Reply, then hang up: the host saves the sandbox's memory without a live

@@ -116,3 +116,25 @@ def write_file(
             return True
         finally:
             os.close(parent)
+
+
+def open_read(root: Path, inner: str) -> int:
+    """A non-blocking read descriptor of the regular file at ``inner`` below ``root``; no link
+    on the way is followed. Raises ``OSError`` if anything on the way is a link, is missing, or
+    the file is not a regular one (a FIFO is never waited on)."""
+    parts = _parts(inner)
+    with _open_root(root) as root_fd:
+        parent = os.dup(root_fd)
+        try:
+            for name in parts[:-1]:
+                child = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                os.close(parent)
+                parent = child
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(parts[-1], flags, dir_fd=parent)
+        finally:
+            os.close(parent)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", inner)
+    return fd

@@ -51,9 +51,12 @@ class BwrapRuntime(LocalRuntime):
     ) -> None:
         if image is not None:
             raise RuntimeBackendError("the bwrap backend cannot restore memory images")
-        argv = [
-            self._bwrap,
+        args = [
             "--unshare-all",
+            # The agent is the sandbox's PID 1 (and stays its init, not dumpable): without this
+            # bwrap's own reaper would be, readable by the sandbox user, its environment and
+            # command line the host's.
+            "--as-pid-1",
             "--unshare-user",
             "--disable-userns",
             "--uid", str(layout.USER_UID),
@@ -69,10 +72,10 @@ class BwrapRuntime(LocalRuntime):
             "--clearenv",
         ]  # fmt: skip
         for key, value in sandbox_env(spec).items():
-            argv += ["--setenv", key, value]
+            args += ["--setenv", key, value]
         seccomp_fd = seccomp.bpf_fd()
         fds = [seccomp_fd]
-        argv += ["--seccomp", str(seccomp_fd)]
+        args += ["--seccomp", str(seccomp_fd)]
         # With the internet, bubblewrap reports the sandbox's pid (info) and waits (block)
         # until slirp4netns has plugged a tap device into the new network namespace.
         info_r = info_w = block_r = block_w = -1
@@ -80,18 +83,23 @@ class BwrapRuntime(LocalRuntime):
             info_r, info_w = os.pipe()
             block_r, block_w = os.pipe()
             fds += [info_w, block_r]
-            argv += ["--info-fd", str(info_w), "--block-fd", str(block_r)]
-        argv += [
+            args += ["--info-fd", str(info_w), "--block-fd", str(block_r)]
+        args += [
             "--chdir", layout.USER_HOME,
             "--",
             f"{layout.AGENT_VENV}/bin/python", "-m", "sandcastle.agent",
         ]  # fmt: skip
+        # Arguments through a descriptor: bwrap's command line (host paths, the user's
+        # variables) stays out of the host's process list.
+        args_fd = _args_fd(args)
+        fds.append(args_fd)
+        argv = [self._bwrap, "--args", str(args_fd)]
         try:
             proc = await self._exec_in_group(
                 argv, spec.sandbox_id, group, as_sandbox_user=True, pass_fds=tuple(fds)
             )
         finally:
-            for fd in (seccomp_fd, info_w, block_r):
+            for fd in (seccomp_fd, info_w, block_r, args_fd):
                 if fd >= 0:
                     os.close(fd)
         self._reap(proc)
@@ -110,6 +118,17 @@ class BwrapRuntime(LocalRuntime):
                 with contextlib.suppress(OSError):
                     os.write(block_w, b"1")
                 os.close(block_w)
+
+
+def _args_fd(args: list[str]) -> int:
+    """A readable descriptor holding ``args`` NUL-separated, as ``bwrap --args`` wants."""
+    fd = os.memfd_create("sandcastle-bwrap-args")
+    data = b"".join(arg.encode() + b"\0" for arg in args)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _read_all(fd: int) -> bytes:

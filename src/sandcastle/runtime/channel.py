@@ -48,6 +48,8 @@ class _Connection:
         self.writer = writer
         self.write_lock = asyncio.Lock()
         self.pending: dict[int, _Pending] = {}
+        #: A new secret was sent on this connection and the agent has not yet shown it has it.
+        self.rekeyed = False
 
     async def send(self, message: Any) -> None:
         async with self.write_lock:
@@ -85,6 +87,8 @@ class AgentLink:
         self.pid_file = pid_file
         #: Where the secret given to the agent at its first connection is kept (``_welcome``).
         self.secret_file = secret_file
+        #: Give the agent a new secret at its next hello (``rekey``).
+        self._rekey = False
         self._server: asyncio.Server | None = None
         self._conn: _Connection | None = None
         self._connected = asyncio.Event()
@@ -161,6 +165,20 @@ class AgentLink:
             old.writer.close()
         await self._read_loop(conn)
 
+    def rekey(self) -> None:
+        """Give the agent a secret of its own at its next hello.
+
+        An agent restored from a memory image remembers the secret of the sandbox the image
+        was made from, which every other sandbox restored from it (a template image, a
+        snapshot's forks) remembers too: proof of nothing. Its first hello, with that secret,
+        is answered with a fresh one.
+        """
+        self._rekey = True
+
+    @property
+    def _previous_secret_file(self) -> Path | None:
+        return None if self.secret_file is None else self.secret_file.with_suffix(".previous")
+
     async def _welcome(self, conn: _Connection, hello: dict[str, Any]) -> bool:
         """Check the hello's secret; at the very first connection, hand one out.
 
@@ -175,18 +193,42 @@ class AgentLink:
         try:
             expected = self.secret_file.read_text().strip()
         except FileNotFoundError:
-            secret = secrets.token_urlsafe(32)
-            fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secret)
+            _write_private(self.secret_file, secret := secrets.token_urlsafe(32))
             welcome: protocol.Welcome = {"type": "welcome", "secret": secret}
             await conn.send(welcome)
             return True
         offered = hello.get("secret")
-        if isinstance(offered, str) and hmac.compare_digest(offered, expected):
+        # Until the agent shows it has a new secret, the one before stays good: a crash
+        # between writing the new one and the agent reading it must not lock the agent out.
+        previous = self._read_previous()
+        if isinstance(offered, str) and (
+            hmac.compare_digest(offered, expected)
+            or (previous is not None and hmac.compare_digest(offered, previous))
+        ):
+            if self._rekey:
+                self._rekey = False
+                await self._send_new_secret(conn, expected)
             return True
         log.warning("sandbox %s: refused a hello without the agent's secret", self.sandbox_id)
         return False
+
+    def _read_previous(self) -> str | None:
+        try:
+            return (
+                self._previous_secret_file.read_text().strip()
+                if self._previous_secret_file
+                else None
+            )
+        except FileNotFoundError:
+            return None
+
+    async def _send_new_secret(self, conn: _Connection, current: str) -> None:
+        assert self.secret_file is not None and self._previous_secret_file is not None
+        _write_private(self._previous_secret_file, current)
+        _write_private(self.secret_file, secret := secrets.token_urlsafe(32))
+        conn.rekeyed = True
+        rekey: protocol.Welcome = {"type": "welcome", "secret": secret}
+        await conn.send(rekey)
 
     async def detach(self, timeout: float = 10.0) -> None:
         """Stop listening and have the agent hang up; it redials once ``listen`` is called.
@@ -243,6 +285,10 @@ class AgentLink:
                 return
             pending.events.put_nowait((message["event"], size))
         elif kind == "reply":
+            if conn.rekeyed and self._previous_secret_file is not None:
+                # Frames are ordered: an agent that replies has read its new secret.
+                conn.rekeyed = False
+                self._previous_secret_file.unlink(missing_ok=True)
             conn.pending.pop(request_id, None)
             pending.events.put_nowait(None)
             if not pending.reply.done():
@@ -312,3 +358,12 @@ class AgentRequestError(AgentError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by root only, whole or not at all."""
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(staging, path)

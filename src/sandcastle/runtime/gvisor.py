@@ -388,6 +388,8 @@ class GvisorRuntime(LocalRuntime):
         target = self._dir / sandbox_id / _SECRET
         if (image / _SECRET).exists() and not target.exists():
             shutil.copy2(image / _SECRET, target)
+            # The image's secret is every fork's: this agent gets its own at its first hello.
+            self._links[sandbox_id].rekey()
 
 
 def _bind(source: Path, destination: str) -> dict[str, Any]:
@@ -401,7 +403,9 @@ def _bind(source: Path, destination: str) -> dict[str, Any]:
 
 def _tail(path: Path, size: int = 600) -> str:
     try:
-        data = path.read_bytes()[-size:]
+        with open(path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - size))
+            data = log.read(size)
     except OSError:
         return "(no log)"
     return data.decode(errors="replace").strip() or "(empty log)"

@@ -2,7 +2,10 @@
 
 Each sandbox gets, under ``<sandboxes_dir>/<id>/`` (durable, private to root):
 - ``layer.img`` mounted at ``layer/``: its writable layer, size-limited (``layers.py``);
-- ``agent.log``: the agent's stdout and stderr (and the backend's own messages);
+- ``layer/agent.log``: the agent's stdout and stderr (and the backend's own messages). It lies
+  on the sandbox's own disk image beside (not in) the layer, invisible inside, so whatever the
+  sandbox's processes write to the descriptors they inherit counts against ``disk_mb`` and
+  never grows the host's disk;
 - ``agent.pid`` / ``agent.secret``: what proves a connection comes from the agent (``channel.py``);
 - ``backend``: the name of the backend that started it (``routing.py`` routes by it);
 
@@ -40,6 +43,12 @@ DEFAULT_RUN_DIR = Path("/run/sandcastle")
 TEMPLATE_BOOT_PREFIX = "tpl_"
 #: In a sandbox's durable directory: the name of the backend that started it.
 BACKEND_FILE = "backend"
+#: The whole environment of the tools that start sandboxes (bwrap, runsc): none of the
+#: server's variables (database URLs, cloud credentials) may reach a process a sandbox can see.
+TOOL_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
 
 
 def sandbox_env(spec: LaunchSpec) -> dict[str, str]:
@@ -106,7 +115,7 @@ class LocalRuntime(Runtime):
         return self._run_dir / sandbox_id / "chan"
 
     def _log_path(self, sandbox_id: str) -> Path:
-        return self._dir / sandbox_id / "agent.log"
+        return self._layer(sandbox_id).mount / "agent.log"
 
     def _new_link(self, sandbox_id: str) -> AgentLink:
         base = self._dir / sandbox_id
@@ -244,6 +253,7 @@ class LocalRuntime(Runtime):
                     stdout=log,
                     stderr=log,
                     pass_fds=pass_fds,
+                    env=TOOL_ENV,
                     start_new_session=True,
                     preexec_fn=enter,
                 )

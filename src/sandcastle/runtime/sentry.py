@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 
 from sandcastle.agent import memguard
-from sandcastle.runtime import cgroups
+from sandcastle.runtime import beneath, cgroups
 from sandcastle.runtime.base import LaunchSpec
 
 #: The Sentry's own threads count against the host's pids limit: below ~1024 it breaks.
@@ -53,16 +52,15 @@ def sentry_memory_mb(spec: LaunchSpec) -> int:
     return spec.memory_mb + SENTRY_MEMORY_MB + spec.pids_max * SENTRY_MEMORY_KB_PER_TASK // 1024
 
 
-def _read_count(path: Path) -> int:
-    """A small decimal count the sandbox wrote, read without trusting it: no links followed,
-    no FIFO waited on, only a regular file's first bytes; 0 when absent or not a count."""
+def _read_count(layer_upper: Path, inner: str) -> int:
+    """A small decimal count the sandbox wrote, read without trusting it: no links followed
+    (on the way either), no FIFO waited on, only a regular file's first bytes; 0 when absent or
+    not a count."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        fd = beneath.open_read(layer_upper, inner)
+    except (OSError, ValueError):
         return 0
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return 0
         text = os.read(fd, 32)
     except OSError:
         return 0
@@ -84,4 +82,4 @@ def write_guard_budget(spec: LaunchSpec, channel_dir: Path) -> None:
 
 def guard_kills(layer_upper: Path) -> int:
     """How many kernels the guard killed, as it counted them in the sandbox's layer."""
-    return _read_count(layer_upper / memguard.KILLS_FILE.lstrip("/"))
+    return _read_count(layer_upper, memguard.KILLS_FILE)

@@ -10,10 +10,13 @@ they stream, and written to ``<data_dir>/artifacts/<run id>/<artifact id>`` on t
 they outlive the sandbox until they expire. Nothing from inside the sandbox ever names a host
 path: files are stored under ids this server made up.
 
-Bounds: at most ``run_artifacts_max_files`` entries per run and ``run_artifact_max_bytes`` per
-file. A file over the size bound (or one that changed while it was read) is listed with no
-content (``sha256`` null) and the reason in its ``metadata``; files past the count bound are
-not listed, and every entry of the run says how many were left out.
+Bounds: at most ``run_artifacts_max_files`` entries per run, ``run_artifact_max_bytes`` per
+file and ``run_artifacts_max_total_bytes`` for all of a run's files; none is copied while the
+host's disk is at its free-space floor (``diskspace.py``). A file over a size bound (or one
+that changed while it was read) is listed with no content (``sha256`` null) and the reason in
+its ``metadata``; files past the count bound are not listed, and every entry of the run says
+how many were left out. Runs of zeros are stored as holes, so a sparse file costs the host
+what it really holds.
 """
 
 from __future__ import annotations
@@ -35,9 +38,15 @@ from sqlalchemy import select
 
 from sandcastle.config import Settings
 from sandcastle.domain.runs import Artifact, new_artifact_id
-from sandcastle.errors import AgentError, NotFoundError, SandcastleError
+from sandcastle.errors import (
+    AgentError,
+    InsufficientStorageError,
+    NotFoundError,
+    SandcastleError,
+)
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.services.auth import Principal
+from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.files import (
     FileDownload,
     FileInfo,
@@ -152,9 +161,10 @@ class ArtifactService:
             note["omitted_reason"] += f"{limit} by path are kept"
         if before.truncated or after.truncated:
             note["snapshot_truncated"] = True
+        budget = _Budget(self._settings.run_artifacts_max_total_bytes)
         for name in kept:
             try:
-                artifact = await self._copy(link, run, name, after.files[name][0], note)
+                artifact = await self._copy(link, run, name, after.files[name][0], note, budget)
             except NotFoundError:
                 continue  # deleted (or replaced by a non-file) since the snapshot: nothing to keep
             except AgentError as exc:
@@ -163,9 +173,15 @@ class ArtifactService:
             into.append(artifact)
 
     async def _copy(
-        self, link: AgentLink, run: RunFiles, name: str, size: int, note: dict[str, Any]
+        self,
+        link: AgentLink,
+        run: RunFiles,
+        name: str,
+        size: int,
+        note: dict[str, Any],
+        budget: _Budget,
     ) -> Artifact:
-        max_bytes = self._settings.run_artifact_max_bytes
+        max_bytes = min(self._settings.run_artifact_max_bytes, budget.left)
         artifact_id = new_artifact_id()
         metadata: dict[str, Any] = {
             "run_id": run.run_id,
@@ -190,14 +206,22 @@ class ArtifactService:
             )
 
         if size > max_bytes:
-            metadata["skipped"] = f"larger than the {max_bytes}-byte limit per artifact"
+            metadata["skipped"] = budget.why_not(size, self._settings.run_artifact_max_bytes)
+            return entry(size, None)
+        try:
+            ensure_free(self._settings, "keep artifacts")
+        except InsufficientStorageError as exc:
+            metadata["skipped"] = exc.message
             return entry(size, None)
         opened = await call(link, "file.read.open", {"path": metadata["path"]})
         download = FileDownload(link, str(opened["handle"]), FileInfo.from_agent(opened["info"]))
         if download.size > max_bytes:
             await download.aclose()
-            metadata["skipped"] = f"larger than the {max_bytes}-byte limit per artifact"
+            metadata["skipped"] = budget.why_not(
+                download.size, self._settings.run_artifact_max_bytes
+            )
             return entry(download.size, None)
+        budget.left -= download.size
         target = self.run_dir(run.run_id) / artifact_id
         try:
             digest = await _store(download.chunks(), target)
@@ -262,8 +286,24 @@ class ArtifactService:
             await asyncio.to_thread(shutil.rmtree, self.run_dir(run_id), True)
 
 
+@dataclass
+class _Budget:
+    """The bytes a run's artifacts may still have (``run_artifacts_max_total_bytes``)."""
+
+    left: int
+
+    def why_not(self, size: int, per_file: int) -> str:
+        if size > per_file:
+            return f"larger than the {per_file}-byte limit per artifact"
+        return f"the run's artifacts would exceed their {self.left}-byte remainder of the total"
+
+
 async def _store(chunks: AsyncIterator[bytes], target: Path) -> str:
-    """Write ``chunks`` to ``target`` (via a ``.part`` file), hashing them; the hex SHA-256."""
+    """Write ``chunks`` to ``target`` (via a ``.part`` file), hashing them; the hex SHA-256.
+
+    Runs of zero bytes are left as holes: a sandbox's sparse file costs the host what it really
+    holds, not its apparent size.
+    """
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
@@ -271,7 +311,12 @@ async def _store(chunks: AsyncIterator[bytes], target: Path) -> str:
     try:
         async for chunk in chunks:
             digest.update(chunk)
-            await asyncio.to_thread(out.write, chunk)
+            if chunk.count(0) == len(chunk):
+                await asyncio.to_thread(out.seek, len(chunk), os.SEEK_CUR)
+            else:
+                await asyncio.to_thread(out.write, chunk)
+        # A file ending in a hole needs its length set; truncate at the position does it.
+        await asyncio.to_thread(out.truncate)
         await asyncio.to_thread(out.flush)
         # The run's outcome (naming this file) is committed durably; so must the bytes be.
         await asyncio.to_thread(os.fsync, out.fileno())

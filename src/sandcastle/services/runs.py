@@ -38,6 +38,7 @@ from sandcastle.errors import ConflictError, FieldError, LimitExceededError, Not
 from sandcastle.services.artifacts import ArtifactService
 from sandcastle.services.auth import Principal
 from sandcastle.services.contexts import ContextService
+from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.executions import check_env_vars, normalise_language
 from sandcastle.services.run_dispatcher import RunDispatcher, load_sandbox, rowcount
 from sandcastle.services.sandboxes import Clock, SandboxService, utcnow
@@ -122,6 +123,7 @@ class RunService:
         run gets a new context when it starts (recorded on the run then).
         """
         sandbox = await self._sandboxes.get(principal, sandbox_id)
+        ensure_free(self._settings, "start a run")
         if sandbox.status not in LIVE_STATUSES:
             raise ConflictError(f"sandbox {sandbox_id} is {sandbox.status.value}")
         check_env_vars(request.env_vars)

@@ -39,6 +39,7 @@ from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.builder import load_template
 from sandcastle.services.accounting import PauseReason, Prices, meter_values, stop_values
 from sandcastle.services.auth import Principal
+from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.limits import Resources, check_timeout, org_resources
 from sandcastle.services.tenancy import Placement, TenancyService
 from sandcastle.store import repositories as repo
@@ -137,6 +138,7 @@ class SandboxService:
     # --- create ----------------------------------------------------------------------------
 
     async def create(self, principal: Principal, request: CreateSandbox) -> Sandbox:
+        ensure_free(self._settings, "create a sandbox")
         template_name = request.template or self._settings.default_template
         template = load_template(template_name, self._settings.resolved_templates_dir)
         if template is None:

@@ -45,6 +45,7 @@ from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.builder import TemplateInfo, load_template
 from sandcastle.services.accounting import PauseReason
 from sandcastle.services.auth import Principal
+from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.limits import org_resources, require_memory_snapshots
 from sandcastle.services.sandboxes import Clock, CreateSandbox, SandboxService, utcnow
 from sandcastle.store import repositories as repo
@@ -95,6 +96,7 @@ class SnapshotService:
     async def hibernate(self, principal: Principal, sandbox_id: str) -> Sandbox:
         """Save a running (or freezer-paused) sandbox's memory and end its processes."""
         sandbox = await self._sandboxes.get(principal, sandbox_id)
+        ensure_free(self._settings, "hibernate a sandbox")
         require_memory_snapshots(
             self._runtime.backend(sandbox.runtime), "hibernate", internet=sandbox.internet
         )
@@ -239,6 +241,7 @@ class SnapshotService:
     async def create(self, principal: Principal, sandbox_id: str) -> Snapshot:
         """Save a running sandbox's memory and writable layer; it goes on running."""
         sandbox = await self._sandboxes.get(principal, sandbox_id)
+        ensure_free(self._settings, "take a snapshot")
         require_memory_snapshots(
             self._runtime.backend(sandbox.runtime), "snapshots", internet=sandbox.internet
         )
@@ -336,6 +339,7 @@ class SnapshotService:
         metadata (merged over the snapshot's), ``auto_resume`` and the placement; it is
         admitted like any create, and never comes from a warm pool."""
         require_memory_snapshots(self._runtime, "creating a sandbox from a snapshot")
+        ensure_free(self._settings, "create a sandbox")
         key = (principal.org_id, snapshot_id)
         self._restoring[key] += 1
         try:

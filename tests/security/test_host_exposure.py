@@ -1,0 +1,191 @@
+"""Attacks on what the host holds for a sandbox: links planted for the server to follow, the
+server's environment and descriptors, and host disk a sandbox could fill through them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sandcastle.runtime.local import instance_name
+from tests.e2e.test_code_runs import finished, submit
+from tests.e2e.test_execute import run
+from tests.e2e_fixtures import HOST_ENV_MARKER
+from tests.security.test_attacks import value
+from tests.serverproc import ServerProcess
+
+#: Reads every /proc entry a sandbox process can: environments, command lines, descriptor links,
+#: for every pid it can see; then tries to take a descriptor of PID 1 with pidfd_getfd.
+_PROC_SWEEP = """
+import ctypes, errno, os
+seen = {}
+for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
+    for entry in ('environ', 'cmdline'):
+        try:
+            seen[f'/proc/{pid}/{entry}'] = open(f'/proc/{pid}/{entry}', 'rb').read().decode(errors='replace')
+        except OSError:
+            pass
+    try:
+        for fd in os.listdir(f'/proc/{pid}/fd'):
+            try:
+                seen[f'/proc/{pid}/fd/{fd}'] = os.readlink(f'/proc/{pid}/fd/{fd}')
+            except OSError:
+                pass
+    except OSError:
+        pass
+libc = ctypes.CDLL(None, use_errno=True)
+pidfd = libc.syscall(434, 1, 0)  # pidfd_open(1)
+got = libc.syscall(438, pidfd, 1, 0) if pidfd >= 0 else -1  # pidfd_getfd(pidfd, 1)
+getfd = 'ok' if got >= 0 else errno.errorcode.get(ctypes.get_errno(), '?')
+(seen, getfd)
+"""
+
+
+def test_nothing_of_the_hosts_environment_paths_or_descriptors_is_visible_inside(
+    api: httpx.Client, sandbox: dict[str, Any], server: ServerProcess
+) -> None:
+    # Work in two contexts first, so more processes (kernels, the spare) are there to read.
+    run(api, sandbox["id"], code="1")
+    seen, getfd = value(run(api, sandbox["id"], code=_PROC_SWEEP))
+
+    assert seen, "the sweep read nothing: it proves nothing"
+    run_dir = f"/run/sandcastle/{instance_name(server.data_dir)}"
+    host_words = [HOST_ENV_MARKER[1], str(server.data_dir), run_dir]
+    leaks = {where: text for where, text in seen.items() if any(w in text for w in host_words)}
+    assert leaks == {}
+    assert getfd != "ok"
+
+
+def test_output_to_inherited_descriptors_cannot_grow_the_hosts_disk(
+    api: httpx.Client, server: ServerProcess
+) -> None:
+    created = api.post("/v1/sandboxes", json={"disk_mb": 64})
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    try:
+        # 300 MB through the kernel's stderr and through /proc/self/fd (its log descriptors).
+        code = (
+            "import os\n"
+            "chunk = b'x' * (1 << 20)\n"
+            "written = 0\n"
+            "for target in (2, '/proc/self/fd/1'):\n"
+            "    fd = target if isinstance(target, int) else os.open(target, os.O_WRONLY)\n"
+            "    for _ in range(150):\n"
+            "        try:\n"
+            "            written += os.write(fd, chunk)\n"
+            "        except OSError:\n"
+            "            break\n"
+            "written"
+        )
+        result = run(api, sid, code=code, timeout_ms=120_000)
+        assert result["error"] is None, result["error"]
+        held = _host_bytes(server.data_dir / "sandboxes" / sid)
+        assert held <= (64 + 16) * 1024 * 1024, f"the host holds {held} bytes for a 64 MB sandbox"
+        # The sandbox goes on answering.
+        assert run(api, sid, code="6 * 7")["items"] == [{"is_primary": True, "text": "42"}]
+    finally:
+        api.delete(f"/v1/sandboxes/{sid}")
+
+
+def _host_bytes(directory: Path) -> int:
+    """Disk the host really spends under ``directory``, not counting what is mounted below it
+    (the layer image's own filesystem is counted once, as the image's blocks)."""
+    total = 0
+    device = directory.stat().st_dev
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if Path(root, d).stat().st_dev == device]
+        for name in files:
+            st = Path(root, name).lstat()
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_blocks * 512
+    return total
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["dangling link to a new host file", "link to an existing host file", "link to a host dir"],
+)
+def test_forks_never_write_through_a_link_the_sandbox_planted(
+    api: httpx.Client, sandbox: dict[str, Any], server: ServerProcess, backend: str, shape: str
+) -> None:
+    if backend != "gvisor":
+        pytest.skip("only gvisor copies a layer into a new sandbox (bwrap refuses snapshots)")
+    marker = secrets.token_hex(6)
+    outside = server.data_dir.parent / f"outside-{marker}"
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_text("host data\n")
+    os.chmod(victim, 0o600)
+    target = {
+        "dangling link to a new host file": outside / "created",
+        "link to an existing host file": victim,
+        "link to a host dir": outside,
+    }[shape]
+    before = _state(outside)
+    sid = sandbox["id"]
+    # The runtime seeds /tmp/.sandcastle into every new layer, and the server does it as root.
+    planted = run(
+        api,
+        sid,
+        code=f"import os\nos.remove('/tmp/.sandcastle')\nos.symlink({str(target)!r}, "
+        "'/tmp/.sandcastle')\nos.readlink('/tmp/.sandcastle')",
+    )
+    assert planted["error"] is None, planted["error"]
+    snapshot = api.post(f"/v1/sandboxes/{sid}/snapshots")
+    assert snapshot.status_code == 201, snapshot.text
+    fork = api.post("/v1/sandboxes", json={"snapshot_id": snapshot.json()["id"]})
+    try:
+        assert fork.status_code == 201, fork.text
+        assert _state(outside) == before
+        seeded = run(api, fork.json()["id"], code="import os; os.path.islink('/tmp/.sandcastle')")
+        assert seeded["items"] == [{"is_primary": True, "text": "False"}]
+    finally:
+        if fork.status_code == 201:
+            api.delete(f"/v1/sandboxes/{fork.json()['id']}")
+        api.delete(f"/v1/snapshots/{snapshot.json()['id']}")
+
+
+def _state(directory: Path) -> dict[str, tuple[bytes, int, int]]:
+    return {
+        str(path): (path.read_bytes() if path.is_file() else b"", path.lstat().st_mode,
+                    path.lstat().st_uid)
+        for path in sorted(directory.rglob("*"))
+    }  # fmt: skip
+
+
+def test_sparse_artifacts_cost_the_host_what_they_hold_within_the_runs_budget(
+    api: httpx.Client, server: ServerProcess
+) -> None:
+    created = api.post("/v1/sandboxes", json={"disk_mb": 64})
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    try:
+        # 20 files of 100 MiB apparent size, a few KiB really written, in a 64 MB sandbox.
+        code = (
+            "import os\n"
+            "for i in range(20):\n"
+            "    with open(f'sparse{i:02}.bin', 'wb') as f:\n"
+            "        f.write(b'head'); f.seek(100 * 2**20 - 4); f.write(b'tail')\n"
+        )
+        done = finished(api, sid, submit(api, sid, code=code)["id"])
+        assert done["status"] == "succeeded", done
+        artifacts = done["execution"]["artifacts"]
+        assert len(artifacts) == 20
+        kept = [a for a in artifacts if a["sha256"] is not None]
+        skipped = [a for a in artifacts if a["sha256"] is None]
+        # The run's total budget (256 MiB by default) holds two of them; the rest say why.
+        assert len(kept) == 2
+        assert all("total" in a["metadata"]["skipped"] for a in skipped)
+        held = _host_bytes(server.data_dir / "artifacts")
+        assert held < 4 * 2**20, f"the host holds {held} bytes for {len(kept)} sparse artifacts"
+        # Served whole all the same.
+        body = api.get(kept[0]["download_url"])
+        assert len(body.content) == 100 * 2**20
+        assert body.content[:4] == b"head" and body.content[-4:] == b"tail"
+    finally:
+        api.delete(f"/v1/sandboxes/{sid}")
