@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     #: Bytes of a request body a route reads whole (JSON); streamed uploads are bounded by disk.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024)
     #: Free disk (MiB) the data directory's filesystem keeps: below it, creates, forks,
-    #: snapshots, hibernations and runs are refused (507) and artifacts no longer copied.
+    #: snapshots, hibernations and runs are refused and artifacts no longer copied.
     min_free_disk_mb: int = Field(default=1024, ge=0)
 
     default_template: str = "python"

@@ -48,7 +48,7 @@ def fresh(api: httpx.Client) -> Any:
 
 
 def test_host_paths_are_unreachable(
-    api: httpx.Client, sandbox: dict[str, Any], server: ServerProcess, backend: str
+    api: httpx.Client, sandbox: dict[str, Any], server: ServerProcess
 ) -> None:
     marker = secrets.token_hex(8)
     host_secret = server.data_dir / f"host-{marker}"
@@ -98,9 +98,9 @@ def test_host_paths_are_unreachable(
         leaks, writes, init_root = value(run(api, sandbox["id"], code=code))
         assert leaks == []
         assert writes == []
-        # /proc/1 is the sandbox's own init (bwrap's), or under gVisor the agent, which is not
-        # dumpable, so its root is not even the sandbox's to read.
-        assert init_root == ("denied" if backend == "gvisor" else "sandbox")
+        # /proc/1 is the agent's init on both backends, which is not dumpable, so its root is
+        # not even the sandbox's to read.
+        assert init_root == "denied"
         assert host_secret.read_text() == marker
     finally:
         host_secret.unlink()

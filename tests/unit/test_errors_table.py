@@ -79,6 +79,7 @@ EXPECTED = {
     errors.MemberLimitExceededError: (403, "member_limit_exceeded_error"),
     errors.UsageLimitExceededError: (403, "usage_limit_exceeded_error"),
     errors.RateLimitedError: (429, "e2b_rate_limit_error"),
+    errors.InsufficientStorageError: (500, "server_error"),
     errors.RuntimeBackendError: (500, "server_error"),
     errors.TemplateError: (500, "server_error"),
     errors.AgentError: (502, "bad_gateway_error"),
@@ -90,7 +91,7 @@ EXPECTED = {
 
 
 def test_the_expectations_cover_every_error_class() -> None:
-    assert len(ERROR_CLASSES) == 22
+    assert len(ERROR_CLASSES) == 23
     assert set(ERROR_CLASSES) <= set(EXPECTED)
 
 

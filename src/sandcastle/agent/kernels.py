@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import subprocess
 import tempfile
 import time
 import uuid
@@ -30,6 +31,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
+from sandcastle.agent.kernel_output import OutputTail
 from sandcastle.agent.memguard import Victim
 
 log = logging.getLogger("sandcastle.agent")
@@ -114,12 +116,21 @@ class EnvSwapError(Exception):
     """The kernel did not apply (or restore) an execution's environment variables."""
 
 
+class KernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel gets none of the agent's descriptors for its own output:
+    stdout goes nowhere, stderr into a drained pipe whose tail says why a kernel died."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stderr_tail = OutputTail()
+
+
 @dataclass
 class Context:
     id: str
     language: str
     cwd: str
-    km: AsyncKernelManager
+    km: KernelManager
     client: Any
     #: Held by an execution from start until the context is settled again.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -151,7 +162,7 @@ class Kernels:
         self._default_cwd = default_cwd
         self._kernel_env = kernel_env
         self._contexts: dict[str, Context] = {}
-        self._spares: dict[str, asyncio.Task[tuple[AsyncKernelManager, Any]]] = {}
+        self._spares: dict[str, asyncio.Task[tuple[KernelManager, Any]]] = {}
 
     @property
     def context_ids(self) -> list[str]:
@@ -181,20 +192,29 @@ class Kernels:
         if language not in self._spares:
             self._spares[language] = asyncio.create_task(self._start(language, self._default_cwd))
 
-    async def _start(self, language: str, cwd: str) -> tuple[AsyncKernelManager, Any]:
+    async def _start(self, language: str, cwd: str) -> tuple[KernelManager, Any]:
         transport = KERNEL_TRANSPORTS[language]
         if transport == "ipc":
             # The kernel's sockets are files in the agent's private runtime directory.
             ip = os.path.join(self._runtime_dir, f"kernel-{uuid.uuid4().hex[:8]}")
         else:
             ip = "127.0.0.1"
-        km = AsyncKernelManager(
+        km = KernelManager(
             kernel_name=KERNEL_NAMES[language],
             kernel_spec_manager=self._spec_manager,
             transport=transport,
             ip=ip,
         )
-        await km.start_kernel(cwd=cwd, env={**self._kernel_env, **KERNEL_ENV.get(language, {})})
+        try:
+            await km.start_kernel(
+                cwd=cwd,
+                env={**self._kernel_env, **KERNEL_ENV.get(language, {})},
+                stdout=subprocess.DEVNULL,
+                stderr=km.stderr_tail.write_fd,
+            )
+        except BaseException:
+            km.stderr_tail.close()
+            raise
         client = km.client()
         client.start_channels()
         try:
@@ -408,12 +428,13 @@ async def _restore_env(ctx: Context, previous: dict[str, str | None], generation
         log.warning("context %s: restoring env_vars failed", ctx.id)
 
 
-async def _stop(km: AsyncKernelManager, client: Any) -> None:
+async def _stop(km: KernelManager, client: Any) -> None:
     client.stop_channels()
     try:
         await km.shutdown_kernel(now=True)
     except Exception:  # noqa: BLE001 - a kernel that is already gone needs no shutdown
         pass
+    km.stderr_tail.close()
 
 
 def _error_event(name: str, value: str) -> dict[str, Any]:
@@ -429,7 +450,7 @@ def _kernel_died_event(reason: str) -> dict[str, Any]:
     return _error_event("KernelDiedError", reason)
 
 
-async def _exit_reason(km: AsyncKernelManager) -> str:
+async def _exit_reason(km: KernelManager) -> str:
     code: int | None = None
     provisioner = getattr(km, "provisioner", None)
     if provisioner is not None:
@@ -438,7 +459,11 @@ async def _exit_reason(km: AsyncKernelManager) -> str:
         except Exception:  # noqa: BLE001 - the reason is best effort
             code = None
     how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
-    return f"the context's kernel process {how}; its state is lost, create a new context"
+    reason = f"the context's kernel process {how}; its state is lost, create a new context"
+    if last := km.stderr_tail.text():
+        log.warning("a kernel %s; its last output:\n%s", how, last)
+        reason += f". Its last output: {last[-500:]}"
+    return reason
 
 
 async def _run(ctx: Context, code: str, timeout_s: float, emit: Emit, outcome: _Outcome) -> None:

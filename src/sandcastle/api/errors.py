@@ -39,8 +39,9 @@ ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
     errors.UsageLimitExceededError: (403, "usage_limit_exceeded_error"),
     errors.QuotaExceededError: (403, "forbidden_error"),
     errors.RateLimitedError: (429, "e2b_rate_limit_error"),
-    # 507: the server's own disk, not the caller's quota; the envelope has no storage type.
-    errors.InsufficientStorageError: (507, "server_error"),
+    # The server's own disk, not the caller's quota. 507 would say it best, but the envelope's
+    # documented codes (org-sandboxes-list.txt) stop at 504: a 500 whose detail says why.
+    errors.InsufficientStorageError: (500, "server_error"),
     errors.ConflictError: (409, "conflict_error"),
     errors.AgentUnavailableError: (502, "bad_gateway_error"),
     errors.AgentError: (502, "bad_gateway_error"),

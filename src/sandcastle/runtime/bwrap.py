@@ -84,16 +84,15 @@ class BwrapRuntime(LocalRuntime):
             block_r, block_w = os.pipe()
             fds += [info_w, block_r]
             args += ["--info-fd", str(info_w), "--block-fd", str(block_r)]
-        args += [
-            "--chdir", layout.USER_HOME,
-            "--",
-            f"{layout.AGENT_VENV}/bin/python", "-m", "sandcastle.agent",
-        ]  # fmt: skip
-        # Arguments through a descriptor: bwrap's command line (host paths, the user's
-        # variables) stays out of the host's process list.
+        args += ["--chdir", layout.USER_HOME]
+        # Options through a descriptor: bwrap's command line (host paths, the user's variables)
+        # stays out of the host's process list. The command itself must be on the real one.
         args_fd = _args_fd(args)
         fds.append(args_fd)
-        argv = [self._bwrap, "--args", str(args_fd)]
+        argv = [
+            self._bwrap, "--args", str(args_fd), "--",
+            f"{layout.AGENT_VENV}/bin/python", "-m", "sandcastle.agent",
+        ]  # fmt: skip
         try:
             proc = await self._exec_in_group(
                 argv, spec.sandbox_id, group, as_sandbox_user=True, pass_fds=tuple(fds)

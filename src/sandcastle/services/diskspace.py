@@ -4,7 +4,8 @@ Sandboxes' layers are sparse images that fill as their code writes, snapshots an
 outlive their sandboxes: each is bounded on its own, but together they could still fill the
 disk the server's database lives on, and a full disk loses records. So every operation that
 commits to storing more first checks that the data directory's filesystem keeps
-``min_free_disk_mb`` free, and answers :class:`InsufficientStorageError` (507) if not.
+``min_free_disk_mb`` free, and answers :class:`InsufficientStorageError` if not (a 500 whose
+detail names the floor: the envelope's documented codes have no 507).
 """
 
 from __future__ import annotations
