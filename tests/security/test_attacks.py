@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from sandcastle.agent import protocol
 from sandcastle.runtime.bwrap import instance_name
@@ -29,22 +28,6 @@ def value(result: dict[str, Any]) -> Any:
     """The primary result's Python value (our own code prints a repr)."""
     assert result["error"] is None, result["error"]
     return eval(result["items"][0]["text"])  # noqa: S307 - a repr produced by our test code
-
-
-@pytest.fixture
-def fresh(api: httpx.Client) -> Any:
-    """A sandbox of its own for attacks that damage it."""
-    created = []
-
-    def make(**body: Any) -> str:
-        response = api.post("/v1/sandboxes", json=body)
-        assert response.status_code == 201, response.text
-        created.append(response.json()["id"])
-        return str(response.json()["id"])
-
-    yield make
-    for sid in created:
-        api.delete(f"/v1/sandboxes/{sid}")
 
 
 def test_host_paths_are_unreachable(

@@ -62,63 +62,58 @@ def test_nothing_of_the_hosts_environment_paths_or_descriptors_is_visible_inside
 
 
 def test_output_to_inherited_descriptors_cannot_grow_the_hosts_disk(
-    api: httpx.Client, server: ServerProcess
+    api: httpx.Client, server: ServerProcess, fresh: Any
 ) -> None:
-    created = api.post("/v1/sandboxes", json={"disk_mb": 64})
-    assert created.status_code == 201, created.text
-    sid = created.json()["id"]
-    try:
-        # Every descriptor the sandbox can reach that leads to a file outside its own tree
-        # (its inode is not the one at that path inside): 300 MB through each.
-        code = (
-            "import os\n"
-            "chunk = b'x' * (1 << 20)\n"
-            "outside = set()\n"
-            "for pid in [p for p in os.listdir('/proc') if p.isdigit()]:\n"
-            "    try:\n"
-            "        fds = os.listdir(f'/proc/{pid}/fd')\n"
-            "    except OSError:\n"
-            "        continue\n"
-            "    for fd in fds:\n"
-            "        path = f'/proc/{pid}/fd/{fd}'\n"
-            "        try:\n"
-            "            link, st = os.readlink(path), os.stat(path)\n"
-            "        except OSError:\n"
-            "            continue\n"
-            "        if link.startswith(('socket:', 'pipe:', 'anon_inode:', '/dev/')):\n"
-            "            continue\n"
-            "        try:\n"
-            "            inside = os.stat(link)\n"
-            "            if (inside.st_dev, inside.st_ino) == (st.st_dev, st.st_ino):\n"
-            "                continue\n"
-            "        except OSError:\n"
-            "            pass\n"
-            "        outside.add(path)\n"
-            "written = {}\n"
-            "own = f'/proc/{os.getpid()}/fd/'\n"
-            "for path in sorted(outside):\n"
-            "    try:\n"
-            "        # Our own descriptors as they are (a reopen would check the file's mode).\n"
-            "        fd = int(path[len(own):]) if path.startswith(own) else os.open(path, os.O_WRONLY)\n"
-            "    except OSError:\n"
-            "        continue\n"
-            "    written[path] = 0\n"
-            "    for _ in range(300):\n"
-            "        try:\n"
-            "            written[path] += os.write(fd, chunk)\n"
-            "        except OSError:\n"
-            "            break\n"
-            "    if not path.startswith(own):\n"
-            "        os.close(fd)\n"
-            "written"
-        )
-        written = value(run(api, sid, code=code, timeout_ms=120_000))
-        held = _host_bytes(server.data_dir / "sandboxes" / sid)
-        assert held <= (64 + 16) * 1024 * 1024, f"the host holds {held} bytes ({written})"
-        # The sandbox goes on answering.
-        assert run(api, sid, code="6 * 7")["items"] == [{"is_primary": True, "text": "42"}]
-    finally:
-        api.delete(f"/v1/sandboxes/{sid}")
+    sid = fresh(disk_mb=64)
+    # Every descriptor the sandbox can reach that leads to a file outside its own tree
+    # (its inode is not the one at that path inside): 300 MB through each.
+    code = (
+        "import os\n"
+        "chunk = b'x' * (1 << 20)\n"
+        "outside = set()\n"
+        "for pid in [p for p in os.listdir('/proc') if p.isdigit()]:\n"
+        "    try:\n"
+        "        fds = os.listdir(f'/proc/{pid}/fd')\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    for fd in fds:\n"
+        "        path = f'/proc/{pid}/fd/{fd}'\n"
+        "        try:\n"
+        "            link, st = os.readlink(path), os.stat(path)\n"
+        "        except OSError:\n"
+        "            continue\n"
+        "        if link.startswith(('socket:', 'pipe:', 'anon_inode:', '/dev/')):\n"
+        "            continue\n"
+        "        try:\n"
+        "            inside = os.stat(link)\n"
+        "            if (inside.st_dev, inside.st_ino) == (st.st_dev, st.st_ino):\n"
+        "                continue\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "        outside.add(path)\n"
+        "written = {}\n"
+        "own = f'/proc/{os.getpid()}/fd/'\n"
+        "for path in sorted(outside):\n"
+        "    try:\n"
+        "        # Our own descriptors as they are (a reopen would check the file's mode).\n"
+        "        fd = int(path[len(own):]) if path.startswith(own) else os.open(path, os.O_WRONLY)\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    written[path] = 0\n"
+        "    for _ in range(300):\n"
+        "        try:\n"
+        "            written[path] += os.write(fd, chunk)\n"
+        "        except OSError:\n"
+        "            break\n"
+        "    if not path.startswith(own):\n"
+        "        os.close(fd)\n"
+        "written"
+    )
+    written = value(run(api, sid, code=code, timeout_ms=120_000))
+    held = _host_bytes(server.data_dir / "sandboxes" / sid)
+    assert held <= (64 + 16) * 1024 * 1024, f"the host holds {held} bytes ({written})"
+    # The sandbox goes on answering.
+    assert run(api, sid, code="6 * 7")["items"] == [{"is_primary": True, "text": "42"}]
 
 
 def _host_bytes(directory: Path) -> int:
@@ -188,33 +183,28 @@ def _state(directory: Path) -> dict[str, tuple[bytes, int, int]]:
 
 
 def test_sparse_artifacts_cost_the_host_what_they_hold_within_the_runs_budget(
-    api: httpx.Client, server: ServerProcess
+    api: httpx.Client, server: ServerProcess, fresh: Any
 ) -> None:
-    created = api.post("/v1/sandboxes", json={"disk_mb": 64})
-    assert created.status_code == 201, created.text
-    sid = created.json()["id"]
-    try:
-        # 20 files of 100 MiB apparent size, a few KiB really written, in a 64 MB sandbox.
-        code = (
-            "import os\n"
-            "for i in range(20):\n"
-            "    with open(f'sparse{i:02}.bin', 'wb') as f:\n"
-            "        f.write(b'head'); f.seek(100 * 2**20 - 4); f.write(b'tail')\n"
-        )
-        done = finished(api, sid, submit(api, sid, code=code)["id"])
-        assert done["status"] == "succeeded", done
-        artifacts = done["execution"]["artifacts"]
-        assert len(artifacts) == 20
-        kept = [a for a in artifacts if a["sha256"] is not None]
-        skipped = [a for a in artifacts if a["sha256"] is None]
-        # The run's total budget (256 MiB by default) holds two of them; the rest say why.
-        assert len(kept) == 2
-        assert all("total" in a["metadata"]["skipped"] for a in skipped)
-        held = _host_bytes(server.data_dir / "artifacts" / done["id"])
-        assert held < 4 * 2**20, f"the host holds {held} bytes for {len(kept)} sparse artifacts"
-        # Served whole all the same.
-        body = api.get(kept[0]["download_url"])
-        assert len(body.content) == 100 * 2**20
-        assert body.content[:4] == b"head" and body.content[-4:] == b"tail"
-    finally:
-        api.delete(f"/v1/sandboxes/{sid}")
+    sid = fresh(disk_mb=64)
+    # 20 files of 100 MiB apparent size, a few KiB really written, in a 64 MB sandbox.
+    code = (
+        "import os\n"
+        "for i in range(20):\n"
+        "    with open(f'sparse{i:02}.bin', 'wb') as f:\n"
+        "        f.write(b'head'); f.seek(100 * 2**20 - 4); f.write(b'tail')\n"
+    )
+    done = finished(api, sid, submit(api, sid, code=code)["id"])
+    assert done["status"] == "succeeded", done
+    artifacts = done["execution"]["artifacts"]
+    assert len(artifacts) == 20
+    kept = [a for a in artifacts if a["sha256"] is not None]
+    skipped = [a for a in artifacts if a["sha256"] is None]
+    # The run's total budget (256 MiB by default) holds two of them; the rest say why.
+    assert len(kept) == 2
+    assert all("total" in a["metadata"]["skipped"] for a in skipped)
+    held = _host_bytes(server.data_dir / "artifacts" / done["id"])
+    assert held < 4 * 2**20, f"the host holds {held} bytes for {len(kept)} sparse artifacts"
+    # Served whole all the same.
+    body = api.get(kept[0]["download_url"])
+    assert len(body.content) == 100 * 2**20
+    assert body.content[:4] == b"head" and body.content[-4:] == b"tail"

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 import pyseccomp
 import pytest
@@ -127,15 +128,19 @@ print(json.dumps(results))
 """
 
 
-def test_the_loaded_filter_refuses_the_calls() -> None:
-    """In a child process: load the filter, then try what it must refuse."""
-    done = subprocess.run(
-        [sys.executable, "-c", _ENFORCE], capture_output=True, text=True, timeout=30
-    )
+def under_the_filter(code: str) -> dict[str, Any]:
+    """Run ``code`` (which loads the filter) in a child process; the JSON it prints."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     if done.returncode != 0 and "seccomp" in done.stderr.lower():
         pytest.skip(f"cannot load a seccomp filter here: {done.stderr.strip()[-200:]}")
     assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
+    results: dict[str, Any] = json.loads(done.stdout)
+    return results
+
+
+def test_the_loaded_filter_refuses_the_calls() -> None:
+    """In a child process: load the filter, then try what it must refuse."""
+    results = under_the_filter(_ENFORCE)
     assert results["unshare"] == [-1, errno.EPERM]
     assert results["ptrace"] == [-1, errno.EPERM]
     assert results["clone_newuser"] == [-1, errno.EPERM]
@@ -176,13 +181,7 @@ print(json.dumps(results))
 
 
 def test_socket_families_beyond_unix_inet_and_route_netlink_are_refused() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _SOCKETS], capture_output=True, text=True, timeout=30
-    )
-    if done.returncode != 0 and "seccomp" in done.stderr.lower():
-        pytest.skip(f"cannot load a seccomp filter here: {done.stderr.strip()[-200:]}")
-    assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
+    results = under_the_filter(_SOCKETS)
     allowed = {"unix", "inet", "inet6", "netlink_route"}
     assert {name: results[name] for name in allowed} == dict.fromkeys(allowed, 0)
     assert results["netlink_audit"] == results["netlink_uevent"] == errno.EPROTONOSUPPORT
