@@ -1,7 +1,8 @@
 """Bounded requests: an oversized body is refused with 413 before it is held, and the
 user-supplied maps (metadata, env_vars) are bounded with 422s naming the field; nothing of a
-refused request is stored. (Streamed uploads are exempt from the body limit: the e2e test of a
-200 MB file both ways proves it against the real agent.)"""
+refused request is stored. (Streamed uploads are exempt from the body limit: the e2e tests of
+a 200 MB file both ways and of a 12 MiB upload through a sandbox host prove it against the real
+agent.)"""
 
 from __future__ import annotations
 
@@ -117,3 +118,16 @@ async def test_at_the_hosts_free_space_floor_creates_and_runs_are_refused(
             200,
             204,
         )
+
+
+async def test_the_limit_holds_on_sandbox_hosts_too(
+    start_app: AppFactory,
+) -> None:
+    async with start_app(max_body_bytes=64 * 1024) as h:
+        sandbox = await h.create()
+        host = {"Host": sandbox["id"].replace("_", "-") + ".sandbox.localhost"}
+        body = b"z" * (100 * 1024)
+        execute = await h.client.post(
+            "/execute", content=body, headers={**host, "Content-Type": "application/json"}
+        )
+        assert execute.status_code == 413, execute.text

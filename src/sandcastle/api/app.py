@@ -175,10 +175,12 @@ def create_app(
     app.include_router(artifacts.router)
     app.include_router(orgs.router)
     app.include_router(org_sandboxes.router)
-    # The last added runs first: sandbox hosts are rewritten before activity is recorded.
+    # The last added runs first: sandbox hosts are rewritten before activity is recorded. The
+    # body limit is innermost: it reads the endpoint the router sets in the scope, and host
+    # routing hands the app a new scope.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ActivityMiddleware, tracker=activity)
     app.add_middleware(HostRoutingMiddleware, domain=settings.sandbox_domain)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
 
 

@@ -43,6 +43,8 @@ LOCATION_OPTIONS = frozenset({"find-links", "f"})
 #: ``-r``/``-c`` inside requirement files; deeper than this is a loop or a mistake.
 _MAX_INCLUDE_DEPTH = 8
 _INCLUDE_FLAGS = ("-r", "-c", "--requirement", "--constraint")
+#: Options naming requirement or constraint files, whose ``-r``/``-c`` lines are followed.
+_REQUIREMENT_OPTIONS = frozenset({"constraint", "requirement", "c", "r"})
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ def _includes(settings: list[Setting], warnings: list[str]) -> list[str]:
     roots = [
         token.bind
         for setting in settings
-        if setting.key.removeprefix("PIP_").lower().replace("_", "-") in PATH_OPTIONS - {"cert"}
+        if setting.key.removeprefix("PIP_").lower().replace("_", "-") in _REQUIREMENT_OPTIONS
         for token in setting.tokens
         if isinstance(token, HostRef) and os.path.isfile(token.bind)
     ]
