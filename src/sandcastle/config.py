@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     #: Per-org defaults; an operator may override them per org.
     org_max_concurrent_sandboxes: int = Field(default=100, ge=1)
     org_max_members: int = Field(default=100, ge=1)
+    #: Snapshots an org may keep (they outlive their sandboxes): how many, and how much disk.
+    #: Checked before a snapshot is taken, so concurrent ones may pass it by one each.
+    org_max_snapshots: int = Field(default=50, ge=0)
+    org_max_snapshot_mb: int = Field(default=20 * 1024, ge=0)
     #: Requests per second per API key (a token bucket of ``rate_limit_burst``); 0 turns it off.
     rate_limit_per_s: float = Field(default=100.0, ge=0)
     rate_limit_burst: int = Field(default=500, ge=1)

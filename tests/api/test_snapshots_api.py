@@ -615,3 +615,32 @@ async def test_sandboxes_with_the_internet_are_not_saved_where_the_backend_canno
     # Without the internet the same backend saves it.
     plain_id = (await harness.create())["id"]
     await post_ok(harness.client, f"/v1/sandboxes/{plain_id}/snapshots", 201)
+
+
+async def test_an_org_keeps_at_most_its_quota_of_snapshots(start_app: AppFactory) -> None:
+    async with start_app(org_max_snapshots=2) as h:
+        sandbox_id, _ = await with_context(h)
+        url = f"/v1/sandboxes/{sandbox_id}/snapshots"
+        first = await post_ok(h.client, url, 201)
+        await post_ok(h.client, url, 201)
+        refused = assert_envelope(await h.client.post(url), 403, "forbidden_error")
+        assert "org_max_snapshots" in refused["detail"]
+        # Nothing was saved for the refused one; deleting a snapshot makes room again.
+        assert len(list((h.settings.data_dir / "snapshots").iterdir())) == 2
+        assert (await h.client.delete(f"/v1/snapshots/{first['id']}")).status_code == 204
+        await post_ok(h.client, url, 201)
+        # Another org has a quota of its own.
+        _, key = await h.add_org("neighbour")
+        async with h.as_key(key) as neighbour:
+            created = await neighbour.post("/v1/sandboxes", json={})
+            assert created.status_code == 201, created.text
+            taken = await neighbour.post(f"/v1/sandboxes/{created.json()['id']}/snapshots")
+            assert taken.status_code == 201, taken.text
+
+
+async def test_snapshot_bytes_are_bounded_per_org(start_app: AppFactory) -> None:
+    async with start_app(org_max_snapshot_mb=0) as h:
+        sandbox_id, _ = await with_context(h)
+        refused = await h.client.post(f"/v1/sandboxes/{sandbox_id}/snapshots")
+        body = assert_envelope(refused, 403, "forbidden_error")
+        assert "org_max_snapshot_mb" in body["detail"]

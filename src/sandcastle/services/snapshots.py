@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from sandcastle.config import Settings
 from sandcastle.domain import ids
@@ -37,6 +37,7 @@ from sandcastle.errors import (
     ConflictError,
     FieldError,
     NotFoundError,
+    QuotaExceededError,
     SandboxBusyError,
     SandcastleError,
 )
@@ -242,10 +243,35 @@ class SnapshotService:
         """Save a running sandbox's memory and writable layer; it goes on running."""
         sandbox = await self._sandboxes.get(principal, sandbox_id)
         ensure_free(self._settings, "take a snapshot")
+        await self._check_quota(sandbox.org_id)
         require_memory_snapshots(
             self._runtime.backend(sandbox.runtime), "snapshots", internet=sandbox.internet
         )
         return await _finish(self._take(sandbox_id))
+
+    async def _check_quota(self, org_id: str) -> None:
+        """Refuse a new snapshot once the org keeps its maximum of them, in count or bytes."""
+        async with self._db.session() as session:
+            count, total = (
+                await session.execute(
+                    select(
+                        func.count(SnapshotRow.id),
+                        func.coalesce(func.sum(SnapshotRow.size_bytes), 0),
+                    ).where(SnapshotRow.org_id == org_id)
+                )
+            ).one()
+        limit_count = self._settings.org_max_snapshots
+        limit_bytes = self._settings.org_max_snapshot_mb * 2**20
+        if count >= limit_count:
+            raise QuotaExceededError(
+                f"the org keeps {count} snapshots, its maximum (org_max_snapshots = "
+                f"{limit_count}); delete some first"
+            )
+        if total >= limit_bytes:
+            raise QuotaExceededError(
+                f"the org's snapshots take {total // 2**20} MiB, its maximum (org_max_snapshot_mb"
+                f" = {self._settings.org_max_snapshot_mb}); delete some first"
+            )
 
     async def _take(self, sandbox_id: str) -> Snapshot:
         async with self._hold(sandbox_id):
