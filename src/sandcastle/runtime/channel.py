@@ -111,7 +111,8 @@ class AgentLink:
 
     async def wait_connected(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError as exc:
             raise AgentUnavailableError(
                 f"the agent of sandbox {self.sandbox_id} did not connect within {timeout:g} s"
@@ -148,7 +149,8 @@ class AgentLink:
             writer.close()
             return
         try:
-            hello = await asyncio.wait_for(protocol.read_frame(reader), timeout=10)
+            async with asyncio.timeout(10):
+                hello = await protocol.read_frame(reader)
         except (TimeoutError, protocol.FrameError, OSError) as exc:
             log.warning("sandbox %s: bad hello: %s", self.sandbox_id, exc)
             writer.close()

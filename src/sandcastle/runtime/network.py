@@ -66,12 +66,20 @@ async def attach(netns_path: str, procs_files: list[str], log_path: Path) -> Non
         raise RuntimeBackendError(f"cannot start slirp4netns: {exc}") from exc
     finally:
         os.close(ready_w)
+    # Read on the event loop, not in a thread: a thread blocked in read() stays blocked when
+    # the wait times out, and closing the descriptor under it does not wake it.
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(ready_r, "rb", buffering=0)
+    )
     try:
-        ready = await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 1), READY_TIMEOUT_S)
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            ready = await reader.read(1)
     except TimeoutError as exc:
         raise RuntimeBackendError("slirp4netns did not come up") from exc
     finally:
-        os.close(ready_r)
+        transport.close()
     if ready != b"1":
         raise RuntimeBackendError(f"slirp4netns failed; see {log_path}")
 

@@ -147,7 +147,8 @@ async def _run(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink
         )
     try:
-        return await asyncio.wait_for(process.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await process.wait()
     except TimeoutError:
         return None
     finally:

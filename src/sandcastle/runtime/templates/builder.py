@@ -431,7 +431,8 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
-        await asyncio.wait_for(asyncio.shield(process.wait()), 10)
+        async with asyncio.timeout(10):
+            await asyncio.shield(process.wait())
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
