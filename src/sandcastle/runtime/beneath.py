@@ -57,12 +57,16 @@ def _open_dir(parent: int, name: str, inner: str, attrs: DirAttrs) -> int:
     return fd
 
 
-def _walk_to_parent(root_fd: int, parts: list[str], attrs: DirAttrs) -> int:
-    """A descriptor of the directory that holds ``parts[-1]``, made as needed."""
+def _walk_to_parent(root_fd: int, parts: list[str], attrs: DirAttrs | None) -> int:
+    """A descriptor of the directory that holds ``parts[-1]``: made as needed with ``attrs``;
+    without them, nothing is made and a link or a missing directory raises ``OSError``."""
     fd = os.dup(root_fd)
     try:
         for depth, name in enumerate(parts[:-1], start=1):
-            child = _open_dir(fd, name, "/" + "/".join(parts[:depth]), attrs)
+            if attrs is None:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            else:
+                child = _open_dir(fd, name, "/" + "/".join(parts[:depth]), attrs)
             os.close(fd)
             fd = child
     except BaseException:
@@ -124,12 +128,8 @@ def open_read(root: Path, inner: str) -> int:
     the file is not a regular one (a FIFO is never waited on)."""
     parts = _parts(inner)
     with _open_root(root) as root_fd:
-        parent = os.dup(root_fd)
+        parent = _walk_to_parent(root_fd, parts, None)
         try:
-            for name in parts[:-1]:
-                child = os.open(name, _DIR_FLAGS, dir_fd=parent)
-                os.close(parent)
-                parent = child
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
             fd = os.open(parts[-1], flags, dir_fd=parent)
         finally:
