@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sandcastle.runtime.hostuid import UidRange
+
 
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "sandcastle"
@@ -30,6 +32,9 @@ class Settings(BaseSettings):
     runtime: Literal["auto", "gvisor", "bwrap"] = "auto"
     #: The ``runsc`` binary; ``None`` looks it up on ``PATH``.
     runsc_path: str | None = None
+    #: Host uids (``FIRST-LAST``) the bwrap sandboxes' user namespaces are owned by, one per
+    #: sandbox, so per-user kernel counters (inotify, ...) are per sandbox. Used by nothing else.
+    sandbox_uid_range: str = "1000000000-1000065535"
     sandbox_domain: str = "sandbox.localhost"
     #: Bytes of a request body a route reads whole (JSON); streamed uploads are bounded by disk.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024)
@@ -108,6 +113,7 @@ class Settings(BaseSettings):
             raise ValueError("default_timeout_ms must not exceed max_timeout_ms")
         if self.run_default_timeout_secs > self.run_max_timeout_secs:
             raise ValueError("run_default_timeout_secs must not exceed run_max_timeout_secs")
+        UidRange.parse(self.sandbox_uid_range)
         return self
 
     @property

@@ -207,7 +207,7 @@ class GvisorRuntime(LocalRuntime):
             argv,
             spec.sandbox_id,
             group,
-            as_sandbox_user=False,
+            as_uid=None,
         )
         code = await proc.wait()
         if code != 0:

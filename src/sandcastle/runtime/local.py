@@ -228,22 +228,22 @@ class LocalRuntime(Runtime):
         sandbox_id: str,
         group: cgroups.SandboxCgroup,
         *,
-        as_sandbox_user: bool,
+        as_uid: int | None,
         pass_fds: tuple[int, ...] = (),
     ) -> asyncio.subprocess.Process:
         """Start ``argv`` in its own session inside ``group``, output appended to the log.
 
         The log is a file, never a pipe: what is started may keep it open for its whole life.
-        With ``as_sandbox_user`` the child drops to ``HOST_UID`` after joining the cgroups.
+        With ``as_uid`` the child drops to that host uid (and gid) after joining the cgroups.
         """
         procs_files = group.procs_files()
 
         def enter() -> None:
             cgroups.join_groups(procs_files)
-            if as_sandbox_user:
+            if as_uid is not None:
                 os.setgroups([])
-                os.setgid(layout.HOST_GID)
-                os.setuid(layout.HOST_UID)
+                os.setresgid(as_uid, as_uid, as_uid)
+                os.setresuid(as_uid, as_uid, as_uid)
 
         try:
             with open(self._log_path(sandbox_id), "ab") as log:

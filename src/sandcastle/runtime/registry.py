@@ -19,13 +19,18 @@ from sandcastle.errors import ConfigurationError
 from sandcastle.runtime.base import Runtime
 from sandcastle.runtime.bwrap import BwrapRuntime, instance_name
 from sandcastle.runtime.gvisor import GvisorRuntime
+from sandcastle.runtime.hostuid import UidRange
 from sandcastle.runtime.local import recorded_backend
 from sandcastle.runtime.probe import runsc_problem, runsc_version
 from sandcastle.runtime.routing import RoutedRuntime
 
 
 def _bwrap(settings: Settings) -> Runtime:
-    return BwrapRuntime(settings.sandboxes_dir, instance=instance_name(settings.data_dir))
+    return BwrapRuntime(
+        settings.sandboxes_dir,
+        instance=instance_name(settings.data_dir),
+        uids=UidRange.parse(settings.sandbox_uid_range),
+    )
 
 
 def _gvisor(settings: Settings) -> Runtime:
