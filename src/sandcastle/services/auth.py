@@ -53,6 +53,13 @@ class Principal:
         """Owners and admins manage the org; members only their own keys and sandboxes."""
         return self.role in (Role.OWNER, Role.ADMIN)
 
+    @property
+    def sandbox_member(self) -> str | None:
+        """The member whose sandboxes (and their snapshots) alone this caller may see and use;
+        None: every sandbox of the org (owners and admins). A member's are those it created.
+        A key with no member (there are none since tenancy) may use none."""
+        return None if self.is_admin else (self.member_id or "")
+
 
 def hash_key(key: str) -> str:
     # Keys carry 256 bits of randomness, so a fast hash is enough: there is nothing to brute-force.

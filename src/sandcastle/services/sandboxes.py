@@ -109,7 +109,9 @@ class SandboxService:
 
     async def get(self, principal: Principal, sandbox_id: str) -> Sandbox:
         async with self._db.session() as session:
-            row = await repo.get_sandbox_row(session, principal.org_id, sandbox_id)
+            row = await repo.get_sandbox_row(
+                session, principal.org_id, sandbox_id, member_id=principal.sandbox_member
+            )
             return repo.to_sandbox(row)
 
     async def list(
@@ -126,6 +128,7 @@ class SandboxService:
             statuses=where.statuses,
             template=where.template,
             metadata=where.metadata,
+            member_id=principal.sandbox_member,
         )
         async with self._db.session() as session:
             rows = list((await session.scalars(repo.newest_first_page(query, cursor, limit))).all())

@@ -329,7 +329,7 @@ class SnapshotService:
         self, principal: Principal, *, limit: int, cursor: str | None
     ) -> tuple[list[Snapshot], str | None]:
         """The org's snapshots, newest first."""
-        query = select(SnapshotRow).where(SnapshotRow.org_id == principal.org_id)
+        query = repo.snapshots_of(principal.org_id, member_id=principal.sandbox_member)
         page = repo.newest_first_page(query, cursor, limit, SnapshotRow)
         async with self._db.session() as session:
             rows = list((await session.scalars(page)).all())
@@ -340,11 +340,11 @@ class SnapshotService:
         return [repo.to_snapshot(row) for row in rows], next_cursor
 
     async def get(self, principal: Principal, snapshot_id: str) -> Snapshot:
-        return repo.to_snapshot(await self._snapshot_row(principal.org_id, snapshot_id))
+        return repo.to_snapshot(await self._snapshot_row(principal, snapshot_id))
 
     async def delete(self, principal: Principal, snapshot_id: str) -> None:
         """Forget the snapshot and delete its image (forks made from it are not touched)."""
-        await self._snapshot_row(principal.org_id, snapshot_id)
+        await self._snapshot_row(principal, snapshot_id)
         if self._restoring[principal.org_id, snapshot_id]:
             raise ConflictError(f"snapshot {snapshot_id} is being restored; try again shortly")
         self._deleting.add(snapshot_id)
@@ -380,7 +380,7 @@ class SnapshotService:
     async def _fork(
         self, principal: Principal, snapshot_id: str, request: CreateSandbox
     ) -> Sandbox:
-        snap = repo.to_snapshot(await self._snapshot_row(principal.org_id, snapshot_id))
+        snap = repo.to_snapshot(await self._snapshot_row(principal, snapshot_id))
         for name in _FROM_SNAPSHOT:
             if getattr(request, name) is not None:
                 raise FieldError(name, f"{name} comes from the snapshot; leave it out")
@@ -487,12 +487,11 @@ class SnapshotService:
             raise NotFoundError(f"sandbox {sandbox_id} not found")
         return row
 
-    async def _snapshot_row(self, org_id: str, snapshot_id: str) -> SnapshotRow:
+    async def _snapshot_row(self, principal: Principal, snapshot_id: str) -> SnapshotRow:
         async with self._db.session() as session:
-            row = await session.get(SnapshotRow, snapshot_id)
-        if row is None or row.org_id != org_id:
-            raise NotFoundError(f"snapshot {snapshot_id} not found")
-        return row
+            return await repo.get_snapshot_row(
+                session, principal.org_id, snapshot_id, member_id=principal.sandbox_member
+            )
 
     def _template(self, name: str, build_id: str | None) -> TemplateInfo:
         """The template an image was made on: restoring over another build is unsafe."""

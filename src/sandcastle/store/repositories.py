@@ -81,12 +81,46 @@ def to_snapshot(row: SnapshotRow) -> Snapshot:
     )
 
 
-async def get_sandbox_row(session: AsyncSession, org_id: str, sandbox_id: str) -> SandboxRow:
-    """The row, if it belongs to ``org_id``; another tenant's sandbox is simply not found."""
+async def get_sandbox_row(
+    session: AsyncSession, org_id: str, sandbox_id: str, *, member_id: str | None = None
+) -> SandboxRow:
+    """The row, if it belongs to ``org_id`` (and, given ``member_id``, to that member);
+    another tenant's sandbox, or another member's for a caller limited to its own, is simply
+    not found."""
     row = await session.get(SandboxRow, sandbox_id)
-    if row is None or row.org_id != org_id:
+    if (
+        row is None
+        or row.org_id != org_id
+        or (member_id is not None and row.member_id != member_id)
+    ):
         raise NotFoundError(f"sandbox {sandbox_id} not found")
     return row
+
+
+async def get_snapshot_row(
+    session: AsyncSession, org_id: str, snapshot_id: str, *, member_id: str | None = None
+) -> SnapshotRow:
+    """The snapshot, if it belongs to ``org_id`` (and, given ``member_id``, was taken of one of
+    that member's sandboxes): a snapshot holds its sandbox's files and memory."""
+    row = await session.get(SnapshotRow, snapshot_id)
+    if row is None or row.org_id != org_id:
+        raise NotFoundError(f"snapshot {snapshot_id} not found")
+    if member_id is not None:
+        source = await session.get(SandboxRow, row.sandbox_id)
+        if source is None or source.member_id != member_id:
+            raise NotFoundError(f"snapshot {snapshot_id} not found")
+    return row
+
+
+def snapshots_of(org_id: str, *, member_id: str | None = None) -> Select[SnapshotRow]:
+    """An org's snapshots (given ``member_id``: of that member's sandboxes only)."""
+    query = select(SnapshotRow).where(SnapshotRow.org_id == org_id)
+    if member_id is not None:
+        mine = select(SandboxRow.id).where(
+            SandboxRow.org_id == org_id, SandboxRow.member_id == member_id
+        )
+        query = query.where(SnapshotRow.sandbox_id.in_(mine))
+    return query
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
@@ -131,9 +165,13 @@ def sandboxes_of(
     statuses: list[str] | None = None,
     template: str | None = None,
     metadata: dict[str, str] | None = None,
+    member_id: str | None = None,
 ) -> Select[SandboxRow]:
-    """An org's sandboxes, optionally filtered; warm-pool entries belong to no org."""
+    """An org's sandboxes (given ``member_id``: that member's only), optionally filtered;
+    warm-pool entries belong to no org."""
     query = select(SandboxRow).where(SandboxRow.org_id == org_id)
+    if member_id is not None:
+        query = query.where(SandboxRow.member_id == member_id)
     if statuses:
         query = query.where(SandboxRow.status.in_(statuses))
     if template is not None:
