@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     run_artifact_max_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
     #: Bytes all the artifacts of one run may have together (past it, files are listed empty).
     run_artifacts_max_total_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    #: Disk all the stored artifacts of one org may take (they are kept ``run_retention_s``,
+    #: past their sandbox's end); past it, new ones are listed empty with the reason.
+    org_max_artifact_mb: int = Field(default=5 * 1024, ge=0)
 
     #: Tenancy, credits and quotas (docs/TENANCY.md). When false, only operators (owners of the
     #: org made at first start) may create orgs; when true, any key's user may.

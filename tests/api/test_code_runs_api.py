@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -584,6 +585,36 @@ async def test_artifacts_outlive_their_sandbox(harness: Harness, sandbox_id: str
     assert download.status_code == 200 and download.content == b"kept"
     again = await get_run(harness, sandbox_id, run["id"])
     assert again["execution"]["artifacts"][0]["sha256"] == artifact["sha256"]
+
+
+async def test_an_orgs_stored_artifacts_are_bounded_and_deleting_one_frees_its_share(
+    start_app: AppFactory,
+) -> None:
+    async with start_app(org_max_artifact_mb=1) as h:
+        sandbox_id = (await h.create())["id"]
+        ctx = (await h.execute(sandbox_id, code="0"))["context_id"]
+        h.runtime.agent(sandbox_id).contexts[ctx].namespace["blob"] = os.urandom(700 * 1024)
+        code = "write_file('{}.bin', blob)"
+
+        async def one(name: str) -> dict[str, Any]:
+            run = await submit(h, sandbox_id, context_id=ctx, code=code.format(name))
+            (artifact,) = (await finished(h, sandbox_id, run["id"]))["execution"]["artifacts"]
+            return artifact  # type: ignore[no-any-return]
+
+        first = await one("first")
+        refused = await one("second")
+        assert first["sha256"] is not None
+        assert refused["sha256"] is None and refused["download_url"] is None
+        assert "quota" in refused["metadata"]["skipped"]
+
+        deleted = await h.client.delete(f"/v1/sandboxes/{sandbox_id}/artifacts/{first['id']}")
+        assert deleted.status_code == 204
+        assert_envelope(await h.client.get(first["download_url"]), 404, "not_found_error")
+        run = await get_run(h, sandbox_id, first["metadata"]["run_id"])
+        assert run["execution"]["artifacts"] == []
+        again = await h.client.delete(f"/v1/sandboxes/{sandbox_id}/artifacts/{first['id']}")
+        assert_envelope(again, 404, "not_found_error")
+        assert (await one("third"))["sha256"] is not None
 
 
 async def test_the_queue_per_sandbox_is_bounded(start_app: AppFactory) -> None:

@@ -112,6 +112,10 @@ class Artifact:
     execution_count: int | None
     expires_at: datetime
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The org whose quota the stored bytes count against (``org_max_artifact_mb``).
+    org_id: str = ""
+    #: Bytes the host really spends on it (zeros are holes), what the quotas count.
+    stored_bytes: int = 0
 
     @property
     def stored(self) -> bool:

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from sandcastle.config import Settings
 from sandcastle.domain.runs import Artifact, new_artifact_id
@@ -89,6 +89,8 @@ def to_artifact(row: ArtifactRow) -> Artifact:
         execution_count=row.execution_count,
         expires_at=row.expires_at,
         metadata=dict(row.metadata_json or {}),
+        org_id=row.org_id or "",
+        stored_bytes=row.stored_bytes,
     )
 
 
@@ -106,6 +108,8 @@ def to_row(artifact: Artifact) -> ArtifactRow:
         execution_count=artifact.execution_count,
         expires_at=artifact.expires_at,
         metadata_json=artifact.metadata,
+        org_id=artifact.org_id or None,
+        stored_bytes=artifact.stored_bytes,
     )
 
 
@@ -115,6 +119,7 @@ class RunFiles:
 
     run_id: str
     sandbox_id: str
+    org_id: str
     context_id: str
     cwd: str
     execution_count: int | None
@@ -161,7 +166,7 @@ class ArtifactService:
             note["omitted_reason"] += f"{limit} by path are kept"
         if before.truncated or after.truncated:
             note["snapshot_truncated"] = True
-        budget = _Budget(self._settings.run_artifacts_max_total_bytes)
+        budget = await self._budget(run.org_id)
         for name in kept:
             try:
                 artifact = await self._copy(link, run, name, after.files[name][0], note, budget)
@@ -172,6 +177,27 @@ class ArtifactService:
                 break
             into.append(artifact)
 
+    async def _budget(self, org_id: str) -> _Budget:
+        """What the run's artifacts may still store: the run's total, or the org's quota less
+        what its stored artifacts hold if that is less. Read once per run: concurrent runs of
+        one org may each pass the org's quota by what they store."""
+        run_total = self._settings.run_artifacts_max_total_bytes
+        quota = self._settings.org_max_artifact_mb * 1024 * 1024
+        async with self._db.session() as session:
+            used = await session.scalar(
+                select(func.coalesce(func.sum(ArtifactRow.stored_bytes), 0)).where(
+                    ArtifactRow.org_id == org_id
+                )
+            )
+        org_left = max(0, quota - int(used or 0))
+        if org_left < run_total:
+            return _Budget(
+                org_left,
+                f"the org's stored artifacts would exceed its {quota}-byte quota; "
+                "delete some (DELETE /v1/sandboxes/{id}/artifacts/{artifact_id})",
+            )
+        return _Budget(run_total, f"the run's artifacts would exceed their {run_total}-byte total")
+
     async def _copy(
         self,
         link: AgentLink,
@@ -181,7 +207,7 @@ class ArtifactService:
         note: dict[str, Any],
         budget: _Budget,
     ) -> Artifact:
-        max_bytes = min(self._settings.run_artifact_max_bytes, budget.left)
+        per_file = self._settings.run_artifact_max_bytes
         artifact_id = new_artifact_id()
         metadata: dict[str, Any] = {
             "run_id": run.run_id,
@@ -189,7 +215,7 @@ class ArtifactService:
             **note,
         }
 
-        def entry(size_bytes: int, sha256: str | None) -> Artifact:
+        def entry(size_bytes: int, sha256: str | None = None, stored_bytes: int = 0) -> Artifact:
             return Artifact(
                 id=artifact_id,
                 run_id=run.run_id,
@@ -203,37 +229,40 @@ class ArtifactService:
                 execution_count=run.execution_count,
                 expires_at=run.expires_at,
                 metadata=metadata,
+                org_id=run.org_id,
+                stored_bytes=stored_bytes,
             )
 
-        if size > max_bytes:
-            metadata["skipped"] = budget.why_not(size, self._settings.run_artifact_max_bytes)
-            return entry(size, None)
+        if size > per_file or budget.left <= 0:
+            metadata["skipped"] = budget.why_not(size, per_file)
+            return entry(size)
         try:
             ensure_free(self._settings, "keep artifacts")
         except InsufficientStorageError as exc:
             metadata["skipped"] = exc.message
-            return entry(size, None)
+            return entry(size)
         opened = await call(link, "file.read.open", {"path": metadata["path"]})
         download = FileDownload(link, str(opened["handle"]), FileInfo.from_agent(opened["info"]))
-        if download.size > max_bytes:
+        if download.size > per_file:
             await download.aclose()
-            metadata["skipped"] = budget.why_not(
-                download.size, self._settings.run_artifact_max_bytes
-            )
-            return entry(download.size, None)
-        budget.left -= download.size
+            metadata["skipped"] = budget.why_not(download.size, per_file)
+            return entry(download.size)
         target = self.run_dir(run.run_id) / artifact_id
         try:
-            digest = await _store(download.chunks(), target)
+            digest, stored = await _store(download.chunks(), target, max_stored=budget.left)
         except AgentError:
             raise
+        except _OverBudget:
+            metadata["skipped"] = budget.why_not(download.size, per_file)
+            return entry(download.size)
         except SandcastleError as exc:
             # Typically the file shrank while it was read: the run is still writing it.
             metadata["skipped"] = f"the file could not be copied: {exc.message}"
-            return entry(download.size, None)
+            return entry(download.size)
         finally:
             await download.aclose()
-        return entry(download.size, digest)
+        budget.left -= stored
+        return entry(download.size, digest, stored)
 
     # --- serving -------------------------------------------------------------------------------
 
@@ -249,6 +278,19 @@ class ArtifactService:
         if not artifact.stored or not self.path_of(artifact).is_file():
             raise missing
         return artifact
+
+    async def delete(self, principal: Principal, sandbox_id: str, artifact_id: str) -> None:
+        """Forget an artifact of the caller's sandbox and free its bytes: the run lists it no
+        more. The row goes first: a crash between leaves a file no row names, which goes with
+        its run's directory when the run is purged."""
+        await self._sandboxes.get(principal, sandbox_id)
+        async with self._db.session() as session:
+            row = await session.get(ArtifactRow, artifact_id)
+            if row is None or row.sandbox_id != sandbox_id:
+                raise NotFoundError(f"artifact {artifact_id} not found in sandbox {sandbox_id}")
+            artifact = to_artifact(row)
+            await session.delete(row)
+        await asyncio.to_thread(self.path_of(artifact).unlink, True)
 
     async def of_runs(self, run_ids: list[str]) -> dict[str, list[Artifact]]:
         """The artifacts of each run, in the order they were collected (by path)."""
@@ -290,51 +332,65 @@ class ArtifactService:
 _HOLE_BYTES = 64 * 1024
 
 
-def _write_sparse(out: BinaryIO, chunk: bytes) -> None:
+def _write_sparse(out: BinaryIO, chunk: bytes) -> int:
+    """Write ``chunk``, leaving its aligned zero runs as holes; the bytes really written."""
     view = memoryview(chunk)
+    written = 0
     for start in range(0, len(view), _HOLE_BYTES):
         block = view[start : start + _HOLE_BYTES]
         if block.tobytes().count(0) == len(block):
             out.seek(len(block), os.SEEK_CUR)
         else:
-            out.write(block)
+            written += out.write(block)
+    return written
 
 
 @dataclass
 class _Budget:
-    """The bytes a run's artifacts may still have (``run_artifacts_max_total_bytes``)."""
+    """The bytes a run's artifacts may still store, and what bounds them."""
 
     left: int
+    bound: str
 
     def why_not(self, size: int, per_file: int) -> str:
         if size > per_file:
             return f"larger than the {per_file}-byte limit per artifact"
-        return f"the run's artifacts would exceed their {self.left}-byte remainder of the total"
+        return f"{self.bound} ({max(self.left, 0)} bytes were left)"
 
 
-async def _store(chunks: AsyncIterator[bytes], target: Path) -> str:
-    """Write ``chunks`` to ``target`` (via a ``.part`` file), hashing them; the hex SHA-256.
+class _OverBudget(Exception):
+    """The file would store more than the run may still store."""
+
+
+async def _store(chunks: AsyncIterator[bytes], target: Path, *, max_stored: int) -> tuple[str, int]:
+    """Write ``chunks`` to ``target`` (via a ``.part`` file), hashing them: the hex SHA-256
+    and the bytes the file really takes on disk.
 
     Runs of zero bytes are left as holes: a sandbox's sparse file costs the host what it really
-    holds, not its apparent size.
+    holds, not its apparent size, and only that counts against ``max_stored`` (past it:
+    :class:`_OverBudget`, and nothing is kept).
     """
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
     out: BinaryIO = await asyncio.to_thread(partial.open, "wb")
+    written = 0
     try:
         async for chunk in chunks:
             digest.update(chunk)
-            await asyncio.to_thread(_write_sparse, out, chunk)
+            written += await asyncio.to_thread(_write_sparse, out, chunk)
+            if written > max_stored:
+                raise _OverBudget
         # A file ending in a hole needs its length set; truncate at the position does it.
         await asyncio.to_thread(out.truncate)
         await asyncio.to_thread(out.flush)
         # The run's outcome (naming this file) is committed durably; so must the bytes be.
         await asyncio.to_thread(os.fsync, out.fileno())
+        stored = (await asyncio.to_thread(os.fstat, out.fileno())).st_blocks * 512
     except BaseException:
         await asyncio.to_thread(out.close)
         await asyncio.to_thread(partial.unlink, True)
         raise
     await asyncio.to_thread(out.close)
     await asyncio.to_thread(partial.rename, target)
-    return digest.hexdigest()
+    return digest.hexdigest(), stored

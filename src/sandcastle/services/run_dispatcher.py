@@ -302,6 +302,7 @@ class RunDispatcher:
             run_files = RunFiles(
                 run_id=row.id,
                 sandbox_id=sandbox.id,
+                org_id=sandbox.org_id,
                 context_id=context.id,
                 cwd=cwd,
                 execution_count=outcome.execution.execution_count,

@@ -298,6 +298,10 @@ class ArtifactRow(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("code_runs.id"), index=True)
     sandbox_id: Mapped[str] = mapped_column(String(16), index=True)
+    #: Whose quota the file counts against; null only for rows from before the quota.
+    org_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    #: Disk the stored file really takes (its zeros are holes).
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     context_id: Mapped[str] = mapped_column(String(40))
     #: The file's path relative to the context's working directory.
     name: Mapped[str] = mapped_column(String(4096))

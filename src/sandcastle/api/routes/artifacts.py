@@ -1,4 +1,5 @@
-"""``/v1/sandboxes/{id}/artifacts/{artifact_id}``: a run's artifact, downloaded or previewed.
+"""``/v1/sandboxes/{id}/artifacts/{artifact_id}``: a run's artifact, downloaded, previewed or
+deleted (stored artifacts count against the org's ``org_max_artifact_mb``).
 
 Artifacts are files user code wrote: untrusted content served from the API's own origin. Every
 response therefore carries ``Content-Security-Policy: default-src 'none'; sandbox`` (no script,
@@ -18,7 +19,7 @@ import posixpath
 from urllib.parse import quote
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.domain.runs import Artifact
@@ -61,6 +62,16 @@ async def download_artifact(
     return StreamingResponse(
         services.artifacts.read(artifact), media_type=artifact.mime_type, headers=headers
     )
+
+
+@router.delete("/{sandbox_id}/artifacts/{artifact_id}", status_code=204)
+async def delete_artifact(
+    sandbox_id: str, artifact_id: str, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    """Delete the artifact's bytes and forget it (its run lists it no more), freeing its share
+    of the org's artifact quota. Also for skipped artifacts, which hold no bytes."""
+    await services.artifacts.delete(principal, sandbox_id, artifact_id)
+    return Response(status_code=204)
 
 
 @router.get(
