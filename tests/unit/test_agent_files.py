@@ -20,9 +20,15 @@ async def no_events(event: dict[str, Any]) -> None:
     raise AssertionError("file methods emit no events")
 
 
+@pytest.fixture
+def record(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the agent notes its writes in progress (outside the home the tests list)."""
+    return str(tmp_path_factory.mktemp("record") / "partial")
+
+
 @pytest_asyncio.fixture
-async def agent(tmp_path: Path) -> AsyncIterator[AgentFiles]:
-    files = AgentFiles(home=str(tmp_path))
+async def agent(tmp_path: Path, record: str) -> AsyncIterator[AgentFiles]:
+    files = AgentFiles(home=str(tmp_path), partials_record=record)
     try:
         yield files
     finally:
@@ -207,3 +213,47 @@ async def test_bad_parameters(agent: AgentFiles) -> None:
     handle = (await call(agent, "file.write.open", path="p"))["handle"]
     assert await failure(agent, "file.write.chunk", handle=handle, data_b64="***") == "invalid"
     assert await failure(agent, "file.read.chunk", handle=handle, offset=0) == "bad_handle"
+
+
+async def test_an_agent_starting_removes_what_cut_writes_of_the_last_one_left(
+    tmp_path: Path, record: str
+) -> None:
+    before = AgentFiles(home=str(tmp_path), partials_record=record)
+    for name in ("a.txt", "sub/b.txt"):
+        await call(before, "file.write.open", path=name)
+    committed = await write(before, "kept.txt", b"whole")
+    # The agent ends without closing its writes (killed: no aclose).
+    left = sorted(p.name for p in tmp_path.rglob("*.sandcastle-part"))
+    assert len(left) == 2
+
+    after = AgentFiles(home=str(tmp_path), partials_record=record)
+    assert after.remove_left_over() == 2
+
+    assert list(tmp_path.rglob("*.sandcastle-part")) == []
+    assert (tmp_path / "kept.txt").read_bytes() == b"whole" and committed["created"]
+    assert not os.path.exists(record)
+
+
+async def test_the_record_names_nothing_but_temporary_files_to_remove(
+    tmp_path: Path, record: str
+) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    decoy = tmp_path / "dir.sandcastle-part"  # not hidden: not a name the agent makes
+    decoy.write_text("x")
+    Path(record).write_text(f"{precious}\n{decoy}\nrelative/.x.sandcastle-part\n")
+
+    assert AgentFiles(home=str(tmp_path), partials_record=record).remove_left_over() == 0
+    assert precious.read_text() == "mine" and decoy.exists()
+
+
+async def test_the_record_is_emptied_when_no_write_is_in_progress(
+    agent: AgentFiles, tmp_path: Path, record: str
+) -> None:
+    opened = await call(agent, "file.write.open", path="one.txt")
+    await write(agent, "two.txt", b"2")
+    assert os.path.exists(record)  # "one.txt" is still being written
+
+    await call(agent, "file.write.abort", handle=opened["handle"])
+
+    assert not os.path.exists(record)

@@ -37,8 +37,12 @@ class AgentChannel:
         sandbox_id: str,
         handlers: dict[str, Handler],
         hello_contexts: Callable[[], list[str]],
+        on_disconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._socket_path = socket_path
+        #: Called when a connection ends: what the host holds by id (file handles) means
+        #: nothing to the next connection, whose host never saw those ids.
+        self._on_disconnect = on_disconnect
         self._sandbox_id = sandbox_id
         self._handlers = handlers
         self._hello_contexts = hello_contexts
@@ -70,6 +74,8 @@ class AgentChannel:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
+                if self._on_disconnect is not None:
+                    await self._on_disconnect()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         write_lock = asyncio.Lock()

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
+from sandcastle.agent import partials
 from sandcastle.agent.channel import Emit, Handler, RequestFailed
 from sandcastle.agent.paths import PathRules, check_not_ancestor, invalid
 
@@ -324,7 +325,7 @@ def _open_for_write(
                 raise RequestFailed("not_a_file", f"{target} is not a regular file")
             mode = stat.S_IMODE(st.st_mode)
         # Hidden, unique, created with O_EXCL (which never follows a symlink).
-        tmp = posixpath.join(parent, f".{name[:200]}.{secrets.token_hex(4)}.sandcastle-part")
+        tmp = posixpath.join(parent, f".{name[:200]}.{secrets.token_hex(4)}{partials.SUFFIX}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise os_error(exc, getattr(exc, "filename", None) or target) from exc
@@ -390,8 +391,11 @@ def _int_param(params: dict[str, Any], name: str, default: int, low: int, high: 
 class AgentFiles:
     """The file methods of one agent, and the read/write handles they have open."""
 
-    def __init__(self, home: str) -> None:
+    def __init__(self, home: str, partials_record: str = partials.RECORD) -> None:
         self.rules = PathRules(home)
+        self._record = partials_record
+        #: Writes between ``write.open`` and their end: the record is emptied at zero.
+        self._writing = 0
         self._handles: dict[str, _Handle] = {}
         self._reaper: asyncio.Task[None] | None = None
 
@@ -418,6 +422,11 @@ class AgentFiles:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
+        await self.drop_all()
+
+    async def drop_all(self) -> None:
+        """Close every handle, discarding writes in progress: their host has gone (a server
+        killed in the middle of an upload leaves nothing behind once it is back)."""
         for handle in list(self._handles.values()):
             await self._drop(handle)
 
@@ -481,9 +490,16 @@ class AgentFiles:
         def open_() -> tuple[int, str]:
             # "Exists" is about the name itself: a symlink there, even dangling, is a file.
             name_exists = os.path.lexists(self.rules.resolve(raw, follow=False))
-            return _open_for_write(target, name_exists, exclusive, parents)
+            fd, tmp = _open_for_write(target, name_exists, exclusive, parents)
+            partials.note(tmp, self._record)
+            return fd, tmp
 
-        fd, tmp = await asyncio.to_thread(open_)
+        self._writing += 1
+        try:
+            fd, tmp = await asyncio.to_thread(open_)
+        except BaseException:
+            await self._write_ended()
+            raise
         handle = self._add(
             _Handle(
                 id=secrets.token_hex(8),
@@ -523,6 +539,7 @@ class AgentFiles:
             created, info = await asyncio.to_thread(_commit, handle, expected)
         finally:
             await asyncio.to_thread(_discard, handle)
+            await self._write_ended()
         return {"created": created, "info": info}
 
     async def close_handle(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -573,9 +590,21 @@ class AgentFiles:
 
     async def _drop(self, handle: _Handle) -> None:
         handle.closing = True
-        self._handles.pop(handle.id, None)
+        if self._handles.pop(handle.id, None) is None:
+            return  # dropped (or closed) already
         await handle.idle.wait()
         await asyncio.to_thread(_discard, handle)
+        if handle.kind == "write":
+            await self._write_ended()
+
+    async def _write_ended(self) -> None:
+        self._writing -= 1
+        if self._writing == 0:
+            await asyncio.to_thread(partials.forget_all, self._record)
+
+    def remove_left_over(self) -> int:
+        """Remove what writes of an agent before this one left half-done (call at start)."""
+        return partials.remove_left_over(self._record)
 
     async def _reap_forever(self) -> None:
         while True:

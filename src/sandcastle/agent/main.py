@@ -126,11 +126,13 @@ async def amain() -> None:
     )
     kernels.keep_spare("python")
     files = AgentFiles(home=layout.USER_HOME)
+    files.remove_left_over()
     channel = AgentChannel(
         os.environ.get("SANDCASTLE_CHANNEL_SOCKET", layout.CHANNEL_SOCKET),
         sandbox_id,
         {**build_handlers(kernels), **files.handlers()},
         lambda: kernels.context_ids,
+        on_disconnect=files.drop_all,
     )
     guard = asyncio.create_task(MemoryGuard(kernels.victims).run_forever())
     try:
