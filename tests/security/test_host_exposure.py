@@ -17,15 +17,22 @@ from tests.e2e.test_code_runs import finished, submit
 from tests.e2e.test_execute import run
 from tests.e2e_fixtures import HOST_ENV_MARKER
 from tests.security.test_attacks import value
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, templates_dir
 
-#: Reads every /proc entry a sandbox process can: environments, command lines, descriptor links,
-#: for every pid it can see; then tries to take a descriptor of PID 1 with pidfd_getfd.
+#: Reads every /proc entry a sandbox process can: environments, command lines, mount tables,
+#: descriptor links, for every pid it can see; tries to open the agent's memory (which holds
+#: its channel secret); then tries to take a descriptor of PID 1 with pidfd_getfd.
 _PROC_SWEEP = """
 import ctypes, errno, os
 seen = {}
 for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
-    for entry in ('environ', 'cmdline'):
+    try:
+        if b'sandcastle.agent' in open(f'/proc/{pid}/cmdline', 'rb').read():
+            open(f'/proc/{pid}/mem', 'rb').close()
+            seen[f'/proc/{pid}/mem'] = 'the agent memory opened'
+    except OSError:
+        pass
+    for entry in ('environ', 'cmdline', 'mountinfo', 'mounts'):
         try:
             seen[f'/proc/{pid}/{entry}'] = open(f'/proc/{pid}/{entry}', 'rb').read().decode(errors='replace')
         except OSError:
@@ -55,7 +62,14 @@ def test_nothing_of_the_hosts_environment_paths_or_descriptors_is_visible_inside
 
     assert seen, "the sweep read nothing: it proves nothing"
     run_dir = f"/run/sandcastle/{instance_name(server.data_dir)}"
-    host_words = [HOST_ENV_MARKER[1], str(server.data_dir), run_dir]
+    host_words = [
+        HOST_ENV_MARKER[1],
+        str(server.data_dir),
+        run_dir,
+        "/run/sandcastle/agent-",
+        str(templates_dir()),
+        "the agent memory opened",
+    ]
     leaks = {where: text for where, text in seen.items() if any(w in text for w in host_words)}
     assert leaks == {}
     assert getfd != "ok"

@@ -75,11 +75,33 @@ async def create(
     # Seeded before the overlay is mounted: changing an upper directory under a live overlay
     # is undefined behaviour. A copied layer is the sandbox's: seed() never follows its links.
     await asyncio.to_thread(seed, paths.upper, template_rootfs, files or {}, user_files or {})
-    await run(
-        "mount", "-t", "overlay", "overlay",
-        "-o", f"lowerdir={template_rootfs},upperdir={paths.upper},workdir={paths.work}",
-        str(paths.root),
-    )  # fmt: skip
+    await _mount_overlay(template_rootfs, paths)
+
+
+async def _mount_overlay(template_rootfs: Path, paths: LayerPaths) -> None:
+    """Mount the overlay at ``paths.root``, its directories named by descriptor.
+
+    ``/proc/self/mountinfo`` inside a sandbox shows the overlay's options as they were given:
+    ``/proc/self/fd/N`` names no host path (the template's and the data directory's would).
+    """
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+    fds: list[int] = []
+    try:
+        fds.append(os.open(template_rootfs, flags))  # the server's own: its links are ours
+        for directory in (paths.upper, paths.work):
+            fds.append(os.open(directory, flags | os.O_NOFOLLOW))
+        lower, upper, work = (f"/proc/self/fd/{fd}" for fd in fds)
+        await run(
+            "mount", "-t", "overlay", "overlay",
+            "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",
+            str(paths.root),
+            pass_fds=tuple(fds),
+        )  # fmt: skip
+    except OSError as exc:
+        raise RuntimeBackendError(f"cannot open the overlay's directories: {exc}") from exc
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 async def save(paths: LayerPaths, target: Path) -> None:

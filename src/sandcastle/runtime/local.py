@@ -24,9 +24,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
-import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,13 +34,15 @@ from pathlib import Path
 import sandcastle.agent
 from sandcastle.agent import layout
 from sandcastle.errors import RuntimeBackendError
-from sandcastle.runtime import cgroups, layers, network
+from sandcastle.runtime import cgroups, layers, network, tmpfs
 from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
 from sandcastle.runtime.channel import AgentLink
 
 DEFAULT_RUN_DIR = Path("/run/sandcastle")
 #: Ids of the sandboxes a backend boots to prepare a template (``prepare_template``).
 TEMPLATE_BOOT_PREFIX = "tpl_"
+#: In the agent package's copy: written last, so a copy cut short is never used.
+_WHOLE = ".whole"
 #: In a sandbox's durable directory: the name of the backend that started it.
 BACKEND_FILE = "backend"
 #: The whole environment of the tools that start sandboxes (bwrap, runsc): none of the
@@ -130,7 +132,9 @@ class LocalRuntime(Runtime):
         """A copy of the agent package where an unprivileged sandbox process can read it.
 
         The installed package may live under a private directory (``/root/...``); the copy is
-        keyed by content so a restarted server reuses it and running sandboxes keep theirs.
+        keyed by content so a restarted server reuses it and running sandboxes keep theirs. It
+        is a read-only tmpfs of its own (``tmpfs.py``): bound into a sandbox, it shows no host
+        path. A marker written last says the copy is whole; servers copy one at a time.
         """
         if self._agent_pkg is None:
             source = Path(sandcastle.agent.__file__).parent
@@ -139,16 +143,16 @@ class LocalRuntime(Runtime):
             for file in files:
                 digest.update(file.name.encode() + b"\0" + file.read_bytes())
             target = self._shared_run_dir / f"agent-{digest.hexdigest()[:16]}"
-            if not target.is_dir():
-                staging = self._shared_run_dir / f".agent-{os.getpid()}-{secrets.token_hex(4)}"
-                staging.mkdir(parents=True)
-                for file in files:
-                    shutil.copy2(file, staging / file.name)
-                os.chmod(staging, 0o755)
-                try:
-                    staging.rename(target)
-                except OSError:
-                    shutil.rmtree(staging, ignore_errors=True)  # another server won the race
+            self._shared_run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self._shared_run_dir / ".agent.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not (target / _WHOLE).exists():
+                    tmpfs.unmount(target)  # a copy cut short, or one from before tmpfs
+                    tmpfs.mount(target, size_kib=4096, mode=0o755)
+                    for file in files:
+                        shutil.copy2(file, target / file.name)
+                    (target / _WHOLE).touch()
+                    tmpfs.make_read_only(target)
             self._agent_pkg = target
         return self._agent_pkg
 
@@ -168,7 +172,8 @@ class LocalRuntime(Runtime):
             for directory in (self._shared_run_dir, self._run_dir, chan.parent):
                 directory.mkdir(parents=True, exist_ok=True)
                 os.chmod(directory, 0o711)
-            chan.mkdir(exist_ok=True)
+            # Bound into the sandbox: a tmpfs of its own shows no host path there.
+            tmpfs.mount(chan, size_kib=64, mode=0o755)
             (self._dir / spec.sandbox_id).mkdir(parents=True, exist_ok=True)
             (self._dir / spec.sandbox_id / BACKEND_FILE).write_text(self.name)
             if not os.path.ismount(layer.root):
@@ -311,6 +316,7 @@ class LocalRuntime(Runtime):
         await self._stop_processes(sandbox_id)
         await asyncio.to_thread(self._group(sandbox_id).remove)
         await layers.remove(self._layer(sandbox_id))
+        await asyncio.to_thread(tmpfs.unmount, self._chan(sandbox_id))
         for directory in (self._dir / sandbox_id, self._run_dir / sandbox_id):
             if directory.exists():
                 await asyncio.to_thread(shutil.rmtree, directory, True)

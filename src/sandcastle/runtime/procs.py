@@ -19,12 +19,13 @@ def which(tool: str) -> str:
     return shutil.which(tool, path=search) or tool
 
 
-async def run(*argv: str) -> str:
+async def run(*argv: str, pass_fds: tuple[int, ...] = ()) -> str:
     """Run a command to completion; its combined output, or ``RuntimeBackendError``."""
     try:
         proc = await asyncio.create_subprocess_exec(
             which(argv[0]),
             *argv[1:],
+            pass_fds=pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
