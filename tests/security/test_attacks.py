@@ -353,3 +353,46 @@ def _rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+#: Calls and socket families beyond what a program needs: each answer must be a refusal.
+_BEYOND_THE_ALLOWLIST = """
+import ctypes, errno, socket
+libc = ctypes.CDLL(None, use_errno=True)
+def err(rc):
+    return 'ok' if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), '?')
+params = ctypes.create_string_buffer(120)
+out = {
+    'io_uring_setup': err(libc.syscall(425, 8, params)),
+    'modify_ldt': err(libc.syscall(154, 0, params, 16)),
+    'memfd_secret': err(libc.syscall(447, 0)),
+    'userfaultfd': err(libc.syscall(323, 0)),
+    'pidfd_getfd': err(libc.syscall(438, 0, 0, 0)),
+    'personality_read_implies_exec': err(libc.syscall(135, 0x0400000)),
+    'personality_no_aslr': err(libc.syscall(135, 0x0040000)),
+    'lookup_dcookie': err(libc.syscall(212, 0, 0, 0)),
+    'kcmp': err(libc.syscall(312, 1, 1, 0, 0, 0)),
+}
+for name, family, kind, proto in [
+    ('vsock', 40, socket.SOCK_STREAM, 0), ('alg', 38, socket.SOCK_SEQPACKET, 0),
+    ('key', 15, socket.SOCK_RAW, 2), ('packet', 17, socket.SOCK_RAW, 0),
+    ('netlink_audit', 16, socket.SOCK_RAW, 9), ('netlink_uevent', 16, socket.SOCK_RAW, 15),
+    ('tipc', 30, socket.SOCK_RDM, 0), ('rds', 21, socket.SOCK_SEQPACKET, 0),
+]:
+    out[name] = err(libc.socket(family, kind, proto))
+# What programs need still works.
+needed = {
+    'inet': err(libc.socket(2, socket.SOCK_STREAM, 0)),
+    'netlink_route': err(libc.socket(16, socket.SOCK_RAW, 0)),
+}
+(out, needed)
+"""
+
+
+def test_calls_and_socket_families_beyond_the_allowlist_are_refused(
+    api: httpx.Client, sandbox: dict[str, Any]
+) -> None:
+    refused, needed = value(run(api, sandbox["id"], code=_BEYOND_THE_ALLOWLIST))
+
+    assert {name: answer for name, answer in refused.items() if answer == "ok"} == {}
+    assert needed == dict.fromkeys(needed, "ok")

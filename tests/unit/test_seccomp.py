@@ -71,11 +71,11 @@ def test_the_filter_denies_every_listed_call_with_eperm() -> None:
     actions = actions_by_syscall(pfc)
     for name in MUST_DENY:
         assert actions.get(name) == [f"ERRNO({errno.EPERM})"], name
-    assert actions["clone3"] == [f"ERRNO({errno.ENOSYS})"]
-    # clone is refused only for namespace flags: one conditional rule per flag.
-    assert actions["clone"] == [f"ERRNO({errno.EPERM})"] * 7
+    assert "clone3" not in actions  # the default: ENOSYS
+    # clone is allowed without namespace flags, refused with any: one conditional rule per flag.
+    assert sorted(actions["clone"]) == ["ALLOW"] + [f"ERRNO({errno.EPERM})"] * 7
     masks = {int(m, 16) for m in re.findall(r"\$a0\.lo32 & (0x[0-9a-f]+) ==", pfc)}
-    assert masks == {
+    assert masks - {0x7E020000, 0xFFFFFFFF} == {
         0x10000000,  # CLONE_NEWUSER
         0x00020000,  # CLONE_NEWNS
         0x20000000,  # CLONE_NEWPID
@@ -84,7 +84,7 @@ def test_the_filter_denies_every_listed_call_with_eperm() -> None:
         0x04000000,  # CLONE_NEWUTS
         0x02000000,  # CLONE_NEWCGROUP
     }
-    assert "read" not in actions and "write" not in actions
+    assert actions["read"] == actions["write"] == ["ALLOW"]
 
 
 def test_every_listed_call_that_exists_here_is_in_the_filter() -> None:
@@ -96,10 +96,15 @@ def test_every_listed_call_that_exists_here_is_in_the_filter() -> None:
     assert {n for n in known if actions.get(n) == [f"ERRNO({errno.EPERM})"]} == set(known)
 
 
-def test_default_action_allows() -> None:
+def test_a_call_no_rule_allows_fails_as_if_the_kernel_lacked_it() -> None:
     lines = [line.strip() for line in pseudo_filter_code().splitlines() if line.strip()]
     assert "# default action" in lines
-    assert lines[lines.index("# default action") + 1] == "action ALLOW;"
+    assert lines[lines.index("# default action") + 1] == f"action ERRNO({errno.ENOSYS});"
+
+
+def test_the_allowlist_and_the_deny_list_do_not_overlap() -> None:
+    assert not set(seccomp.ALLOWED_SYSCALLS) & set(seccomp.DENIED_SYSCALLS)
+    assert len(set(seccomp.ALLOWED_SYSCALLS)) == len(seccomp.ALLOWED_SYSCALLS)
 
 
 _ENFORCE = """
@@ -117,6 +122,9 @@ for name, call in [
     ("clone_newuser", lambda: libc.syscall(
         pyseccomp.resolve_syscall(arch, "clone"), CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0)),
     ("clone3", lambda: libc.syscall(pyseccomp.resolve_syscall(arch, "clone3"), 0, 0)),
+    ("chroot", lambda: libc.chroot(b"/")),
+    ("personality_query", lambda: libc.personality(0xFFFFFFFF)),
+    ("personality_exec", lambda: libc.personality(0x0400000)),  # READ_IMPLIES_EXEC
     ("getpid", lambda: libc.getpid()),
 ]:
     ctypes.set_errno(0)
@@ -145,6 +153,9 @@ def test_the_loaded_filter_refuses_the_calls() -> None:
     assert results["ptrace"] == [-1, errno.EPERM]
     assert results["clone_newuser"] == [-1, errno.EPERM]
     assert results["clone3"] == [-1, errno.ENOSYS]
+    assert results["chroot"] == [-1, errno.ENOSYS]  # on no list: "not in this kernel"
+    assert results["personality_query"][0] >= 0
+    assert results["personality_exec"] == [-1, errno.ENOSYS]
     assert results["getpid"][0] > 0 and results["getpid"][1] == 0
 
 
@@ -202,9 +213,11 @@ def test_the_oci_profile_carries_the_same_rules_as_the_filter() -> None:
         (name,) = entry["names"]
         by_name.setdefault(name, []).append(entry)
     assert len(by_name["socket"]) == len([r for r in expected if r.syscall == "socket"])
-    netlink = [e for e in by_name["socket"] if e["errnoRet"] == errno.EPROTONOSUPPORT]
+    netlink = [e for e in by_name["socket"] if e.get("errnoRet") == errno.EPROTONOSUPPORT]
     assert netlink[0]["args"] == [
         {"index": 0, "value": 16, "valueTwo": 0, "op": "SCMP_CMP_EQ"},
         {"index": 2, "value": 0, "valueTwo": 0, "op": "SCMP_CMP_NE"},
     ]
-    assert "clone3" not in by_name
+    assert by_name["clone3"] == [{"names": ["clone3"], "action": "SCMP_ACT_ALLOW"}]
+    assert by_name["read"] == [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]
+    assert (profile["defaultAction"], profile["defaultErrnoRet"]) == ("SCMP_ACT_ERRNO", 38)
