@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from sandcastle.services import runs as runs_service
 from sandcastle.store.db import Database
 from sandcastle.store.models import RunRow
 from tests.api.conftest import AppFactory, Harness, assert_envelope
@@ -615,6 +616,27 @@ async def test_an_orgs_stored_artifacts_are_bounded_and_deleting_one_frees_its_s
         again = await h.client.delete(f"/v1/sandboxes/{sandbox_id}/artifacts/{first['id']}")
         assert_envelope(again, 404, "not_found_error")
         assert (await one("third"))["sha256"] is not None
+
+
+async def test_a_page_of_runs_ends_at_its_byte_bound_and_the_cursor_goes_on(
+    harness: Harness, sandbox_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runs_service, "LIST_MAX_BYTES", 2500)
+    ids = []
+    for _ in range(4):
+        run = await submit(harness, sandbox_id, code="print('x' * 1000)")
+        await finished(harness, sandbox_id, run["id"])
+        ids.append(run["id"])
+    url = f"/v1/sandboxes/{sandbox_id}/code/runs"
+
+    first = (await harness.client.get(url, params={"limit": 50})).json()
+    second = (
+        await harness.client.get(url, params={"limit": 50, "cursor": first["next_cursor"]})
+    ).json()
+
+    assert [r["id"] for r in first["items"]] == ids[::-1][:2]
+    assert [r["id"] for r in second["items"]] == ids[::-1][2:]
+    assert second["next_cursor"] is None
 
 
 async def test_the_queue_per_sandbox_is_bounded(start_app: AppFactory) -> None:

@@ -220,3 +220,23 @@ def test_sparse_artifacts_cost_the_host_and_the_budgets_what_they_hold(
     body = api.get(kept[0]["download_url"])
     assert len(body.content) == 100 * 2**20
     assert body.content[:4] == b"head" and body.content[-4:] == b"tail"
+
+
+def test_the_output_an_execution_makes_the_server_hold_is_bounded(
+    api: httpx.Client, fresh: Any
+) -> None:
+    sid = fresh()
+    # 24 results of 1 MiB each, past the 16 MiB an execution keeps.
+    code = (
+        "from IPython.display import display\n"
+        "for i in range(24):\n"
+        "    display({'text/plain': str(i % 10) * (1 << 20)}, raw=True)\n"
+    )
+    result = run(api, sid, code=code, timeout_ms=120_000)
+
+    kept = sum(len(item.get("text", "")) for item in result["items"])
+    assert 0 < kept <= 16 * 2**20
+    assert len(result["items"]) < 24
+    assert "output truncated" in "".join(result["logs"]["stderr"])
+    # The sandbox goes on answering.
+    assert run(api, sid, code="6 * 7")["items"] == [{"is_primary": True, "text": "42"}]

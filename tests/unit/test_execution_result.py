@@ -157,3 +157,17 @@ def test_stream_text_is_kept_verbatim_except_type() -> None:
     result.add_event({"kind": "stderr"})
     assert result.stdout == ["\x1b[31mred\x1b[0m", "5"]
     assert result.stderr == [""]
+
+
+def test_output_past_the_bound_is_dropped_and_said_once_on_stderr() -> None:
+    result = ExecutionResult(max_bytes=1000)
+    for _ in range(5):
+        result.add_event({"kind": "result", "data": {"text/html": "h" * 300}, "is_primary": False})
+    result.add_event({"kind": "stdout", "text": "s" * 50})
+    result.add_event({"kind": "stdout", "text": "s" * 500})
+    result.add_event({"kind": "execution_count", "value": 3})
+
+    assert len(result.items) == 3 and result.stdout == ["s" * 50]
+    assert result.truncated and result.size <= 1000
+    assert len(result.stderr) == 1 and "1000 bytes" in result.stderr[0]
+    assert result.execution_count == 3  # what is not output still counts

@@ -20,6 +20,11 @@ MIME_FIELDS: dict[str, str] = {
     "application/javascript": "javascript",
 }
 
+#: Output one execution keeps, streams and result items together (measured as text): an agent
+#: relays what its kernels publish, so a sandbox could otherwise make the server hold any amount
+#: (a loop of ``display()``). Past it, what follows is dropped and one line on stderr says so.
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
@@ -50,10 +55,16 @@ class ExecutionResult:
     stderr: list[str] = field(default_factory=list)
     error: ExecutionError | None = None
     execution_count: int | None = None
+    #: Output kept so far (``MAX_OUTPUT_BYTES``), and whether some was dropped.
+    size: int = 0
+    truncated: bool = False
+    max_bytes: int = MAX_OUTPUT_BYTES
 
     def add_event(self, event: dict[str, Any]) -> None:
         """Fold one agent event into the result; unknown kinds are ignored."""
         kind = event.get("kind")
+        if kind in ("stdout", "stderr", "result") and not self._room_for(event):
+            return
         if kind == "stdout":
             self.stdout.append(str(event.get("text", "")))
         elif kind == "stderr":
@@ -67,6 +78,35 @@ class ExecutionResult:
             self.error = to_error(event)
         elif kind == "execution_count" and isinstance(event.get("value"), int):
             self.execution_count = event["value"]
+
+    def _room_for(self, event: dict[str, Any]) -> bool:
+        cost = _size_of(event.get("text", "")) + _size_of(event.get("data"))
+        if self.size + cost <= self.max_bytes:
+            self.size += cost
+            return True
+        if not self.truncated:
+            self.truncated = True
+            self.stderr.append(
+                f"\n[output truncated: the execution's output passed {self.max_bytes} bytes; "
+                "the rest was dropped]\n"
+            )
+        return False
+
+
+def output_size(value: Any) -> int:
+    """Roughly the bytes ``value`` (an event's data, a stored execution) takes as JSON text."""
+    return _size_of(value)
+
+
+def _size_of(value: Any) -> int:
+    """Roughly the bytes ``value`` takes as JSON text (strings by their length)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(str(k)) + _size_of(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_size_of(v) for v in value)
+    return 8
 
 
 def to_item(data: dict[str, Any], is_primary: bool) -> ResultItem:

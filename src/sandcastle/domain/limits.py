@@ -13,6 +13,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+#: A page of a list whose items carry output (runs) ends once it holds this much, whatever its
+#: ``limit``; ``next_cursor`` goes on from there. Other lists are bounded by their ``limit``
+#: (at most 200) times their items' own bounds (``metadata`` below).
+LIST_MAX_BYTES = 16 * 1024 * 1024
+
 #: ``metadata``: at most this many keys, each at most this long, all of it at most this much JSON.
 METADATA_MAX_KEYS = 64
 METADATA_MAX_KEY_CHARS = 256

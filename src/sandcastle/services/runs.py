@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 
 from sandcastle.config import Settings
+from sandcastle.domain.execution import output_size
+from sandcastle.domain.limits import LIST_MAX_BYTES
 from sandcastle.domain.runs import (
     TERMINAL_STATUSES,
     Artifact,
@@ -200,12 +202,23 @@ class RunService:
         if cursor is not None:
             query = query.where(RunRow.seq < decode_cursor(cursor))
         query = query.order_by(RunRow.seq.desc()).limit(limit + 1)
+        # Runs carry their output (up to MAX_OUTPUT_BYTES each): a page also ends once it holds
+        # LIST_MAX_BYTES, so neither the answer nor the server's memory grows with ``limit``.
+        # Rows are read a few at a time for the same reason.
+        rows: list[RunRow] = []
+        held = 0
+        more = False
         async with self._db.session() as session:
-            rows = list((await session.scalars(query)).all())
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1].seq)
+            result = await session.stream_scalars(query.execution_options(yield_per=8))
+            async for row in result:
+                size = output_size(row.execution)
+                if len(rows) == limit or (rows and held + size > LIST_MAX_BYTES):
+                    more = True
+                    break
+                rows.append(row)
+                held += size
+            await result.close()
+        next_cursor = encode_cursor(rows[-1].seq) if more else None
         artifacts = await self._artifacts.of_runs([row.id for row in rows])
         return [to_run(row, artifacts[row.id]) for row in rows], next_cursor
 
