@@ -21,6 +21,7 @@ from sandcastle.runtime.templates.builder import (
     pin_template,
 )
 from sandcastle.runtime.templates.recipes import digest, get_recipe
+from sandcastle.services.diskspace import ensure_free
 
 console = Console(stderr=True)
 template_app = typer.Typer(help="Build and inspect templates.", no_args_is_help=True)
@@ -48,6 +49,7 @@ def template_is_current(name: str, settings: Settings) -> bool:
 
 
 def _build(name: str, settings: Settings, *, force: bool) -> None:
+    ensure_free(settings, f"build template {name}", settings.resolved_templates_dir)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

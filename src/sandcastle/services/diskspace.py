@@ -23,12 +23,15 @@ def free_bytes(path: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
-def ensure_free(settings: Settings, what: str) -> None:
-    """Raise :class:`InsufficientStorageError` naming ``what`` if the floor is reached."""
+def ensure_free(settings: Settings, what: str, where: Path | None = None) -> None:
+    """Raise :class:`InsufficientStorageError` naming ``what`` if the floor is reached on the
+    filesystem of ``where`` (the data directory unless given)."""
     floor = settings.min_free_disk_mb * 1024 * 1024
     if floor == 0:
         return
-    directory = settings.data_dir if settings.data_dir.exists() else settings.data_dir.parent
+    directory = where or settings.data_dir
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
     free = free_bytes(directory)
     if free < floor:
         raise InsufficientStorageError(
