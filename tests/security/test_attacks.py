@@ -8,6 +8,7 @@ reports about itself.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import secrets
 import socket
@@ -396,3 +397,38 @@ def test_calls_and_socket_families_beyond_the_allowlist_are_refused(
 
     assert {name: answer for name, answer in refused.items() if answer == "ok"} == {}
     assert needed == dict.fromkeys(needed, "ok")
+
+
+def test_oversized_requests_are_refused_before_the_server_holds_them(
+    api: httpx.Client, sandbox: dict[str, Any], server: ServerProcess
+) -> None:
+    sid = sandbox["id"]
+    huge = "x" * (11 * 2**20)  # past the 10 MiB a route reads whole
+    attempts = {
+        "create, huge metadata": api.post("/v1/sandboxes", json={"metadata": {"k": huge}}),
+        "create, metadata past its bound": api.post(
+            "/v1/sandboxes", json={"metadata": {"k": "v" * 20_000}}
+        ),
+        "execute, code past its bound": api.post(
+            f"/v1/sandboxes/{sid}/execute", json={"code": "#" * 2_000_001}
+        ),
+        "execute, env_vars past their bound": api.post(
+            f"/v1/sandboxes/{sid}/execute",
+            json={"code": "1", "env_vars": {f"V{i}": "x" * 1024 for i in range(200)}},
+        ),
+        "run, huge body": api.post(f"/v1/sandboxes/{sid}/code/runs", json={"code": huge}),
+    }
+    statuses = {what: response.status_code for what, response in attempts.items()}
+    assert statuses == {
+        "create, huge metadata": 413,
+        "create, metadata past its bound": 422,
+        "execute, code past its bound": 422,
+        "execute, env_vars past their bound": 422,
+        "run, huge body": 413,
+    }
+    for response in attempts.values():  # a clear error in the route's documented shape
+        body = response.json()
+        assert "detail" in body or "message" in body, response.text
+    # Nothing was made or stored: the org's sandboxes are the ones it had.
+    listed = api.get("/v1/sandboxes", params={"limit": 200}).json()["items"]
+    assert all(len(json.dumps(s["metadata"])) < 1000 for s in listed)

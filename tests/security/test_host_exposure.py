@@ -240,3 +240,22 @@ def test_the_output_an_execution_makes_the_server_hold_is_bounded(
     assert "output truncated" in "".join(result["logs"]["stderr"])
     # The sandbox goes on answering.
     assert run(api, sid, code="6 * 7")["items"] == [{"is_primary": True, "text": "42"}]
+
+
+def test_every_sandbox_has_a_channel_secret_of_its_own_forks_included(
+    api: httpx.Client, server: ServerProcess, fresh: Any, backend: str
+) -> None:
+    made = [fresh(), fresh()]
+    if backend == "gvisor":  # a fork restores the memory of its source, secret and all
+        snapshot = api.post(f"/v1/sandboxes/{made[0]}/snapshots")
+        assert snapshot.status_code == 201, snapshot.text
+        made.append(fresh(snapshot_id=snapshot.json()["id"]))
+    for sid in made:  # each has said hello (and been re-keyed) by now
+        assert run(api, sid, code="1")["error"] is None
+
+    secrets_held = [
+        (server.data_dir / "sandboxes" / sid / "agent.secret").read_text().strip() for sid in made
+    ]
+
+    assert all(secrets_held)
+    assert len(set(secrets_held)) == len(made)

@@ -1,5 +1,6 @@
-"""A sandbox tries to fill the host's disk with artifacts, run after run, beyond its org's
-quota; then its owner deletes one to make room (``org_max_artifact_mb``)."""
+"""An org tries to fill the host's disk past its quotas: with artifacts, run after run
+(``org_max_artifact_mb``; deleting one makes room), and with snapshots, which outlive their
+sandboxes (``org_max_snapshots``)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,19 @@ from tests.security.test_host_exposure import _host_bytes
 from tests.serverproc import ServerProcess
 
 QUOTA_MB = 4
+MAX_SNAPSHOTS = 2
 
 
 @pytest.fixture(scope="module")
 def small_quota(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[ServerProcess]:
-    """A server of its own whose orgs may keep ``QUOTA_MB`` of artifacts."""
+    """A server of its own whose orgs may keep ``QUOTA_MB`` of artifacts and
+    ``MAX_SNAPSHOTS`` snapshots."""
     proc = ServerProcess(
         Path(tmp_path_factory.mktemp(f"quota-{backend}")),
         env={
             "SANDCASTLE_RUNTIME": backend,
             "SANDCASTLE_ORG_MAX_ARTIFACT_MB": str(QUOTA_MB),
+            "SANDCASTLE_ORG_MAX_SNAPSHOTS": str(MAX_SNAPSHOTS),
             HOST_ENV_MARKER[0]: HOST_ENV_MARKER[1],
         },
     )
@@ -71,3 +75,27 @@ def test_runs_cannot_store_more_than_their_orgs_artifact_quota(small_quota: Serv
         stored = [a for a in done["execution"]["artifacts"] if a["sha256"] is not None]
         assert len(stored) == 1
         assert api.get(str(kept[0]["download_url"])).status_code == 404
+
+
+def test_an_org_cannot_keep_more_snapshots_than_its_quota(
+    small_quota: ServerProcess, backend: str
+) -> None:
+    if backend != "gvisor":
+        pytest.skip("only gvisor takes snapshots (bwrap refuses them)")
+    with small_quota.client() as api:
+        created = api.post("/v1/sandboxes", json={"timeout_ms": 600_000})
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        taken = [api.post(f"/v1/sandboxes/{sid}/snapshots") for _ in range(MAX_SNAPSHOTS)]
+        assert [r.status_code for r in taken] == [201] * MAX_SNAPSHOTS, taken[-1].text
+        images = _host_bytes(small_quota.data_dir / "snapshots")
+
+        refused = api.post(f"/v1/sandboxes/{sid}/snapshots")
+
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["type"] == "forbidden_error"
+        assert str(MAX_SNAPSHOTS) in refused.json()["detail"]
+        assert _host_bytes(small_quota.data_dir / "snapshots") == images
+        # Deleting one makes room again.
+        assert api.delete(f"/v1/snapshots/{taken[0].json()['id']}").status_code == 204
+        assert api.post(f"/v1/sandboxes/{sid}/snapshots").status_code == 201
