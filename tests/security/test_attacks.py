@@ -28,7 +28,7 @@ from tests.serverproc import ServerProcess
 def value(result: dict[str, Any]) -> Any:
     """The primary result's Python value (our own code prints a repr)."""
     assert result["error"] is None, result["error"]
-    return eval(result["items"][0]["text"])  # noqa: S307 - a repr produced by our test code
+    return eval(result["items"][0]["text"])  # a repr produced by our test code
 
 
 def test_host_paths_are_unreachable(
@@ -381,8 +381,12 @@ for name, family, kind, proto in [
     ('tipc', 30, socket.SOCK_RDM, 0), ('rds', 21, socket.SOCK_SEQPACKET, 0),
 ]:
     out[name] = err(libc.socket(family, kind, proto))
+pair = (ctypes.c_int * 2)()
+for name, family, kind in [('tipc', 30, socket.SOCK_SEQPACKET), ('vsock', 40, socket.SOCK_STREAM)]:
+    out['socketpair_' + name] = err(libc.socketpair(family, kind, 0, pair))
 # What programs need still works.
 needed = {
+    'socketpair_unix': err(libc.socketpair(1, socket.SOCK_STREAM, 0, pair)),
     'inet': err(libc.socket(2, socket.SOCK_STREAM, 0)),
     'netlink_route': err(libc.socket(16, socket.SOCK_RAW, 0)),
 }

@@ -257,3 +257,15 @@ async def test_the_record_is_emptied_when_no_write_is_in_progress(
     await call(agent, "file.write.abort", handle=opened["handle"])
 
     assert not os.path.exists(record)
+
+
+async def test_a_record_that_is_not_a_regular_file_neither_blocks_nor_is_trusted(
+    tmp_path: Path, record: str
+) -> None:
+    os.mkfifo(record)  # user code can put anything at the record's path
+
+    files = AgentFiles(home=str(tmp_path), partials_record=record)
+    assert files.remove_left_over() == 0  # returned at once: a FIFO is not opened for reading
+    done = await write(files, "x.txt", b"x")  # noting the write does not block either
+    assert done["created"]
+    await files.aclose()

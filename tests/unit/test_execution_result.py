@@ -162,7 +162,7 @@ def test_stream_text_is_kept_verbatim_except_type() -> None:
 def test_output_past_the_bound_is_dropped_and_said_once_on_stderr() -> None:
     result = ExecutionResult(max_bytes=1000)
     for _ in range(5):
-        result.add_event({"kind": "result", "data": {"text/html": "h" * 300}, "is_primary": False})
+        result.add_event({"kind": "result", "data": {"text/html": "h" * 290}, "is_primary": False})
     result.add_event({"kind": "stdout", "text": "s" * 50})
     result.add_event({"kind": "stdout", "text": "s" * 500})
     result.add_event({"kind": "execution_count", "value": 3})
@@ -171,3 +171,20 @@ def test_output_past_the_bound_is_dropped_and_said_once_on_stderr() -> None:
     assert result.truncated and result.size <= 1000
     assert len(result.stderr) == 1 and "1000 bytes" in result.stderr[0]
     assert result.execution_count == 3  # what is not output still counts
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"application/json": [[]] * 2000},  # empty containers still take bytes
+        {"text/plain": "\x00" * 300},  # escaped as JSON, six bytes each
+        {"text/plain": "\U0001f600" * 200},  # four bytes each in UTF-8
+    ],
+)
+def test_output_is_counted_as_the_json_bytes_it_takes(data: dict[str, Any]) -> None:
+    result = ExecutionResult(max_bytes=1000)
+    for _ in range(5):
+        result.add_event({"kind": "result", "data": data, "is_primary": False})
+
+    assert result.truncated
+    assert len(result.items) <= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pwd
 import shutil
 from pathlib import Path
 
@@ -81,3 +82,10 @@ def test_a_restarted_server_finds_the_uids_its_sandboxes_hold(tmp_path: Path) ->
     assert restarted.claim("sb_1") == held
     restarted.release("sb_1")
     assert not (tmp_path / "claims" / str(held)).exists()
+
+
+def test_a_range_holding_a_host_account_is_refused() -> None:
+    nobody = pwd.getpwnam("nobody").pw_uid
+    with pytest.raises(RuntimeBackendError, match="nobody"):
+        UidRange(nobody - 1, nobody + 1).check_unused()
+    UidRange(1_000_000_000, 1_000_065_535).check_unused()

@@ -367,6 +367,13 @@ def _commit(handle: _Handle, expected_size: int | None) -> tuple[bool, FileInfo]
     return created, lstat_info(handle.path)
 
 
+def _commit_or_discard(handle: _Handle, expected_size: int | None) -> tuple[bool, FileInfo]:
+    try:
+        return _commit(handle, expected_size)
+    finally:
+        _discard(handle)
+
+
 def _discard(handle: _Handle) -> None:
     if handle.fd >= 0:
         with contextlib.suppress(OSError):
@@ -495,10 +502,15 @@ class AgentFiles:
             return fd, tmp
 
         self._writing += 1
+        opening = asyncio.get_running_loop().run_in_executor(None, open_)
         try:
-            fd, tmp = await asyncio.to_thread(open_)
+            fd, tmp = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The thread goes on; what it opens is closed and removed once it is done.
+            opening.add_done_callback(self._discard_opened)
+            raise
         except BaseException:
-            await self._write_ended()
+            self._write_ended()
             raise
         handle = self._add(
             _Handle(
@@ -533,13 +545,16 @@ class AgentFiles:
         size = params.get("size")
         expected = size if isinstance(size, int) and not isinstance(size, bool) else None
         handle.closing = True
-        await handle.idle.wait()
+        # Ours from here: an abort or the reaper coming meanwhile finds nothing to drop.
         self._handles.pop(handle.id, None)
-        try:
-            created, info = await asyncio.to_thread(_commit, handle, expected)
-        finally:
-            await asyncio.to_thread(_discard, handle)
-            await self._write_ended()
+        await handle.idle.wait()
+        # Committed (or discarded) in one thread run to its end even if this request is
+        # cancelled: nothing else may touch the descriptor meanwhile.
+        finishing = asyncio.get_running_loop().run_in_executor(
+            None, _commit_or_discard, handle, expected
+        )
+        finishing.add_done_callback(lambda _: self._write_ended())
+        created, info = await asyncio.shield(finishing)
         return {"created": created, "info": info}
 
     async def close_handle(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -595,12 +610,23 @@ class AgentFiles:
         await handle.idle.wait()
         await asyncio.to_thread(_discard, handle)
         if handle.kind == "write":
-            await self._write_ended()
+            self._write_ended()
 
-    async def _write_ended(self) -> None:
+    def _write_ended(self) -> None:
         self._writing -= 1
         if self._writing == 0:
-            await asyncio.to_thread(partials.forget_all, self._record)
+            # On the event loop, so no write can be noted between the count and the removal.
+            partials.forget_all(self._record)
+
+    def _discard_opened(self, opening: asyncio.Future[tuple[int, str]]) -> None:
+        """A write whose ``open`` was cancelled while its thread ran: undo what it made."""
+        if not opening.cancelled() and opening.exception() is None:
+            fd, tmp = opening.result()
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        self._write_ended()
 
     def remove_left_over(self) -> int:
         """Remove what writes of an agent before this one left half-done (call at start)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +82,7 @@ class ExecutionResult:
             self.execution_count = event["value"]
 
     def _room_for(self, event: dict[str, Any]) -> bool:
-        cost = _size_of(event.get("text", "")) + _size_of(event.get("data"))
+        cost = output_size(event.get("text")) + output_size(event.get("data"))
         if self.size + cost <= self.max_bytes:
             self.size += cost
             return True
@@ -94,19 +96,15 @@ class ExecutionResult:
 
 
 def output_size(value: Any) -> int:
-    """Roughly the bytes ``value`` (an event's data, a stored execution) takes as JSON text."""
-    return _size_of(value)
-
-
-def _size_of(value: Any) -> int:
-    """Roughly the bytes ``value`` takes as JSON text (strings by their length)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(len(str(k)) + _size_of(v) for k, v in value.items())
-    if isinstance(value, list):
-        return sum(_size_of(v) for v in value)
-    return 8
+    """The bytes ``value`` (an event's text or data, a stored execution) takes as JSON: what
+    the server holds, stores and sends of it. Anything JSON cannot say (nested too deep) is
+    too large."""
+    if value is None:
+        return 0
+    try:
+        return len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError, RecursionError):
+        return sys.maxsize
 
 
 def to_item(data: dict[str, Any], is_primary: bool) -> ResultItem:

@@ -46,6 +46,7 @@ class BwrapRuntime(LocalRuntime):
     ) -> None:
         super().__init__(sandboxes_dir, instance=instance, run_dir=run_dir)
         self._bwrap = bwrap_path or shutil.which("bwrap") or "bwrap"
+        uids.check_unused()
         self._uids = hostuid.HostUids(run_dir / "uids", uids, sandboxes_dir=sandboxes_dir)
 
     async def _spawn(
@@ -58,7 +59,8 @@ class BwrapRuntime(LocalRuntime):
     ) -> None:
         if image is not None:
             raise RuntimeBackendError("the bwrap backend cannot restore memory images")
-        owner = self._uids.claim(spec.sandbox_id)
+        owner = await asyncio.to_thread(self._uids.claim, spec.sandbox_id)
+        agent_package = await asyncio.to_thread(self._agent_package)
         # The ends bubblewrap inherits are closed once it has them; ours (internet only) at
         # the end of the start.
         passed: list[int] = []
@@ -87,7 +89,7 @@ class BwrapRuntime(LocalRuntime):
                     "--dev", "/dev",
                     "--tmpfs", "/dev/shm",
                     "--ro-bind", str(chan), layout.CHANNEL_DIR,
-                    "--ro-bind", str(self._agent_package()), layout.AGENT_PACKAGE_DIR,
+                    "--ro-bind", str(agent_package), layout.AGENT_PACKAGE_DIR,
                     "--new-session",
                     "--clearenv",
                     "--seccomp", str(seccomp_fd),
@@ -145,8 +147,11 @@ class BwrapRuntime(LocalRuntime):
 
     async def _destroy(self, sandbox_id: str) -> None:
         await super()._destroy(sandbox_id)
-        # Only now: the uid owns the sandbox's user namespace until its last process is gone.
-        self._uids.release(sandbox_id)
+        # Only once its last process is gone: until then the uid owns the sandbox's user
+        # namespace. (Processes that outlived every kill keep it claimed: not reused while
+        # this server runs; a later claim takes it over since the directory is gone.)
+        if not self._group(sandbox_id).pids():
+            await asyncio.to_thread(self._uids.release, sandbox_id)
 
 
 def _args_fd(args: list[str]) -> int:

@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import pwd
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +54,17 @@ class UidRange:
         if first <= layout.HOST_UID <= last:
             raise ValueError(f"uid range {text!r} must not hold the sandbox user {layout.HOST_UID}")
         return cls(first, last)
+
+    def check_unused(self) -> None:
+        """Refuse a range that holds a host account: its uid would own sandboxes' namespaces,
+        with every capability in them."""
+        for account in pwd.getpwall():
+            if self.first <= account.pw_uid <= self.last:
+                raise RuntimeBackendError(
+                    f"the sandbox uid range {self.first}-{self.last} holds the host account "
+                    f"{account.pw_name!r} (uid {account.pw_uid}); set "
+                    "SANDCASTLE_SANDBOX_UID_RANGE to uids no account uses"
+                )
 
 
 class HostUids:
@@ -155,15 +167,26 @@ async def user_namespace(owner_uid: int) -> int:
             env={},
             preexec_fn=enter,
         )
-    except OSError as exc:
-        raise RuntimeBackendError(f"cannot create a user namespace: {exc}") from exc
+    except (OSError, subprocess.SubprocessError) as exc:
+        # What fails in ``enter`` arrives as a SubprocessError naming no cause: the usual one
+        # is a host that forbids unprivileged user namespaces.
+        raise RuntimeBackendError(
+            f"cannot create a user namespace owned by uid {owner_uid} ({exc}); does this host "
+            "allow user namespaces (sysctl user.max_user_namespaces, AppArmor's "
+            "kernel.apparmor_restrict_unprivileged_userns)?"
+        ) from exc
     try:
-        for name, inside in (("uid_map", layout.HOST_UID), ("gid_map", layout.HOST_GID)):
-            Path(f"/proc/{holder.pid}/{name}").write_text(f"{inside} {inside} 1\n")
-        return os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return await asyncio.to_thread(_map_and_open, holder.pid)
     except OSError as exc:
         raise RuntimeBackendError(f"cannot map the sandbox's user namespace: {exc}") from exc
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
         await holder.wait()
+
+
+def _map_and_open(pid: int) -> int:
+    """Map the sandbox user to itself in ``pid``'s new namespace; a descriptor of it."""
+    for name, inside in (("uid_map", layout.HOST_UID), ("gid_map", layout.HOST_GID)):
+        Path(f"/proc/{pid}/{name}").write_text(f"{inside} {inside} 1\n")
+    return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)

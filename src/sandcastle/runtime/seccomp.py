@@ -71,8 +71,8 @@ ALLOWED_SYSCALLS = (
     "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2", "inotify_init",
     "inotify_init1", "inotify_add_watch", "inotify_rm_watch", "io_setup", "io_destroy",
     "io_submit", "io_cancel", "io_getevents", "io_pgetevents",
-    # sockets (``socket`` itself for some families only)
-    "socketpair", "bind", "connect", "listen", "accept", "accept4", "getsockname",
+    # sockets (``socket`` for some families only, ``socketpair`` for unix ones)
+    "bind", "connect", "listen", "accept", "accept4", "getsockname",
     "getpeername", "getsockopt", "setsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg",
     "sendmmsg", "recvmmsg", "shutdown",
     # System V and POSIX inter-process communication, within the sandbox's IPC namespace
@@ -206,6 +206,9 @@ def rules(*, clone3: bool = True) -> list[Rule]:
     table += [Rule("clone", errno.EPERM, (Cond(0, "masked_eq", f, f),)) for f in _NAMESPACE_FLAGS]
     table += [Rule("socket", None, (Cond(0, "eq", f),)) for f in (AF_UNIX, AF_INET, AF_INET6)]
     table.append(Rule("socket", None, (Cond(0, "eq", AF_NETLINK), Cond(2, "eq", NETLINK_ROUTE))))
+    # socketpair creates its sockets (loading a family's module) before it can fail: unix only.
+    table.append(Rule("socketpair", None, (Cond(0, "eq", AF_UNIX),)))
+    table.append(Rule("socketpair", errno.EAFNOSUPPORT, (Cond(0, "ne", AF_UNIX),)))
     table += [Rule("socket", errno.EAFNOSUPPORT, (Cond(0, "eq", f),)) for f in _DENIED_FAMILIES]
     table.append(Rule("socket", errno.EAFNOSUPPORT, (Cond(0, "ge", AF_NETLINK + 1),)))
     netlink_other = (Cond(0, "eq", AF_NETLINK), Cond(2, "ne", NETLINK_ROUTE))

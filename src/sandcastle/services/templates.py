@@ -24,6 +24,7 @@ from sandcastle.domain.sandbox import LIVE_STATUSES
 from sandcastle.errors import ConflictError, ForbiddenError, NotFoundError
 from sandcastle.runtime.templates.builder import TEMPLATE_NAME, built_templates, load_template
 from sandcastle.services.auth import Principal
+from sandcastle.store import repositories as repo
 from sandcastle.store.db import Database
 from sandcastle.store.models import SandboxRow, SnapshotRow
 
@@ -52,9 +53,11 @@ class TemplateService:
     async def list(self, principal: Principal) -> list[TemplateSummary]:
         built = await asyncio.to_thread(built_templates, self._root)
         async with self._db.session() as session:
+            # The caller's snapshots: a member counts those of its own sandboxes.
+            mine = repo.snapshots_of(principal.org_id, member_id=principal.sandbox_member)
             rows = await session.execute(
                 select(SnapshotRow.template, func.count())
-                .where(SnapshotRow.org_id == principal.org_id)
+                .where(SnapshotRow.id.in_(mine.with_only_columns(SnapshotRow.id)))
                 .group_by(SnapshotRow.template)
             )
             counts = {template: int(count) for template, count in rows}
