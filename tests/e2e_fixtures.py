@@ -22,6 +22,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e" in str(item.fspath) or "tests/security" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+        if "tests/security" in str(item.fspath):
+            item.add_marker(pytest.mark.security)
 
 
 def backends() -> list[str]:

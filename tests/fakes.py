@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandcastle import waiting
 from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
 from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
@@ -262,7 +263,7 @@ class FakeAgent:
         ):
             try:
                 value = run_cell(str(params["code"]), ctx.namespace)
-            except (Exception, SystemExit, KeyboardInterrupt) as exc:  # user code: a result
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - user code: a result
                 failure = exc
         for name, buffer in (("stdout", stdout), ("stderr", stderr)):
             if buffer.getvalue():
@@ -483,15 +484,15 @@ class FakeRuntime(Runtime):
         await self._stop_agent(box)
         box.alive = False
 
-    async def restart_agent(self, sandbox_id: str, timeout: float = 5.0) -> None:
+    async def restart_agent(self, sandbox_id: str, timeout_s: float = 5.0) -> None:
         """The agent process restarts: it redials with no contexts."""
         box = self._boxes[sandbox_id]
         link = self._links[sandbox_id]
         await self._stop_agent(box)
-        while link.connected:  # wait until the host has noticed the old connection is gone
-            await asyncio.sleep(0.005)
+        # Until the host has noticed the old connection is gone.
+        assert await waiting.until(lambda: not link.connected, timeout_s=timeout_s)
         self._start_agent(box)
-        await link.wait_connected(timeout)
+        await link.wait_connected(timeout_s)
 
     def inject_oom(self, sandbox_id: str) -> None:
         """The next execution's kernel is killed by the OOM killer (the cgroup counts it)."""

@@ -47,7 +47,7 @@ class ServerProcess:
                 **self.extra_env,
             }
         )
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.log_path, "ab")  # owned by the process
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "sandcastle", "serve",

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import os
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,8 +22,8 @@ from sandcastle.services import runs as runs_service
 from sandcastle.store.db import Database
 from sandcastle.store.models import RunRow
 from tests.api.conftest import AppFactory, Harness, assert_envelope
+from tests.helpers import parse_time, until
 
-RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 RUN_FIELDS = {
     "id", "sandbox_id", "context_id", "status", "timeout_secs", "created_at", "expires_at",
     "started_at", "completed_at", "cancel_requested_at", "execution", "failure_reason",
@@ -60,16 +59,6 @@ async def get_run(h: Harness, sandbox_id: str, run_id: str) -> dict[str, Any]:
     return run
 
 
-async def until(check: Callable[[], Any], what: str) -> Any:
-    """Yield to the server until ``check()`` (a coroutine function) returns something truthy."""
-    for _ in range(5000):
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"never happened: {what}")
-
-
 async def finished(h: Harness, sandbox_id: str, run_id: str) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         run = await get_run(h, sandbox_id, run_id)
@@ -95,14 +84,6 @@ async def waiting(h: Harness, sandbox_id: str, count: int) -> None:
         return agent.waiting == count
 
     await until(check, f"{count} executions waiting at their gate")
-
-
-def parse_time(value: str) -> datetime:
-    assert RFC3339_Z.match(value), value
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-# --- submit, outcome, document shape --------------------------------------------------------
 
 
 async def test_submit_answers_202_with_a_queued_run_that_then_succeeds(

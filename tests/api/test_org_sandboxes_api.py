@@ -4,7 +4,6 @@ mapping and filters, pagination, who sees what, and the error envelope."""
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from tests.api.conftest import AppFactory, Harness, assert_envelope
 from tests.fakeclock import FakeClock
+from tests.helpers import RFC3339_Z
 
 ITEM_FIELDS = {
     "billed_credits", "build_id", "build_ref", "created_at", "estimated_total_credits",
@@ -24,7 +24,6 @@ REQUIRED = {
     "build_id", "created_at", "id", "killed_at", "provider", "provider_sandbox_id",
     "sandbox_kind", "state", "total_runtime_seconds", "workspace_key",
 }  # fmt: skip
-RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 URL = "/api/v1/org/default/sandboxes"
 
 

@@ -17,13 +17,7 @@ from sandcastle.services.sandboxes import SandboxService
 from sandcastle.store.models import SandboxRow
 from tests.api.conftest import AppFactory, Harness, assert_envelope
 from tests.fakes import FakeRuntime
-
-RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
-
-
-def parse_time(value: str) -> datetime:
-    assert RFC3339_Z.match(value), value
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+from tests.helpers import parse_time
 
 
 async def list_all(client: httpx.AsyncClient, limit: int) -> tuple[list[str], int]:

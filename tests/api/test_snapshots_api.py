@@ -4,7 +4,7 @@ hibernate``, snapshots and forks, templates, and the 422 of a backend without sn
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from sandcastle.store.models import SandboxRow
 from tests.api.conftest import AppFactory, Harness, assert_envelope, make_settings, running_app
 from tests.fakeclock import FakeClock
 from tests.fakes import FakeRuntime, SnapshottingFakeRuntime
+from tests.helpers import until
 
 
 @pytest.fixture
@@ -40,15 +41,6 @@ async def plain(root: Path) -> AsyncIterator[Harness]:
             yield h
     finally:
         await backend.shutdown()
-
-
-async def until(check: Callable[[], Any], what: str) -> Any:
-    for _ in range(5000):
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def post_ok(client: httpx.AsyncClient, url: str, status: int = 200) -> dict[str, Any]:

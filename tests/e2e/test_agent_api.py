@@ -20,6 +20,7 @@ import pytest
 from sandcastle.services.auth import new_key_row
 from sandcastle.store.db import Database
 from sandcastle.store.models import OrgRow
+from tests.helpers import parse_time
 from tests.serverproc import ServerProcess
 
 Style = Callable[[str], tuple[str, dict[str, str]]]
@@ -42,12 +43,6 @@ def style(request: pytest.FixtureRequest, sandbox: dict[str, Any], server: Serve
         return doc_path, {"Host": host_of(sandbox_id, server)}
 
     return by_path if request.param == "path" else by_host
-
-
-def parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    assert parsed.tzinfo is not None
-    return parsed
 
 
 def agent_execute(api: httpx.Client, style: Style, code: str, **extra: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,8 @@ from sandcastle.runtime.base import LaunchSpec
 from sandcastle.runtime.bwrap import instance_name
 from sandcastle.runtime.sentry import sentry_memory_mb
 from tests.e2e.test_execute import run
+from tests.helpers import eventually as wait_for
 from tests.serverproc import ServerProcess
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.2) -> Any:
-    """Poll until ``predicate()`` is truthy; the value, or AssertionError at the timeout."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
 
 
 def cgroup_dir(controller: str, sandbox_id: str) -> Path:
@@ -130,7 +118,7 @@ def test_limits_are_bounded_and_enforced(api: httpx.Client, backend: str) -> Non
                 "(outcome, written, os.getcwd())"
             ),
         )
-        outcome, written, cwd = eval(fill["items"][0]["text"])  # noqa: S307 - our own repr
+        outcome, written, cwd = eval(fill["items"][0]["text"])  # our own repr
         assert outcome == "ENOSPC"
         assert written < 96
         assert cwd == "/tmp/w"

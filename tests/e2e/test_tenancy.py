@@ -9,7 +9,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,8 @@ import httpx
 import pytest
 
 from tests.e2e.test_execute import run
+from tests.helpers import eventually as wait_for
 from tests.serverproc import ServerProcess, templates_dir
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
 
 
 def new_org(api: httpx.Client, prefix: str) -> tuple[str, str]:

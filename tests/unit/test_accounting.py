@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sandcastle.services.accounting import (
+from sandcastle.domain.metering import (
     UNITS_PER_CREDIT,
     Prices,
     meter_values,
@@ -57,7 +58,7 @@ def test_cutting_time_into_segments_loses_and_adds_nothing() -> None:
     start, end = at(0), at(3600)
     cuts = sorted(at(rng.uniform(0, 3600)) for _ in range(500))
     edges = [start, *cuts, end]
-    pieces = sum(ms_between(a, b) for a, b in zip(edges, edges[1:], strict=False))
+    pieces = sum(ms_between(a, b) for a, b in itertools.pairwise(edges))
     assert pieces == ms_between(start, end) == 3_600_000
 
 

@@ -136,7 +136,7 @@ async def test_hello_connects_the_link(link: AgentLink, peer: Peer) -> None:
 
 
 async def test_wait_connected_times_out_with_agent_unavailable(link: AgentLink) -> None:
-    with pytest.raises(AgentUnavailableError, match="did not connect within 0.05 s"):
+    with pytest.raises(AgentUnavailableError, match=r"did not connect within 0\.05 s"):
         await link.wait_connected(0.05)
 
 

@@ -53,7 +53,7 @@ async def test_without_gvisor_the_server_routes_to_bwrap_only_and_says_why(
 ) -> None:
     choice = await select_runtime(Settings(data_dir=tmp_path, runsc_path=MISSING))
     assert choice.runtime.available == ["bwrap"]
-    with pytest.raises(LimitExceededError, match="gvisor backend is not available.*not found"):
+    with pytest.raises(LimitExceededError, match=r"gvisor backend is not available.*not found"):
         choice.runtime.backend("gvisor")
     chosen = await select_runtime(Settings(data_dir=tmp_path, runtime="bwrap"))
     with pytest.raises(LimitExceededError, match="SANDCASTLE_RUNTIME=bwrap"):

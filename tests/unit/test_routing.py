@@ -80,6 +80,6 @@ async def test_an_unavailable_backend_is_refused_with_the_reason(
     default, _ = backends
     routed = RoutedRuntime(default, {}, locate=lambda _: None, unavailable={"gvisor": "no runsc"})
     assert routed.backend(None) is routed.backend("fake") is default
-    with pytest.raises(LimitExceededError, match="gvisor backend is not available.*no runsc"):
+    with pytest.raises(LimitExceededError, match=r"gvisor backend is not available.*no runsc"):
         await routed.launch(spec(tmp_path, "sb_c", "gvisor"))
     assert default.launched == []

@@ -172,7 +172,7 @@ class AgentChannel:
                 "id": request_id,
                 "error": {"code": exc.code, "message": exc.message},
             }
-        except Exception as exc:  # noqa: BLE001 - any failure is reported, the agent lives on
+        except Exception as exc:  # any failure is reported, the agent lives on
             log.exception("request %s failed", request_id)
             reply = {
                 "type": "reply",

@@ -246,8 +246,8 @@ class Kernels:
         if spare is not None:
             try:
                 km, client = await spare
-            except Exception:
-                km = None  # a failed spare is not fatal: start one directly
+            except Exception:  # noqa: BLE001 - a failed spare is not fatal: start one directly
+                km = None
         if km is None:
             km, client = await self._start(language, want_cwd)
         if keep_spare:
@@ -366,7 +366,7 @@ async def _shielded(work: Coroutine[Any, Any, None]) -> None:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             continue
-        except Exception:  # noqa: BLE001 - settling is best effort; the kernel may be gone
+        except Exception:  # settling is best effort; the kernel may be gone
             log.exception("settling a cancelled execution failed")
 
 

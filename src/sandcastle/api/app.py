@@ -189,7 +189,7 @@ async def _reconcile_forever(service: SandboxService, settings: Settings) -> Non
         await asyncio.sleep(settings.reconcile_interval_s)
         try:
             await service.reconcile()
-        except Exception:  # noqa: BLE001 - one bad pass must not stop reconciliation
+        except Exception:  # one bad pass must not stop reconciliation
             log.exception("reconciliation failed")
 
 
@@ -208,7 +208,7 @@ async def _prepare_then_pool(runtime: Runtime, pool: WarmPoolService, settings: 
             continue
         try:
             await backend.prepare_template(template.rootfs)
-        except Exception:  # noqa: BLE001 - launches still work without it, only slower
+        except Exception:  # launches still work without it, only slower
             log.exception("could not prepare template %s for fast starts", name)
     try:
         await runtime.prune_template_images()

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sandcastle import waiting
 from sandcastle.agent import protocol
 from sandcastle.errors import AgentError, AgentUnavailableError, ProtocolError
 
@@ -109,13 +110,13 @@ class AgentLink:
     def connected(self) -> bool:
         return self._conn is not None
 
-    async def wait_connected(self, timeout: float) -> None:
+    async def wait_connected(self, timeout_s: float) -> None:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 await self._connected.wait()
         except TimeoutError as exc:
             raise AgentUnavailableError(
-                f"the agent of sandbox {self.sandbox_id} did not connect within {timeout:g} s"
+                f"the agent of sandbox {self.sandbox_id} did not connect within {timeout_s:g} s"
             ) from exc
 
     def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
@@ -232,7 +233,7 @@ class AgentLink:
         rekey: protocol.Welcome = {"type": "welcome", "secret": secret}
         await conn.send(rekey)
 
-    async def detach(self, timeout: float = 10.0) -> None:
+    async def detach(self, timeout_s: float = 10.0) -> None:
         """Stop listening and have the agent hang up; it redials once ``listen`` is called.
 
         Used before the sandbox's memory is saved, so no host connection is inside it.
@@ -247,11 +248,9 @@ class AgentLink:
         except BaseException:
             await self.listen()  # the agent stays (busy, or gone): take calls again
             raise
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._conn is not None and loop.time() < deadline:
-            await asyncio.sleep(0.005)
-        if self._conn is not None:
+        if not await waiting.until(
+            lambda: self._conn is None, timeout_s=timeout_s, interval_s=0.005
+        ):
             raise AgentUnavailableError(f"the agent of sandbox {self.sandbox_id} did not hang up")
 
     async def _read_loop(self, conn: _Connection) -> None:

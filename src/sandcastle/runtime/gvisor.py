@@ -30,6 +30,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sandcastle import waiting
 from sandcastle.agent import layout, memguard
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
 from sandcastle.runtime import cgroups, layers, network, seccomp, sentry
@@ -97,6 +98,7 @@ class GvisorRuntime(LocalRuntime):
         """Boot the template once with a started kernel of each language and save it, so
         creates restore that instead of starting Python, numpy and pandas cold (seconds under
         gVisor). Done once per template build and agent version; kept across restarts."""
+        await asyncio.to_thread(self._agent_package)  # copied once, off the event loop
         image = self._template_image(rootfs)
         if (image / "checkpoint.img").exists():
             self._template_images[rootfs] = image
@@ -313,7 +315,7 @@ class GvisorRuntime(LocalRuntime):
             raise RuntimeBackendError(f"sandbox {sandbox_id} has no processes to save")
         if not link.connected:
             await link.wait_connected(10.0)
-        image_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
         try:
             await link.detach()
         except AgentRequestError as exc:
@@ -355,13 +357,9 @@ class GvisorRuntime(LocalRuntime):
             shutil.copy2(secret, image_dir / _SECRET)
         return await asyncio.to_thread(_size_of, image_dir)
 
-    async def _wait_exited(self, sandbox_id: str, timeout: float = 10.0) -> None:
+    async def _wait_exited(self, sandbox_id: str, timeout_s: float = 10.0) -> None:
         group = self._group(sandbox_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while group.pids() and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        if group.pids():
+        if not await waiting.until(lambda: not group.pids(), timeout_s=timeout_s, interval_s=0.02):
             await asyncio.to_thread(group.kill_all)
 
     async def restore(self, spec: LaunchSpec, image_dir: Path) -> AgentLink:

@@ -56,10 +56,7 @@ async def create(
     for path in (paths.image, paths.mount, paths.root, template_rootfs):
         if _UNSAFE & set(str(path)):
             raise RuntimeBackendError(f"layer paths may not contain ',' or ':': {path}")
-    paths.mount.mkdir(parents=True, exist_ok=True)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with open(paths.image, "wb") as image:
-        image.truncate(disk_mb * 1024 * 1024)
+    await asyncio.to_thread(_new_image, paths, disk_mb)
     # No journal and lazy init: the image is scratch space that dies with the sandbox, and
     # creation stays in the tens of milliseconds. No reserved blocks: disk_mb is the user's.
     await run(
@@ -76,6 +73,14 @@ async def create(
     # is undefined behaviour. A copied layer is the sandbox's: seed() never follows its links.
     await asyncio.to_thread(seed, paths.upper, template_rootfs, files or {}, user_files or {})
     await _mount_overlay(template_rootfs, paths)
+
+
+def _new_image(paths: LayerPaths, disk_mb: int) -> None:
+    """The mount points, and a sparse image file of ``disk_mb``."""
+    paths.mount.mkdir(parents=True, exist_ok=True)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with open(paths.image, "wb") as image:
+        image.truncate(disk_mb * 1024 * 1024)
 
 
 async def _mount_overlay(template_rootfs: Path, paths: LayerPaths) -> None:
@@ -109,19 +114,19 @@ async def save(paths: LayerPaths, target: Path) -> None:
 
     The sandbox must be stopped meanwhile, or the copy may catch a file half written.
     """
-    target.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
     await run("cp", "-a", f"{paths.upper}/.", str(target))
 
 
 async def remove(paths: LayerPaths) -> None:
     """Unmount overlay and image and delete the image. Idempotent."""
     for mountpoint, detach_loop in ((paths.root, False), (paths.mount, True)):
-        if os.path.ismount(mountpoint):
+        if await asyncio.to_thread(os.path.ismount, mountpoint):
             flags = ["-d"] if detach_loop else []
             try:
                 await run("umount", *flags, str(mountpoint))
             except RuntimeBackendError:
-                if not os.path.ismount(mountpoint):
+                if not await asyncio.to_thread(os.path.ismount, mountpoint):
                     continue  # unmounted meanwhile (another process cleaning up)
                 # Something still holds it (a process mid-exit): detach lazily; the kernel
                 # finishes when the last user goes.

@@ -138,10 +138,12 @@ class LocalRuntime(Runtime):
         """
         if self._agent_pkg is None:
             source = Path(sandcastle.agent.__file__).parent
-            files = sorted(source.glob("*.py"))
+            # The whole package, subpackages included: a module split out of it must reach
+            # the sandbox too.
+            files = sorted(p.relative_to(source) for p in source.rglob("*.py"))
             digest = hashlib.sha256()
             for file in files:
-                digest.update(file.name.encode() + b"\0" + file.read_bytes())
+                digest.update(str(file).encode() + b"\0" + (source / file).read_bytes())
             target = self._shared_run_dir / f"agent-{digest.hexdigest()[:16]}"
             self._shared_run_dir.mkdir(parents=True, exist_ok=True)
             with open(self._shared_run_dir / ".agent.lock", "a") as lock:
@@ -150,7 +152,8 @@ class LocalRuntime(Runtime):
                     tmpfs.unmount(target)  # a copy cut short, or one from before tmpfs
                     tmpfs.mount(target, size_kib=4096, mode=0o755)
                     for file in files:
-                        shutil.copy2(file, target / file.name)
+                        (target / file).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(source / file, target / file)
                     (target / _WHOLE).touch()
                     tmpfs.make_read_only(target)
             self._agent_pkg = target
@@ -163,6 +166,7 @@ class LocalRuntime(Runtime):
 
     async def _start(self, spec: LaunchSpec, image: Path | None) -> AgentLink:
         """Prepare layer, cgroups and channel, then spawn (from ``image`` if given)."""
+        await asyncio.to_thread(self._agent_package)  # copied once, off the event loop
         if not (spec.rootfs / "usr").is_dir():
             raise RuntimeBackendError(f"template root filesystem missing at {spec.rootfs}")
         group = self._group(spec.sandbox_id)
@@ -176,7 +180,7 @@ class LocalRuntime(Runtime):
             tmpfs.mount(chan, size_kib=64, mode=0o755)
             (self._dir / spec.sandbox_id).mkdir(parents=True, exist_ok=True)
             (self._dir / spec.sandbox_id / BACKEND_FILE).write_text(self.name)
-            if not os.path.ismount(layer.root):
+            if not await asyncio.to_thread(os.path.ismount, layer.root):
                 await layers.create(
                     layer,
                     spec.rootfs,
@@ -251,7 +255,8 @@ class LocalRuntime(Runtime):
                 os.setresuid(as_uid, as_uid, as_uid)
 
         try:
-            with open(self._log_path(sandbox_id), "ab") as log:
+            log = await asyncio.to_thread(open, self._log_path(sandbox_id), "ab")
+            with log:
                 return await asyncio.create_subprocess_exec(
                     *argv,
                     stdin=subprocess.DEVNULL,
@@ -262,7 +267,7 @@ class LocalRuntime(Runtime):
                     start_new_session=True,
                     preexec_fn=enter,
                 )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeBackendError(f"cannot start {Path(argv[0]).name}: {exc}") from exc
 
     def _reap(self, proc: asyncio.subprocess.Process) -> None:

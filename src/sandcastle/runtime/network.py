@@ -52,7 +52,8 @@ async def attach(netns_path: str, procs_files: list[str], log_path: Path) -> Non
         "tap0",
     ]
     try:
-        with open(log_path, "ab") as log:
+        log = await asyncio.to_thread(open, log_path, "ab")
+        with log:
             await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=subprocess.DEVNULL,
@@ -91,9 +92,8 @@ async def create_netns(path: Path) -> str:
     unmounts everything it sees in its own mount namespace, which propagates back and unbinds
     every namespace there. This mount is private, so nothing another namespace does reaches it.
     """
-    if not os.path.ismount(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+    if not await asyncio.to_thread(os.path.ismount, path):
+        await asyncio.to_thread(_mount_point_file, path)
         try:
             await run("unshare", f"--net={path}", "true")
             await run("mount", "--make-private", str(path))
@@ -105,6 +105,11 @@ async def create_netns(path: Path) -> str:
 
 
 async def delete_netns(path: Path) -> None:
-    if os.path.ismount(path):
+    if await asyncio.to_thread(os.path.ismount, path):
         await run("umount", str(path))
-    path.unlink(missing_ok=True)
+    await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+def _mount_point_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()

@@ -38,7 +38,7 @@ async def runsc_problem(
     executable = shutil.which(which(runsc))
     if executable is None:
         return f"runsc not found ({runsc})"
-    work_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
     # Short names: runsc keeps sockets under its --root, and Unix socket paths are limited.
     tmp = Path(tempfile.mkdtemp(prefix=".runsc-probe-", dir=work_dir))
     container_id = f"probe-{secrets.token_hex(4)}"
@@ -142,7 +142,8 @@ async def _run(
     Output goes to a file, not a pipe: runsc's sandbox and gofer may inherit the descriptors
     and keep a pipe open after ``runsc`` itself has exited.
     """
-    with open(output if output is not None else os.devnull, "wb") as sink:
+    sink = await asyncio.to_thread(open, output if output is not None else os.devnull, "wb")
+    with sink:
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink
         )

@@ -15,11 +15,11 @@ from sqlalchemy import select
 
 from sandcastle.domain import ids
 from sandcastle.domain.context import VISIBLE_STATUSES, Context, ContextStatus
+from sandcastle.domain.languages import normalise_language
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus, normalise_cwd
 from sandcastle.errors import FieldError, InvalidRequestError, NotFoundError
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.services.auth import Principal
-from sandcastle.services.executions import normalise_language
 from sandcastle.services.sandboxes import SandboxService
 from sandcastle.store.db import Database
 from sandcastle.store.models import ContextRow

@@ -5,36 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sandcastle.domain.execution import ExecutionResult
+from sandcastle.domain.languages import normalise_language
 from sandcastle.domain.sandbox import Sandbox
 from sandcastle.errors import AgentUnavailableError, FieldError, NotFoundError
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.services.auth import Principal
+from sandcastle.services.contexts import ContextService
 from sandcastle.services.sandboxes import SandboxService
-
-if TYPE_CHECKING:  # contexts.py imports normalise_language from here
-    from sandcastle.services.contexts import ContextService
 
 #: Beyond an execution's own timeout, how long the agent may take to interrupt, restart a
 #: stuck kernel and answer, before the host gives up on it.
 AGENT_ANSWER_MARGIN_S = 90.0
-
-#: Every spelling ``execute.txt`` accepts, mapped to the language family that runs it.
-LANGUAGES: dict[str, str] = {
-    "python": "python",
-    "py": "python",
-    "python3": "python",
-    "typescript": "typescript",
-    "ts": "typescript",
-    "javascript": "typescript",
-    "js": "typescript",
-    "bun": "typescript",
-    "node": "typescript",
-}
-#: Language families whose kernel this server's templates carry.
-AVAILABLE = frozenset({"python", "typescript"})
 
 OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -65,17 +49,6 @@ def check_env_vars(env_vars: dict[str, str] | None) -> None:
             raise FieldError("env_vars", f"invalid environment variable name {name!r}")
         if "\0" in value:
             raise FieldError("env_vars", f"the value of {name} contains a NUL character")
-
-
-def normalise_language(language: str | None) -> str:
-    family = LANGUAGES.get((language or "python").lower())
-    if family is None:
-        raise FieldError(
-            "language", f"unsupported language {language!r}; use one of {sorted(LANGUAGES)}"
-        )
-    if family not in AVAILABLE:
-        raise FieldError("language", f"language {language!r} is not available on this server yet")
-    return family
 
 
 class ExecutionService:

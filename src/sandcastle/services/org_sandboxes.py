@@ -15,9 +15,10 @@ from typing import Protocol, cast
 
 from sqlalchemy import and_, or_, select
 
+from sandcastle.domain.metering import Metered, Prices, Usage, usage
 from sandcastle.domain.sandbox import SandboxStatus
 from sandcastle.errors import FieldError
-from sandcastle.services.accounting import METERED_COLUMNS, Metered, Prices, Usage, usage
+from sandcastle.services.accounting import METERED_COLUMNS
 from sandcastle.services.auth import Principal
 from sandcastle.services.tenancy import TenancyService
 from sandcastle.store import repositories as repo

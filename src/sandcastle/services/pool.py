@@ -128,7 +128,7 @@ class WarmPoolService:
         while True:
             try:
                 await self._fill_once()
-            except Exception:  # noqa: BLE001 - the pool must outlive a bad boot
+            except Exception:  # the pool must outlive a bad boot
                 log.exception("warm pool refill failed")
                 await asyncio.sleep(_RETRY_S)
             self._wake.clear()

@@ -169,7 +169,7 @@ class RunDispatcher:
                     for active, row in await self._startable():
                         self._active[row.id] = active
                         group.create_task(self._execute(active, row), name=f"run-{row.id}")
-                except Exception:  # noqa: BLE001 - one bad pass must not stop the dispatcher
+                except Exception:  # one bad pass must not stop the dispatcher
                     log.exception("dispatching runs failed")
                 # ``asyncio.timeout``, not ``wait_for``: on 3.11 ``wait_for`` can swallow a
                 # cancellation that arrives as the event is set, and shutdown would hang.
@@ -240,7 +240,7 @@ class RunDispatcher:
             stopped = _Outcome(RunStatus.FAILED, Reasons.SERVER_STOPPED, execution)
             await _shielded(self._settle(active, stopped))
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug must fail the run, not the dispatcher
+        except Exception as exc:  # a bug must fail the run, not the dispatcher
             log.exception("run %s failed in the dispatcher", row.id)
             with contextlib.suppress(Exception):
                 await self._settle(active, _Outcome(RunStatus.FAILED, f"internal error: {exc}"))
@@ -454,5 +454,5 @@ async def _shielded(work: Coroutine[Any, Any, None]) -> None:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             continue
-        except Exception:  # noqa: BLE001 - best effort on the way out
+        except Exception:  # best effort on the way out
             log.exception("settling a run at shutdown failed")

@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, select, update
 
 from sandcastle.config import Settings
 from sandcastle.domain.execution import output_size
+from sandcastle.domain.languages import normalise_language
 from sandcastle.domain.limits import LIST_MAX_BYTES
 from sandcastle.domain.runs import (
     TERMINAL_STATUSES,
@@ -41,7 +42,7 @@ from sandcastle.services.artifacts import ArtifactService
 from sandcastle.services.auth import Principal
 from sandcastle.services.contexts import ContextService
 from sandcastle.services.diskspace import ensure_free
-from sandcastle.services.executions import check_env_vars, normalise_language
+from sandcastle.services.executions import check_env_vars
 from sandcastle.services.run_dispatcher import RunDispatcher, load_sandbox, rowcount
 from sandcastle.services.sandboxes import Clock, SandboxService, utcnow
 from sandcastle.store.db import Database
@@ -298,7 +299,7 @@ class RunService:
         """``SandboxService.on_ended``: never lets a failure here break a destroy."""
         try:
             await self.sandbox_ended(sandbox)
-        except Exception:  # noqa: BLE001 - the periodic sweep settles what this missed
+        except Exception:  # the periodic sweep settles what this missed
             log.exception("settling the runs of sandbox %s failed", sandbox.id)
 
     async def maintain_forever(self) -> None:
@@ -313,7 +314,7 @@ class RunService:
                     purged = await self.purge_expired()
                     if purged:
                         log.info("purged %d expired runs", purged)
-            except Exception:  # noqa: BLE001 - one bad pass must not stop maintenance
+            except Exception:  # one bad pass must not stop maintenance
                 log.exception("run maintenance failed")
             await asyncio.sleep(min(self._settings.reconcile_interval_s, 5.0))
 

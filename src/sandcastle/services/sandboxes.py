@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, update
 
 from sandcastle.config import Settings
 from sandcastle.domain import ids
+from sandcastle.domain.metering import PauseReason, Prices, meter_values, stop_values
 from sandcastle.domain.sandbox import (
     DEADLINE_STATUSES,
     LIVE_STATUSES,
@@ -37,7 +38,6 @@ from sandcastle.errors import ConflictError, LimitExceededError, NotFoundError
 from sandcastle.runtime.base import LaunchSpec, Runtime
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.builder import load_template
-from sandcastle.services.accounting import PauseReason, Prices, meter_values, stop_values
 from sandcastle.services.auth import Principal
 from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.limits import Resources, check_timeout, org_resources

@@ -31,6 +31,7 @@ from sqlalchemy import func, select, update
 from sandcastle.config import Settings
 from sandcastle.domain import ids
 from sandcastle.domain.context import ContextStatus
+from sandcastle.domain.metering import PauseReason
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.domain.snapshot import Snapshot, SnapshotContext
 from sandcastle.errors import (
@@ -44,7 +45,6 @@ from sandcastle.errors import (
 from sandcastle.runtime.base import LaunchSpec, Runtime
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.builder import TemplateInfo, load_template
-from sandcastle.services.accounting import PauseReason
 from sandcastle.services.auth import Principal
 from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.limits import org_resources, require_memory_snapshots

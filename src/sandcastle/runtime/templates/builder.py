@@ -140,7 +140,7 @@ async def build_template(
     """
     recipe = recipe or get_recipe(name)
     recipe_digest = digest(recipe)
-    templates_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(templates_dir.mkdir, parents=True, exist_ok=True)
     with _build_lock(templates_dir, name):
         existing = load_template(name, templates_dir)
         if existing is not None and not force and existing.recipe_digest == recipe_digest:

@@ -1,0 +1,32 @@
+"""The languages an execution or a context may ask for (``execute.txt``), and their families."""
+
+from __future__ import annotations
+
+from sandcastle.errors import FieldError
+
+#: Every spelling ``execute.txt`` accepts, mapped to the language family that runs it.
+LANGUAGES: dict[str, str] = {
+    "python": "python",
+    "py": "python",
+    "python3": "python",
+    "typescript": "typescript",
+    "ts": "typescript",
+    "javascript": "typescript",
+    "js": "typescript",
+    "bun": "typescript",
+    "node": "typescript",
+}
+#: Language families whose kernel this server's templates carry.
+AVAILABLE = frozenset({"python", "typescript"})
+
+
+def normalise_language(language: str | None) -> str:
+    """The family of ``language`` (default python); a ``FieldError`` naming it if unknown."""
+    family = LANGUAGES.get((language or "python").lower())
+    if family is None:
+        raise FieldError(
+            "language", f"unsupported language {language!r}; use one of {sorted(LANGUAGES)}"
+        )
+    if family not in AVAILABLE:
+        raise FieldError("language", f"language {language!r} is not available on this server yet")
+    return family

@@ -1,0 +1,43 @@
+"""Helpers every kind of test shares: waiting for a state, reading timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+#: A timestamp as the API writes it: RFC 3339 in UTC with a ``Z``.
+RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+
+
+def parse_time(value: str) -> datetime:
+    """An API timestamp, checked to be in the API's format."""
+    assert RFC3339_Z.match(value), value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, *, tries: int = 5000) -> Any:
+    """Yield to the app under test until ``await check()`` is truthy; that value.
+
+    For in-process apps: each round lets the server's tasks run (about 10 s in all)."""
+    for _ in range(tries):
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"never happened: {what}")
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll ``predicate()`` (against a real server) until it is truthy; that value."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
