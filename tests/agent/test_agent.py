@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sandcastle.agent.kernels import MAX_STREAM_CHARS
+from sandcastle.agent.execution import MAX_STREAM_CHARS
 from sandcastle.agent.protocol import PROTOCOL_VERSION
 from sandcastle.runtime.channel import AgentRequestError
 from tests.agent.conftest import RunningAgent, start_agent

@@ -11,8 +11,9 @@ from typing import Any
 
 from sandcastle.agent import layout
 from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
+from sandcastle.agent.context import ContextGoneError, ContextSetupError
 from sandcastle.agent.files import AgentFiles
-from sandcastle.agent.kernels import ContextGoneError, ContextSetupError, Kernels
+from sandcastle.agent.kernels import Kernels
 from sandcastle.agent.memguard import MemoryGuard
 
 _AGENT_ONLY_ENV = (
