@@ -5,6 +5,7 @@ Shared by ``tests/e2e`` and ``tests/security``; loaded from ``tests/conftest.py`
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +42,17 @@ def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[S
     """One real server per backend; every e2e and security test runs against each."""
     if not (templates_dir() / "python" / "manifest.json").exists():
         pytest.fail(f"the python template is not built in {templates_dir()}: run `make test`")
+    with running_server(Path(tmp_path_factory.mktemp(f"server-{backend}")), backend) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, backend: str, **env: str) -> Iterator[ServerProcess]:
+    """A real server on ``backend`` (with ``env`` on top of the shared one), ended with every
+    sandbox destroyed and purged."""
     proc = ServerProcess(
-        Path(tmp_path_factory.mktemp(f"server-{backend}")),
-        env={"SANDCASTLE_RUNTIME": backend, HOST_ENV_MARKER[0]: HOST_ENV_MARKER[1]},
+        data_dir,
+        env={"SANDCASTLE_RUNTIME": backend, HOST_ENV_MARKER[0]: HOST_ENV_MARKER[1], **env},
     )
     proc.start()
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.test_execute import run
 from tests.security.test_attacks import value
@@ -45,25 +46,16 @@ while len(queues) < 1000:
 """
 
 
-def test_a_sandbox_holding_all_its_users_inotify_instances_leaves_others_theirs(
-    api: httpx.Client, fresh: Any
+@pytest.mark.parametrize(
+    "take", [_TAKE_INOTIFY, _TAKE_MQUEUE], ids=["inotify instances", "message queue bytes"]
+)
+def test_a_sandbox_holding_all_of_a_per_user_counter_leaves_others_theirs(
+    api: httpx.Client, fresh: Any, take: str
 ) -> None:
     greedy, other = fresh(), fresh()
-    taken, why = value(run(api, greedy, code=_TAKE_INOTIFY))
+    taken, why = value(run(api, greedy, code=take))
     assert taken > 0, why
 
-    got, why_other = value(run(api, other, code=_TAKE_INOTIFY))
-
-    assert got == taken, f"the other sandbox got {got} ({why_other}), the first {taken} ({why})"
-
-
-def test_a_sandbox_holding_all_its_users_message_queue_bytes_leaves_others_theirs(
-    api: httpx.Client, fresh: Any
-) -> None:
-    greedy, other = fresh(), fresh()
-    taken, why = value(run(api, greedy, code=_TAKE_MQUEUE))
-    assert taken > 0, why
-
-    got, why_other = value(run(api, other, code=_TAKE_MQUEUE))
+    got, why_other = value(run(api, other, code=take))
 
     assert got == taken, f"the other sandbox got {got} ({why_other}), the first {taken} ({why})"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_code_runs import finished, submit
-from tests.e2e_fixtures import HOST_ENV_MARKER
+from tests.e2e_fixtures import running_server
 from tests.security.test_host_exposure import _host_bytes
 from tests.serverproc import ServerProcess
 
@@ -22,23 +22,13 @@ MAX_SNAPSHOTS = 2
 def small_quota(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[ServerProcess]:
     """A server of its own whose orgs may keep ``QUOTA_MB`` of artifacts and
     ``MAX_SNAPSHOTS`` snapshots."""
-    proc = ServerProcess(
+    with running_server(
         Path(tmp_path_factory.mktemp(f"quota-{backend}")),
-        env={
-            "SANDCASTLE_RUNTIME": backend,
-            "SANDCASTLE_ORG_MAX_ARTIFACT_MB": str(QUOTA_MB),
-            "SANDCASTLE_ORG_MAX_SNAPSHOTS": str(MAX_SNAPSHOTS),
-            HOST_ENV_MARKER[0]: HOST_ENV_MARKER[1],
-        },
-    )
-    proc.start()
-    try:
+        backend,
+        SANDCASTLE_ORG_MAX_ARTIFACT_MB=str(QUOTA_MB),
+        SANDCASTLE_ORG_MAX_SNAPSHOTS=str(MAX_SNAPSHOTS),
+    ) as proc:
         yield proc
-    finally:
-        try:
-            proc.destroy_all()
-        finally:
-            proc.purge()
 
 
 #: Three files of 1.5 MiB of random bytes (no holes to save anything) per run.
