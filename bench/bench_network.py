@@ -24,14 +24,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the repository root holds ``bench`` and ``tests``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import socket  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import socket
+import tempfile
+import threading
+import time
 
-from bench.bench_snapshots import (  # noqa: E402
+from bench.bench_snapshots import (
     BenchError,
     Results,
     Server,
@@ -39,7 +39,7 @@ from bench.bench_snapshots import (  # noqa: E402
     elapsed_ms,
     step,
 )
-from tests.serverproc import ServerProcess, templates_dir  # noqa: E402
+from tests.serverproc import ServerProcess, templates_dir
 
 CONNECTS = 20
 

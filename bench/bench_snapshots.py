@@ -40,23 +40,23 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the repository root holds ``bench`` and ``tests``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.common import host_baselines, p95  # noqa: E402
-from tests.serverproc import ServerProcess, templates_dir  # noqa: E402
+from bench.common import host_baselines, p95
+from tests.serverproc import ServerProcess, templates_dir
 
 MiB = 1024 * 1024
 #: NumPy state sizes (bytes) and the sandbox memory each needs.
