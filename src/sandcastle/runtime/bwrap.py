@@ -148,8 +148,9 @@ class BwrapRuntime(LocalRuntime):
     async def _destroy(self, sandbox_id: str) -> None:
         await super()._destroy(sandbox_id)
         # Only once its last process is gone: until then the uid owns the sandbox's user
-        # namespace. (Processes that outlived every kill keep it claimed: not reused while
-        # this server runs; a later claim takes it over since the directory is gone.)
+        # namespace. (Processes that outlived every kill leave the claim file behind, but with
+        # the sandbox's directory gone a later claim takes the uid over: the two then share
+        # per-user counters until those processes die. Rare: they survived SIGKILL.)
         if not self._group(sandbox_id).pids():
             await asyncio.to_thread(self._uids.release, sandbox_id)
 
