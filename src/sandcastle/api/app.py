@@ -38,6 +38,7 @@ from sandcastle.runtime.base import Runtime
 from sandcastle.runtime.templates.builder import load_template
 from sandcastle.services.accounting import AccountingService
 from sandcastle.services.activity import ActivityTracker
+from sandcastle.services.admission import Admission
 from sandcastle.services.agent_api import AgentApiService
 from sandcastle.services.artifacts import ArtifactService
 from sandcastle.services.bootstrap import ensure_defaults
@@ -75,7 +76,7 @@ def create_app(
     """
     sandbox_service = SandboxService(settings, db, runtime, clock=clock)
     tenancy = TenancyService(settings, db, clock=clock)
-    sandbox_service.admission = tenancy
+    sandbox_service.admission = Admission(settings, db)
     accounting = AccountingService(settings, db, tenancy, sandbox_service, clock=clock)
     pool = WarmPoolService(settings, db, sandbox_service)
     sandbox_service.pool = pool

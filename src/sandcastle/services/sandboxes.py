@@ -38,10 +38,11 @@ from sandcastle.errors import ConflictError, LimitExceededError, NotFoundError
 from sandcastle.runtime.base import LaunchSpec, Runtime
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.builder import load_template
+from sandcastle.services.admission import Admission
 from sandcastle.services.auth import Principal
 from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.limits import Resources, check_timeout, org_resources
-from sandcastle.services.tenancy import Placement, TenancyService
+from sandcastle.services.tenancy import Placement
 from sandcastle.store import repositories as repo
 from sandcastle.store.db import Database
 from sandcastle.store.models import ProjectRow, SandboxRow
@@ -92,7 +93,7 @@ class SandboxService:
         #: Set by the warm pool service: ``(template, resources, internet) -> checkout``.
         self.pool: WarmPoolHook | None = None
         #: Set by ``create_app``: admits creates and resumes (projects, credits, quotas).
-        self.admission: TenancyService | None = None
+        self.admission: Admission | None = None
         self.prices = Prices.from_settings(settings)
         #: Creates of one org are admitted one at a time, so none slips past its capacity.
         self._create_locks: dict[str, asyncio.Lock] = {}

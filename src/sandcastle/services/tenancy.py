@@ -1,6 +1,7 @@
-"""Tenancy: orgs, projects and workspaces; who may do what; admission of sandbox creates.
+"""Tenancy: orgs, projects and workspaces; who may do what.
 
-(Members and keys are ``services/members.py``.)
+(Members and keys are ``services/members.py``; admission of sandbox creates and resumes is
+``services/admission.py``.)
 
 Every call is made by a :class:`~sandcastle.services.auth.Principal` (a key of one member of one
 org). An org the key is not a member of does not exist for it (404, never 403); inside its own
@@ -8,12 +9,6 @@ org, what a member's role does not allow is a 403. Owners and admins manage proj
 workspaces, members, keys and credits; only owners make or change owners; a member manages
 their own keys. Operators (owners of the org made at first start) may also create orgs and set
 any org's limits and credits.
-
-Admission of a sandbox create (:meth:`TenancyService.place` and :meth:`check_capacity`) checks,
-in this order: the project and workspace exist in the caller's org (404) and the key's project
-scope allows them (403); the org has credits (``usage_limit_exceeded_error``); the caller is
-within the org's member limit (``member_limit_exceeded_error``); the org runs fewer sandboxes than
-its maximum (``org_sandbox_capacity_exceeded_error``).
 """
 
 from __future__ import annotations
@@ -25,20 +20,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sandcastle.config import Settings
-from sandcastle.domain.sandbox import LIVE_STATUSES
 from sandcastle.errors import (
     AlreadyExistsError,
     FieldError,
     ForbiddenError,
-    MemberLimitExceededError,
     NotFoundError,
-    SandboxCapacityExceededError,
-    UsageLimitExceededError,
 )
 from sandcastle.services.auth import Principal, Role, new_key_row
 from sandcastle.store.db import Database
@@ -47,7 +38,6 @@ from sandcastle.store.models import (
     MemberRow,
     OrgRow,
     ProjectRow,
-    SandboxRow,
     WorkspaceRow,
 )
 
@@ -389,7 +379,7 @@ class TenancyService:
     async def get_workspace(self, principal: Principal, slug: str, workspace_id: str) -> Workspace:
         org = await self.resolve_org(principal, slug)
         async with self._db.session() as session:
-            return _workspace(await _workspace_row(session, org.id, workspace_id))
+            return _workspace(await workspace_row(session, org.id, workspace_id))
 
     async def create_workspace(
         self,
@@ -403,7 +393,7 @@ class TenancyService:
         self.require_admin(principal)
         check_slug("key", key)
         async with self._db.session() as session:
-            project_id = project_id or principal.project_id or await _first_project(session, org.id)
+            project_id = project_id or principal.project_id or await first_project(session, org.id)
             await project_row(session, org.id, project_id)
         row = WorkspaceRow(
             id=str(uuid.uuid4()),
@@ -428,80 +418,6 @@ class TenancyService:
                 session.add(row)
         except IntegrityError as exc:
             raise AlreadyExistsError(message) from exc
-
-    # --- admission ------------------------------------------------------------------------
-
-    async def place(
-        self, principal: Principal, project_id: str | None, workspace_id: str | None
-    ) -> Placement:
-        """Where a create by ``principal`` goes; raises if the org may not create now."""
-        async with self._db.session() as session:
-            org = await session.get(OrgRow, principal.org_id)
-            if org is None:
-                raise NotFoundError("the key's org no longer exists")
-            workspace = None
-            if workspace_id is not None:
-                workspace = await _workspace_row(session, org.id, workspace_id)
-            if project_id is not None:
-                await project_row(session, org.id, project_id)
-            else:
-                project_id = (
-                    (workspace.project_id if workspace is not None else None)
-                    or principal.project_id
-                    or await _first_project(session, org.id)
-                )
-            if principal.project_id is not None and project_id != principal.project_id:
-                raise ForbiddenError(f"this key is scoped to project {principal.project_id}")
-            if workspace is not None and workspace.project_id != project_id:
-                raise FieldError(
-                    "workspace_id", f"workspace {workspace.id} belongs to another project"
-                )
-            await self._check_may_run(session, org, principal.member_id)
-        return Placement(project_id, workspace_id, effective_limits(org, self._settings))
-
-    async def admit_resume(self, org_id: str, sandbox_id: str) -> None:
-        """A paused sandbox may run again only while its org has credits and its creator is
-        within the member limit."""
-        async with self._db.session() as session:
-            org = await session.get(OrgRow, org_id)
-            row = await session.get(SandboxRow, sandbox_id)
-            if org is None or row is None:
-                raise NotFoundError(f"sandbox {sandbox_id} not found")
-            await self._check_may_run(session, org, row.member_id)
-
-    async def _check_may_run(
-        self, session: AsyncSession, org: OrgRow, member_id: str | None
-    ) -> None:
-        if org.credit_balance <= 0:
-            raise UsageLimitExceededError(
-                f"org {org.slug!r} has no credits left (balance {org.credit_balance}); "
-                "an owner or admin can top up with POST /v1/orgs/{org}/credits"
-            )
-        if member_id is not None and member_id in await over_limit_members(
-            session, org, self._settings
-        ):
-            raise MemberLimitExceededError(
-                f"org {org.slug!r} has more members than its limit allows, and this member is "
-                "past it"
-            )
-
-    async def check_capacity(self, org_id: str, limits: OrgLimits) -> None:
-        """Refuse a create when the org's live sandboxes (creating, running or paused: all hold
-        resources) are at its maximum. The caller serialises creates per org around this."""
-        async with self._db.session() as session:
-            live = await session.scalar(
-                select(func.count())
-                .select_from(SandboxRow)
-                .where(
-                    SandboxRow.org_id == org_id,
-                    SandboxRow.status.in_([s.value for s in LIVE_STATUSES]),
-                )
-            )
-        if int(live or 0) >= limits.max_concurrent_sandboxes:
-            raise SandboxCapacityExceededError(
-                f"the org runs {live} sandboxes, its maximum at once is "
-                f"{limits.max_concurrent_sandboxes}; destroy some first"
-            )
 
 
 # --- rows to views, and lookups that are 404 across orgs ---------------------------------------
@@ -536,14 +452,14 @@ async def project_row(session: AsyncSession, org_id: str, project_id: str) -> Pr
     return row
 
 
-async def _workspace_row(session: AsyncSession, org_id: str, workspace_id: str) -> WorkspaceRow:
+async def workspace_row(session: AsyncSession, org_id: str, workspace_id: str) -> WorkspaceRow:
     row = await session.get(WorkspaceRow, workspace_id)
     if row is None or row.org_id != org_id:
         raise NotFoundError(f"workspace {workspace_id} not found")
     return row
 
 
-async def _first_project(session: AsyncSession, org_id: str) -> str:
+async def first_project(session: AsyncSession, org_id: str) -> str:
     project_id = await session.scalar(
         select(ProjectRow.id)
         .where(ProjectRow.org_id == org_id)

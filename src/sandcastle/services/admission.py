@@ -1,0 +1,115 @@
+"""Admission: whether a sandbox may be created, or resumed, now.
+
+A create (:meth:`Admission.place`, then :meth:`Admission.check_capacity`) checks, in this order:
+the project and workspace exist in the caller's org (404) and the key's project scope allows
+them (403); the org has credits (``usage_limit_exceeded_error``); the caller is within the org's
+member limit (``member_limit_exceeded_error``); the org runs fewer sandboxes than its maximum
+(``org_sandbox_capacity_exceeded_error``). A resume checks credits and the member limit of the
+sandbox's creator.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sandcastle.config import Settings
+from sandcastle.domain.sandbox import LIVE_STATUSES
+from sandcastle.errors import (
+    FieldError,
+    ForbiddenError,
+    MemberLimitExceededError,
+    NotFoundError,
+    SandboxCapacityExceededError,
+    UsageLimitExceededError,
+)
+from sandcastle.services.auth import Principal
+from sandcastle.services.tenancy import (
+    OrgLimits,
+    Placement,
+    effective_limits,
+    first_project,
+    over_limit_members,
+    project_row,
+    workspace_row,
+)
+from sandcastle.store.db import Database
+from sandcastle.store.models import OrgRow, SandboxRow
+
+
+class Admission:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self._settings = settings
+        self._db = db
+
+    async def place(
+        self, principal: Principal, project_id: str | None, workspace_id: str | None
+    ) -> Placement:
+        """Where a create by ``principal`` goes; raises if the org may not create now."""
+        async with self._db.session() as session:
+            org = await session.get(OrgRow, principal.org_id)
+            if org is None:
+                raise NotFoundError("the key's org no longer exists")
+            workspace = None
+            if workspace_id is not None:
+                workspace = await workspace_row(session, org.id, workspace_id)
+            if project_id is not None:
+                await project_row(session, org.id, project_id)
+            else:
+                project_id = (
+                    (workspace.project_id if workspace is not None else None)
+                    or principal.project_id
+                    or await first_project(session, org.id)
+                )
+            if principal.project_id is not None and project_id != principal.project_id:
+                raise ForbiddenError(f"this key is scoped to project {principal.project_id}")
+            if workspace is not None and workspace.project_id != project_id:
+                raise FieldError(
+                    "workspace_id", f"workspace {workspace.id} belongs to another project"
+                )
+            await self._check_may_run(session, org, principal.member_id)
+        return Placement(project_id, workspace_id, effective_limits(org, self._settings))
+
+    async def admit_resume(self, org_id: str, sandbox_id: str) -> None:
+        """A paused sandbox may run again only while its org has credits and its creator is
+        within the member limit."""
+        async with self._db.session() as session:
+            org = await session.get(OrgRow, org_id)
+            row = await session.get(SandboxRow, sandbox_id)
+            if org is None or row is None:
+                raise NotFoundError(f"sandbox {sandbox_id} not found")
+            await self._check_may_run(session, org, row.member_id)
+
+    async def _check_may_run(
+        self, session: AsyncSession, org: OrgRow, member_id: str | None
+    ) -> None:
+        if org.credit_balance <= 0:
+            raise UsageLimitExceededError(
+                f"org {org.slug!r} has no credits left (balance {org.credit_balance}); "
+                "an owner or admin can top up with POST /v1/orgs/{org}/credits"
+            )
+        if member_id is not None and member_id in await over_limit_members(
+            session, org, self._settings
+        ):
+            raise MemberLimitExceededError(
+                f"org {org.slug!r} has more members than its limit allows, and this member is "
+                "past it"
+            )
+
+    async def check_capacity(self, org_id: str, limits: OrgLimits) -> None:
+        """Refuse a create when the org's live sandboxes (creating, running or paused: all hold
+        resources) are at its maximum. The caller serialises creates per org around this."""
+        async with self._db.session() as session:
+            live = await session.scalar(
+                select(func.count())
+                .select_from(SandboxRow)
+                .where(
+                    SandboxRow.org_id == org_id,
+                    SandboxRow.status.in_([s.value for s in LIVE_STATUSES]),
+                )
+            )
+        if int(live or 0) >= limits.max_concurrent_sandboxes:
+            raise SandboxCapacityExceededError(
+                f"the org runs {live} sandboxes, its maximum at once is "
+                f"{limits.max_concurrent_sandboxes}; destroy some first"
+            )
