@@ -177,8 +177,15 @@ def test_cancel_a_queued_run_and_a_running_one(api: httpx.Client, sandbox: dict[
     done = finished(api, sid, spinning["id"])
     assert done["status"] == "cancelled" and done["failure_reason"] == "cancelled by user"
 
-    # The kernel was interrupted, the queued run never ran, and the context still works.
-    assert run(api, sid, code="ran", context_id=ctx)["items"][0]["text"] == "[]"
+    # The queued run never ran, and the context still works. The running one was interrupted:
+    # its state is kept if the kernel went idle within the interrupt's grace, else the kernel
+    # was restarted (docs/AGENT_PROTOCOL.md), which a loaded machine can make happen.
+    assert get_run(api, sid, queued["id"])["started_at"] is None
+    kept = run(api, sid, code="ran", context_id=ctx)
+    if kept["error"] is None:
+        assert kept["items"][0]["text"] == "[]"
+    else:
+        assert kept["error"]["name"] == "NameError", kept  # a fresh kernel: nothing ran in it
     after = finished(api, sid, submit(api, sid, context_id=ctx, code="'alive'")["id"])
     assert after["status"] == "succeeded"
 
