@@ -60,7 +60,6 @@ class BwrapRuntime(LocalRuntime):
         if image is not None:
             raise RuntimeBackendError("the bwrap backend cannot restore memory images")
         owner = await asyncio.to_thread(self._uids.claim, spec.sandbox_id)
-        agent_package = await asyncio.to_thread(self._agent_package)
         # The ends bubblewrap inherits are closed once it has them; ours (internet only) at
         # the end of the start.
         passed: list[int] = []
@@ -89,7 +88,7 @@ class BwrapRuntime(LocalRuntime):
                     "--dev", "/dev",
                     "--tmpfs", "/dev/shm",
                     "--ro-bind", str(chan), layout.CHANNEL_DIR,
-                    "--ro-bind", str(agent_package), layout.AGENT_PACKAGE_DIR,
+                    "--ro-bind", str(self._agent_package()), layout.AGENT_PACKAGE_DIR,
                     "--new-session",
                     "--clearenv",
                     "--seccomp", str(seccomp_fd),

@@ -22,33 +22,31 @@ _MS_REMOUNT = 32
 _MNT_DETACH = 2
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+def _mount(directory: Path, flags: int, options: bytes | None, failing: str) -> None:
+    """mount(2) of a tmpfs at ``directory``; ``failing`` says what could not be done."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"tmpfs", bytes(directory), b"tmpfs", flags, options) != 0:
+        raise RuntimeBackendError(f"{failing}: {os.strerror(ctypes.get_errno())}")
 
 
 def mount(directory: Path, *, size_kib: int, mode: int) -> None:
     """Make ``directory`` (created if missing) the root of a new tmpfs, unless it is a mount
     point already (a restarted server finds its mounts in place)."""
     directory.mkdir(parents=True, exist_ok=True)
-    if os.path.ismount(directory):
-        return
-    options = f"size={size_kib}k,mode={mode:o}".encode()
-    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    if _libc().mount(b"tmpfs", bytes(directory), b"tmpfs", flags, options) != 0:
-        errno = ctypes.get_errno()
-        raise RuntimeBackendError(f"cannot mount a tmpfs at {directory}: {os.strerror(errno)}")
+    if not os.path.ismount(directory):
+        options = f"size={size_kib}k,mode={mode:o}".encode()
+        flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        _mount(directory, flags, options, f"cannot mount a tmpfs at {directory}")
 
 
 def make_read_only(directory: Path) -> None:
     """Remount the tmpfs at ``directory`` read-only (its contents are final)."""
     flags = _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    if _libc().mount(b"tmpfs", bytes(directory), b"tmpfs", flags, None) != 0:
-        errno = ctypes.get_errno()
-        raise RuntimeBackendError(f"cannot remount {directory} read-only: {os.strerror(errno)}")
+    _mount(directory, flags, None, f"cannot remount {directory} read-only")
 
 
 def unmount(directory: Path) -> None:
     """Detach the mount at ``directory`` if there is one (binds of it in sandboxes stay)."""
-    if os.path.ismount(directory) and _libc().umount2(bytes(directory), _MNT_DETACH) != 0:
-        errno = ctypes.get_errno()
-        raise RuntimeBackendError(f"cannot unmount {directory}: {os.strerror(errno)}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if os.path.ismount(directory) and libc.umount2(bytes(directory), _MNT_DETACH) != 0:
+        raise RuntimeBackendError(f"cannot unmount {directory}: {os.strerror(ctypes.get_errno())}")
