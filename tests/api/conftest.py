@@ -22,11 +22,11 @@ import pytest
 from fastapi import FastAPI
 
 from sandcastle.api.app import create_app
-from sandcastle.api.deps import Services
 from sandcastle.config import Settings
 from sandcastle.services.auth import new_key_row
 from sandcastle.store.db import Database
 from sandcastle.store.models import OrgRow, ProjectRow
+from sandcastle.wiring import Services
 from tests.fakes import FakeRuntime
 
 #: ``type`` values the error envelope may carry (``org-sandboxes-list.txt``).

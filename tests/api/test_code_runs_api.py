@@ -401,7 +401,7 @@ async def test_a_sandbox_whose_processes_die_cancels_its_runs(
     running = await submit(harness, sandbox_id, code="# gate: k\n1")
     await waiting(harness, sandbox_id, 1)
     await harness.runtime.kill(sandbox_id)
-    await harness.services.sandboxes.reconcile()
+    await harness.services.reconciler.reconcile()
     done = await finished(harness, sandbox_id, running["id"])
     assert done["status"] == "cancelled"
     assert done["failure_reason"].startswith("the sandbox failed: ")

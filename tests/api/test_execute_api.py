@@ -311,7 +311,7 @@ async def test_execute_in_errored_sandbox_is_409_with_the_reason(
     harness: Harness, sandbox_id: str
 ) -> None:
     await harness.runtime.kill(sandbox_id)
-    await harness.services.sandboxes.reconcile()
+    await harness.services.reconciler.reconcile()
     response = await harness.client.post(f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "1"})
     body = assert_envelope(response, 409, "conflict_error")
     assert "is error" in body["detail"]

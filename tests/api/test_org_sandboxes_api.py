@@ -102,7 +102,7 @@ async def test_states_map_the_statuses_and_filter(harness: Harness) -> None:
     assert (await harness.client.post(f"/v1/sandboxes/{paused}/pause")).status_code == 200
     assert (await harness.client.delete(f"/v1/sandboxes/{destroyed}")).status_code == 200
     await harness.runtime.kill(failed)
-    await harness.services.sandboxes.reconcile()
+    await harness.services.reconciler.reconcile()
 
     got = by_provider_id(await listing(harness))
     assert {k: v["state"] for k, v in got.items()} == {

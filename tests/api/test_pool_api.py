@@ -72,7 +72,7 @@ async def test_a_dead_pool_entry_is_replaced(start_app: AppFactory) -> None:
                 await session.scalars(select(SandboxRow.id).where(SandboxRow.pool.is_not(None)))
             ).all()
         await h.runtime.kill(entry)
-        await h.app.state.services.sandboxes.reconcile()
+        await h.app.state.services.reconciler.reconcile()
         await wait_ready(h, 1)
         async with h.db.session() as session:
             assert await session.get(SandboxRow, entry) is None  # forgotten, not an error row

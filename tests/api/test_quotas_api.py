@@ -131,7 +131,7 @@ async def test_the_member_limit_refuses_members_and_pauses_those_past_it(
 async def test_each_key_is_rate_limited_with_retry_after(start_app: AppFactory) -> None:
     async with start_app(rate_limit_per_s=0.5, rate_limit_burst=3) as h:
         now = [1000.0]
-        h.services.ratelimit.clock = lambda: now[0]
+        h.app.state.ratelimit.clock = lambda: now[0]
         _org, key = await h.add_org("acme")  # the operator's first request
         for _ in range(2):
             assert (await h.client.get("/v1/sandboxes")).status_code == 200

@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from sandcastle.domain.sandbox import SandboxStatus, TimeoutAction
 from sandcastle.errors import AgentUnavailableError
-from sandcastle.services.sandboxes import SandboxService
+from sandcastle.services.reconciler import Reconciler
 from sandcastle.store.models import SandboxRow
+from sandcastle.wiring import build_services
 from tests.api.conftest import AppFactory, Harness, assert_envelope
 from tests.fakes import FakeRuntime
 from tests.helpers import parse_time
@@ -285,7 +286,7 @@ async def test_destroy_unknown_is_404(harness: Harness) -> None:
 async def test_destroy_an_errored_sandbox(harness: Harness) -> None:
     sandbox_id = (await harness.create())["id"]
     await harness.runtime.kill(sandbox_id)
-    await harness.services.sandboxes.reconcile()
+    await harness.services.reconciler.reconcile()
     deleted = await harness.client.delete(f"/v1/sandboxes/{sandbox_id}")
     assert deleted.status_code == 200
     assert deleted.json()["status"] == "destroyed"
@@ -350,14 +351,14 @@ async def test_agent_that_never_connects_makes_the_sandbox_error(
 async def test_reconcile_marks_a_sandbox_whose_processes_died(harness: Harness) -> None:
     dead, alive = (await harness.create())["id"], (await harness.create())["id"]
     await harness.runtime.kill(dead)
-    await harness.services.sandboxes.reconcile()
+    await harness.services.reconciler.reconcile()
     got = (await harness.client.get(f"/v1/sandboxes/{dead}")).json()
     assert got["status"] == "error"
     assert got["status_reason"] == "the sandbox's processes exited unexpectedly"
     assert dead in harness.runtime.destroyed
     assert (await harness.client.get(f"/v1/sandboxes/{alive}")).json()["status"] == "running"
     assert alive not in harness.runtime.destroyed
-    await harness.services.sandboxes.reconcile()  # a second pass changes nothing
+    await harness.services.reconciler.reconcile()  # a second pass changes nothing
     assert (await harness.client.get(f"/v1/sandboxes/{dead}")).json() == got
 
 
@@ -366,8 +367,10 @@ async def test_reconcile_applies_timeout_deadlines(harness: Harness) -> None:
     long = await harness.create(timeout_ms=600_000)
     deadline = parse_time(short["timeout_at"])
 
-    def service_at(now: datetime) -> SandboxService:
-        return SandboxService(harness.settings, harness.db, harness.runtime, clock=lambda: now)
+    def service_at(now: datetime) -> Reconciler:
+        return build_services(
+            harness.settings, harness.db, harness.runtime, clock=lambda: now
+        ).reconciler
 
     await service_at(deadline - timedelta(milliseconds=1)).reconcile()
     assert (await harness.client.get(f"/v1/sandboxes/{short['id']}")).json()["status"] == "running"
@@ -387,9 +390,9 @@ async def test_timeout_of_destroyed_sandbox_is_left_alone(harness: Harness) -> N
     short = await harness.create(timeout_ms=1000)
     await harness.client.delete(f"/v1/sandboxes/{short['id']}")
     later = parse_time(short["timeout_at"]) + timedelta(hours=1)
-    await SandboxService(
+    await build_services(
         harness.settings, harness.db, harness.runtime, clock=lambda: later
-    ).reconcile()
+    ).reconciler.reconcile()
     got = (await harness.client.get(f"/v1/sandboxes/{short['id']}")).json()
     assert got["status"] == "destroyed" and "status_reason" not in got
 

@@ -158,9 +158,9 @@ async def test_a_hibernated_sandbox_is_never_marked_dead_adopted_or_an_orphan(
         sandbox_id, context_id = await with_context(h)
         image_id = (await hibernate(h, sandbox_id))["snapshot_id"]
         assert sandbox_id in await runtime.list_sandboxes()  # its layer is still there
-        await h.services.sandboxes.reconcile()
+        await h.services.reconciler.reconcile()
     async with start_app() as h:  # a restart: adoption must leave it alone
-        await h.services.sandboxes.reconcile()
+        await h.services.reconciler.reconcile()
         body = await get(h, sandbox_id)
         assert (body["status"], body["snapshot_id"]) == ("paused", image_id)
         assert sandbox_id not in runtime.destroyed
@@ -306,16 +306,16 @@ async def test_the_deadline_hibernates_and_a_resume_starts_a_new_one(
             h, timeout_ms=60_000, timeout_action="hibernate"
         )
         clock.advance(59)
-        await h.services.sandboxes.reconcile()
+        await h.services.reconciler.reconcile()
         assert (await get(h, sandbox_id))["status"] == "running"
         clock.advance(2)
-        await h.services.sandboxes.reconcile()
+        await h.services.reconciler.reconcile()
         body = await get(h, sandbox_id)
         assert (body["status"], body["timeout_at"]) == ("paused", None)
         assert body["snapshot_id"].startswith("snap_")
         assert (await row_of(h, sandbox_id)).pause_reason == "timeout"
         clock.advance(3600)  # no deadline while hibernated: nothing happens
-        await h.services.sandboxes.reconcile()
+        await h.services.reconciler.reconcile()
         assert (await get(h, sandbox_id))["status"] == "paused"
         assert sandbox_id not in runtime.destroyed
         resumed = await post_ok(h.client, f"/v1/sandboxes/{sandbox_id}/resume")
@@ -335,11 +335,11 @@ async def test_a_busy_sandbox_is_hibernated_at_the_first_pass_after_it_is_idle(
         )
         task = await gated(h, sandbox_id, context_id)
         clock.advance(61)
-        await h.services.sandboxes.reconcile()
+        await h.services.reconciler.reconcile()
         assert (await get(h, sandbox_id))["status"] == "running"  # busy: tried again later
         runtime.agent(sandbox_id).gates["g"].set()
         assert (await task).status_code == 200
-        await h.services.sandboxes.reconcile()
+        await h.services.reconciler.reconcile()
         assert (await get(h, sandbox_id))["status"] == "paused"
 
 
@@ -351,7 +351,7 @@ async def test_a_sandbox_that_cannot_be_saved_at_its_deadline_is_destroyed(
         sandbox_id = (await h.create(timeout_ms=60_000, timeout_action="hibernate"))["id"]
         await runtime.kill(sandbox_id)  # nothing left to save
         clock.advance(61)
-        await h.services.sandboxes.reconcile()
+        await h.services.reconciler.reconcile()
         body = await get(h, sandbox_id)
         assert (body["status"], body["status_reason"]) == ("destroyed", "timeout")
         assert list((h.settings.data_dir / "snapshots").iterdir()) == []

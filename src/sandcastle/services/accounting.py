@@ -26,13 +26,13 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select, update
 
 from sandcastle.config import Settings
+from sandcastle.domain.clock import Clock, utcnow
 from sandcastle.domain.metering import (
     KILLED_STATUSES,
     UNITS_PER_CREDIT,
@@ -51,12 +51,6 @@ from sandcastle.store.db import Database
 from sandcastle.store.models import CreditTransactionRow, MemberRow, OrgRow, SandboxRow
 
 log = logging.getLogger("sandcastle.accounting")
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 #: The columns of :class:`Metered`, for queries that load only those.

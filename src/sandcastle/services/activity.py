@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
+
+from sandcastle.domain.clock import utcnow
 
 MAX_ENTRIES = 100_000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ActivityTracker:

@@ -14,10 +14,11 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sandcastle.agent import layout
+from sandcastle.domain.clock import utcnow
 from sandcastle.domain.execution import ExecutionResult
 from sandcastle.errors import NotFoundError
 from sandcastle.services.activity import ActivityTracker
@@ -32,10 +33,6 @@ MAX_DEFAULT_CONTEXTS = 10_000
 _FATAL_ERRORS = frozenset({"KernelDiedError", "OutOfMemoryError"})
 
 EventType = Literal["stream", "display_data", "file", "error"]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
 from sandcastle.domain import ids
 from sandcastle.domain.context import VISIBLE_STATUSES, Context, ContextStatus
 from sandcastle.domain.languages import normalise_language
@@ -21,8 +19,7 @@ from sandcastle.errors import FieldError, InvalidRequestError, NotFoundError
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.services.auth import Principal
 from sandcastle.services.sandboxes import SandboxService
-from sandcastle.store.db import Database
-from sandcastle.store.models import ContextRow
+from sandcastle.store.contexts import ContextRepository
 
 #: Agent error codes of ``context.create`` that blame one request field.
 _FIELD_ERRORS = {"invalid": "language", "invalid_cwd": "cwd"}
@@ -32,20 +29,9 @@ _FIELD_ERRORS = {"invalid": "language", "invalid_cwd": "cwd"}
 SPARE_MIN_MEMORY_MB = {"typescript": 1024}
 
 
-def _to_context(row: ContextRow) -> Context:
-    return Context(
-        id=row.id,
-        sandbox_id=row.sandbox_id,
-        language=row.language,
-        cwd=row.cwd,
-        status=ContextStatus(row.status),
-        created_at=row.created_at,
-    )
-
-
 class ContextService:
-    def __init__(self, db: Database, sandboxes: SandboxService) -> None:
-        self._db = db
+    def __init__(self, contexts: ContextRepository, sandboxes: SandboxService) -> None:
+        self._contexts = contexts
         self._sandboxes = sandboxes
 
     # --- create ----------------------------------------------------------------------------
@@ -68,16 +54,15 @@ class ContextService:
         self, link: AgentLink, sandbox: Sandbox, language: str, cwd: str | None
     ) -> Context:
         """Write the row, then have the agent start the kernel (``language`` is a family)."""
-        row = ContextRow(
+        row = Context(
             id=ids.new_context_id(),
             sandbox_id=sandbox.id,
             language=language,
             cwd=cwd,
-            status=ContextStatus.CREATING.value,
+            status=ContextStatus.CREATING,
             created_at=datetime.now(UTC),
         )
-        async with self._db.session() as session:
-            session.add(row)
+        await self._contexts.insert([row])
         params = {
             "context_id": row.id,
             "language": language,
@@ -96,31 +81,18 @@ class ContextService:
             # Cancelled or the link failed: the row must not stay "creating".
             await asyncio.shield(self._set_status(row.id, ContextStatus.ERROR))
             raise
-        async with self._db.session() as session:
-            stored = await session.get(ContextRow, row.id)
-            assert stored is not None
-            stored.status = ContextStatus.READY.value
-            # The agent reports the directory the kernel really runs in (its default if none).
-            if isinstance(reply.get("cwd"), str):
-                stored.cwd = reply["cwd"]
-            return _to_context(stored)
+        # The agent reports the directory the kernel really runs in (its default if none).
+        cwd_used = reply.get("cwd")
+        return await self._contexts.mark_ready(
+            row.id, cwd_used if isinstance(cwd_used, str) else None
+        )
 
     # --- queries ---------------------------------------------------------------------------
 
     async def list(self, principal: Principal, sandbox_id: str) -> list[Context]:
         """The sandbox's visible contexts, oldest first."""
         await self._sandboxes.get(principal, sandbox_id)
-        query = (
-            select(ContextRow)
-            .where(
-                ContextRow.sandbox_id == sandbox_id,
-                ContextRow.status.in_([s.value for s in VISIBLE_STATUSES]),
-            )
-            .order_by(ContextRow.created_at, ContextRow.id)
-        )
-        async with self._db.session() as session:
-            rows = (await session.scalars(query)).all()
-        return [_to_context(row) for row in rows]
+        return await self._contexts.of_sandbox(sandbox_id, VISIBLE_STATUSES)
 
     async def get(self, principal: Principal, sandbox_id: str, context_id: str) -> Context:
         await self._sandboxes.get(principal, sandbox_id)
@@ -128,15 +100,14 @@ class ContextService:
 
     async def find(self, sandbox_id: str, context_id: str) -> Context:
         """A visible context of the sandbox (whose ownership the caller has checked)."""
-        async with self._db.session() as session:
-            row = await session.get(ContextRow, context_id)
+        context = await self._contexts.find(context_id)
         if (
-            row is None
-            or row.sandbox_id != sandbox_id
-            or ContextStatus(row.status) not in VISIBLE_STATUSES
+            context is None
+            or context.sandbox_id != sandbox_id
+            or context.status not in VISIBLE_STATUSES
         ):
             raise NotFoundError(f"context {context_id} not found in sandbox {sandbox_id}")
-        return _to_context(row)
+        return context
 
     # --- operations on a context -------------------------------------------------------------
 
@@ -178,7 +149,4 @@ class ContextService:
         return context
 
     async def _set_status(self, context_id: str, status: ContextStatus) -> None:
-        async with self._db.session() as session:
-            row = await session.get(ContextRow, context_id)
-            if row is not None:
-                row.status = status.value
+        await self._contexts.set_status([context_id], status)

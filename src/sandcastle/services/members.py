@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
-from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sandcastle.config import Settings
+from sandcastle.domain.clock import Clock, utcnow
 from sandcastle.errors import (
     ConflictError,
     FieldError,
@@ -35,12 +34,10 @@ from sandcastle.services.tenancy import (
     key_view,
     over_limit_members,
     project_row,
-    utcnow,
 )
 from sandcastle.store.db import Database
 from sandcastle.store.models import ApiKeyRow, MemberRow, UserRow
 
-Clock = Callable[[], datetime]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 

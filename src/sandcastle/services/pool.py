@@ -15,17 +15,15 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
-
 from sandcastle.config import Settings
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.errors import SandcastleError
+from sandcastle.runtime.base import Runtime
 from sandcastle.runtime.templates.builder import load_template
 from sandcastle.services.limits import Resources, resolve_resources
-from sandcastle.services.sandboxes import SandboxService
-from sandcastle.store import repositories as repo
-from sandcastle.store.db import Database
-from sandcastle.store.models import SandboxRow
+from sandcastle.services.provisioning import Provisioning
+from sandcastle.services.states import SandboxStates
+from sandcastle.store.sandboxes import SandboxRepository
 
 log = logging.getLogger("sandcastle.pool")
 
@@ -38,10 +36,19 @@ def pool_id(template: str) -> str:
 
 
 class WarmPoolService:
-    def __init__(self, settings: Settings, db: Database, sandboxes: SandboxService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sandboxes: SandboxRepository,
+        runtime: Runtime,
+        provisioning: Provisioning,
+        states: SandboxStates,
+    ) -> None:
         self._settings = settings
-        self._db = db
         self._sandboxes = sandboxes
+        self._runtime = runtime
+        self._provisioning = provisioning
+        self._states = states
         self._wake = asyncio.Event()
         self._checkout_lock = asyncio.Lock()
 
@@ -70,61 +77,38 @@ class WarmPoolService:
             return pid, None
         timeout_ms = int(tenancy["timeout_ms"])
         async with self._checkout_lock:
-            async with self._db.session() as session:
-                candidate = await session.scalar(
-                    select(SandboxRow.id)
-                    .where(
-                        SandboxRow.pool == template,
-                        SandboxRow.status == SandboxStatus.RUNNING.value,
-                        # Booted before the template's pin changed: not what was asked for.
-                        SandboxRow.runtime == runtime,
-                    )
-                    .order_by(SandboxRow.created_at)
-                    .limit(1)
-                )
-                if candidate is None:
-                    self._wake.set()
-                    return pid, None
-                taken = await session.execute(
-                    update(SandboxRow)
-                    .where(SandboxRow.id == candidate, SandboxRow.pool.is_not(None))
-                    .values(
-                        pool=None,
-                        created_at=now,
-                        started_at=now,
-                        timeout_at=now + timedelta(milliseconds=timeout_ms),
-                        warm_pool_hit=True,
-                        warm_pool_id=pid,
-                        **tenancy,
-                    )
-                )
-                if taken.rowcount != 1:  # type: ignore[attr-defined]
-                    return pid, None
-                row = await session.get(SandboxRow, candidate, populate_existing=True)
-                assert row is not None
-                sandbox = repo.to_sandbox(row)
-        self._wake.set()
+            sandbox = await self._sandboxes.checkout_pool_entry(
+                # An entry booted before the template's pin changed is not what was asked for.
+                template,
+                runtime,
+                {
+                    "created_at": now,
+                    "started_at": now,
+                    "timeout_at": now + timedelta(milliseconds=timeout_ms),
+                    "warm_pool_hit": True,
+                    "warm_pool_id": pid,
+                    **tenancy,
+                },
+            )
+        self._wake.set()  # refill behind a checkout, and a pool that ran dry
+        if sandbox is None:
+            return pid, None
         log.info("checked out %s from pool %s", sandbox.id, pid)
         return pid, sandbox
 
     async def status(self) -> dict[str, dict[str, int]]:
         """Per template: target size and entries ready now."""
         out: dict[str, dict[str, int]] = {}
-        async with self._db.session() as session:
-            for template, target in self.targets.items():
-                ready = await session.scalar(
-                    select(func.count())
-                    .select_from(SandboxRow)
-                    .where(
-                        SandboxRow.pool == template,
-                        SandboxRow.status == SandboxStatus.RUNNING.value,
-                    )
-                )
-                out[template] = {"target": target, "ready": int(ready or 0)}
+        for template, target in self.targets.items():
+            ready = await self._sandboxes.count_pool(template, [SandboxStatus.RUNNING])
+            out[template] = {"target": target, "ready": ready}
         return out
 
     async def run_forever(self) -> None:
-        """Keep every pool at its target; woken by checkouts, and every few seconds."""
+        """Let the backend prepare the templates in use (gVisor: a memory image of a booted
+        sandbox), then keep every pool at its target, so entries start from it too; woken by
+        checkouts, and every few seconds."""
+        await self._prepare_templates()
         while True:
             try:
                 await self._fill_once()
@@ -138,56 +122,58 @@ class WarmPoolService:
                 async with asyncio.timeout(_RETRY_S):
                     await self._wake.wait()
 
+    async def _prepare_templates(self) -> None:
+        names = {self._settings.default_template, *self._settings.warm_pool}
+        for name in sorted(names):
+            template = load_template(name, self._settings.resolved_templates_dir)
+            if template is None:
+                continue
+            try:
+                backend = self._runtime.backend(template.runtime)
+            except SandcastleError as exc:
+                log.warning("template %s: %s", name, exc)
+                continue
+            try:
+                await backend.prepare_template(template.rootfs)
+            except Exception:  # launches still work without it, only slower
+                log.exception("could not prepare template %s for fast starts", name)
+        try:
+            await self._runtime.prune_template_images()
+        except OSError:
+            log.exception("could not delete old template images")
+
     async def _fill_once(self) -> None:
         for template, target in self.targets.items():
             info = load_template(template, self._settings.resolved_templates_dir)
             if info is None:
                 continue
             try:
-                runtime = self._sandboxes.template_runtime(template, info.runtime)
+                runtime = self._provisioning.template_runtime(template, info.runtime)
             except SandcastleError as exc:
                 log.warning("warm pool %s: %s", template, exc)
                 continue
             await self._retire_stale(template, runtime.name)
             while await self._count(template) < target:
                 resources = resolve_resources(self._settings, None, None, None)
-                row = self._sandboxes.new_row(
+                row = self._provisioning.new_row(
                     template, resources, internet=False, runtime=runtime, pool=template
                 )
                 try:
-                    await self._sandboxes.boot(row, info.rootfs)
+                    await self._provisioning.boot(row, info.rootfs)
                 except SandcastleError as exc:
                     log.warning("warm pool %s: boot failed: %s", template, exc)
-                    await self._forget(row.id)
+                    await self._sandboxes.forget_pool_entry(row.id)
                     await asyncio.sleep(_RETRY_S)
 
     async def _count(self, template: str) -> int:
-        async with self._db.session() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(SandboxRow)
-                .where(
-                    SandboxRow.pool == template,
-                    SandboxRow.status.in_(
-                        [SandboxStatus.CREATING.value, SandboxStatus.RUNNING.value]
-                    ),
-                )
-            )
-        return int(count or 0)
+        return await self._sandboxes.count_pool(
+            template, [SandboxStatus.CREATING, SandboxStatus.RUNNING]
+        )
 
     async def _retire_stale(self, template: str, runtime: str) -> None:
         """Entries booted on another backend than the template's (its pin changed) are never
         checked out: they make room for new ones."""
-        async with self._db.session() as session:
-            stale = (
-                await session.scalars(
-                    select(SandboxRow.id).where(
-                        SandboxRow.pool == template,
-                        SandboxRow.status == SandboxStatus.RUNNING.value,
-                        SandboxRow.runtime != runtime,
-                    )
-                )
-            ).all()
+        stale = await self._sandboxes.pool_entries_not_on(template, runtime)
         for sandbox_id in stale:
             log.info(
                 "warm pool %s: retiring %s (the template now runs on %s)",
@@ -195,11 +181,5 @@ class WarmPoolService:
                 sandbox_id,
                 runtime,
             )
-            await self._sandboxes.retire(sandbox_id, f"template {template} now runs on {runtime}")
-            await self._forget(sandbox_id)
-
-    async def _forget(self, sandbox_id: str) -> None:
-        async with self._db.session() as session:
-            row = await session.get(SandboxRow, sandbox_id)
-            if row is not None and row.pool is not None:
-                await session.delete(row)
+            await self._states.end(sandbox_id, f"template {template} now runs on {runtime}")
+            await self._sandboxes.forget_pool_entry(sandbox_id)

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Result, and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from sandcastle.config import Settings
+from sandcastle.domain.clock import Clock
 from sandcastle.domain.context import Context
-from sandcastle.domain.execution import ExecutionResult
 from sandcastle.domain.runs import (
     Artifact,
     Reasons,
@@ -40,6 +40,7 @@ from sandcastle.domain.runs import (
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.errors import AgentError, ConflictError, NotFoundError, SandcastleError
 from sandcastle.runtime.channel import AgentLink
+from sandcastle.services.active_runs import ActiveRun, ActiveRuns
 from sandcastle.services.artifacts import ArtifactService, RunFiles, to_row
 from sandcastle.services.contexts import ContextService
 from sandcastle.services.executions import (
@@ -49,10 +50,11 @@ from sandcastle.services.executions import (
     PreparedExecution,
 )
 from sandcastle.services.files import FilesSnapshot
-from sandcastle.services.sandboxes import Clock, SandboxService, utcnow
-from sandcastle.store import repositories as repo
+from sandcastle.services.sandboxes import SandboxService
 from sandcastle.store.db import Database
 from sandcastle.store.models import RunRow, SandboxRow
+from sandcastle.store.repositories import rowcount
+from sandcastle.store.sandboxes import SandboxRepository
 
 log = logging.getLogger("sandcastle.runs")
 
@@ -73,40 +75,6 @@ COLLECT_S = 600.0
 DEFAULT_CWD = "/home/user"
 
 
-def rowcount(result: Result[Any]) -> int:
-    """Rows an ``UPDATE`` matched."""
-    return int(getattr(result, "rowcount", 0))
-
-
-async def load_sandbox(db: Database, sandbox_id: str) -> Sandbox | None:
-    """A sandbox by id, whoever owns it (the dispatcher acts for every tenant)."""
-    async with db.session() as session:
-        row = await session.get(SandboxRow, sandbox_id)
-        return None if row is None else repo.to_sandbox(row)
-
-
-@dataclass
-class _Active:
-    """A run this process is executing."""
-
-    run_id: str
-    sandbox_id: str
-    #: Its lane: the context id, or the run id until a new context is made for it.
-    lane: str
-    exec_task: asyncio.Task[ExecutionResult] | None = None
-    cancel_reason: str | None = None
-    sandbox_end: str | None = None
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    #: The events folded so far, so an interrupted run keeps what it printed.
-    partial: ExecutionResult = field(default_factory=ExecutionResult)
-
-    def cancel(self, reason: str) -> None:
-        if self.cancel_reason is None:
-            self.cancel_reason = reason
-        if self.exec_task is not None:
-            self.exec_task.cancel()
-
-
 @dataclass
 class _Outcome:
     status: RunStatus
@@ -122,62 +90,41 @@ class RunDispatcher:
         self,
         settings: Settings,
         db: Database,
+        active: ActiveRuns,
+        records: SandboxRepository,
         sandboxes: SandboxService,
         contexts: ContextService,
         executions: ExecutionService,
         artifacts: ArtifactService,
-        clock: Clock = utcnow,
+        clock: Clock,
     ) -> None:
         self._settings = settings
         self._db = db
+        self._records = records
         self._sandboxes = sandboxes
         self._contexts = contexts
         self._executions = executions
         self._artifacts = artifacts
         self._clock = clock
-        self._wake = asyncio.Event()
-        self._active: dict[str, _Active] = {}
-
-    # --- signals from the services (synchronous: they only flag and wake) ----------------------
+        self._active = active
 
     def wake(self) -> None:
-        self._wake.set()
-
-    def active_ids(self) -> list[str]:
-        return list(self._active)
-
-    def cancel(self, run_id: str, reason: str) -> None:
-        active = self._active.get(run_id)
-        if active is not None:
-            active.cancel(reason)
-
-    def sandbox_ended(self, sandbox_id: str, reason: str) -> None:
-        for active in self._active.values():
-            if active.sandbox_id == sandbox_id:
-                active.sandbox_end = reason
-                active.ended.set()
-                active.cancel(reason)
-        self.wake()
+        self._active.wake()
 
     # --- the loop ------------------------------------------------------------------------------
 
     async def run_forever(self) -> None:
         async with asyncio.TaskGroup() as group:
             while True:
-                self._wake.clear()
                 try:
                     for active, row in await self._startable():
-                        self._active[row.id] = active
+                        self._active.add(active)
                         group.create_task(self._execute(active, row), name=f"run-{row.id}")
                 except Exception:  # one bad pass must not stop the dispatcher
                     log.exception("dispatching runs failed")
-                # ``asyncio.timeout``, not ``wait_for``: on 3.11 ``wait_for`` can swallow a
-                # cancellation that arrives as the event is set, and shutdown would hang.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL_S):
-                        await self._wake.wait()
+                await self._active.woken(POLL_S)
 
-    async def _startable(self) -> list[tuple[_Active, RunRow]]:
+    async def _startable(self) -> list[tuple[ActiveRun, RunRow]]:
         room = self._settings.runs_max_concurrent - len(self._active)
         if room <= 0:
             return []
@@ -206,11 +153,11 @@ class RunDispatcher:
         )
         async with self._db.session() as session:
             rows = (await session.scalars(query)).all()
-        busy_lanes = {(a.sandbox_id, a.lane) for a in self._active.values()}
+        busy_lanes = {(a.sandbox_id, a.lane) for a in self._active}
         per_sandbox: dict[str, int] = {}
-        for a in self._active.values():
+        for a in self._active:
             per_sandbox[a.sandbox_id] = per_sandbox.get(a.sandbox_id, 0) + 1
-        chosen: list[tuple[_Active, RunRow]] = []
+        chosen: list[tuple[ActiveRun, RunRow]] = []
         for row in rows:
             key = (row.sandbox_id, row.context_id or row.id)
             running = per_sandbox.get(row.sandbox_id, 0)
@@ -218,14 +165,14 @@ class RunDispatcher:
                 continue
             busy_lanes.add(key)
             per_sandbox[row.sandbox_id] = running + 1
-            chosen.append((_Active(row.id, row.sandbox_id, key[1]), row))
+            chosen.append((ActiveRun(row.id, row.sandbox_id, key[1]), row))
             if len(chosen) >= room:
                 break
         return chosen
 
     # --- one run -------------------------------------------------------------------------------
 
-    async def _execute(self, active: _Active, row: RunRow) -> None:
+    async def _execute(self, active: ActiveRun, row: RunRow) -> None:
         """Claim, run and settle one run. Never raises (it lives in the dispatcher's group)."""
         try:
             if await self._claim(row.id):
@@ -245,8 +192,8 @@ class RunDispatcher:
             with contextlib.suppress(Exception):
                 await self._settle(active, _Outcome(RunStatus.FAILED, f"internal error: {exc}"))
         finally:
-            self._active.pop(row.id, None)
-            self.wake()
+            self._active.discard(row.id)
+            self._active.wake()
 
     async def _claim(self, run_id: str) -> bool:
         async with self._db.session() as session:
@@ -269,8 +216,8 @@ class RunDispatcher:
                 .values(status=RunStatus.QUEUED.value, started_at=None)
             )
 
-    async def _run(self, active: _Active, row: RunRow) -> _Outcome:
-        sandbox = await load_sandbox(self._db, row.sandbox_id)
+    async def _run(self, active: ActiveRun, row: RunRow) -> _Outcome:
+        sandbox = await self._records.find(row.sandbox_id)
         if sandbox is None or sandbox.status in (SandboxStatus.DESTROYED, SandboxStatus.ERROR):
             status, reason = (sandbox.status.value, sandbox.status_reason) if sandbox else ("", "")
             return _Outcome(RunStatus.CANCELLED, Reasons.sandbox_ended(status, reason))
@@ -326,7 +273,7 @@ class RunDispatcher:
             return None
 
     async def _context_of(
-        self, active: _Active, row: RunRow, link: AgentLink, sandbox: Sandbox
+        self, active: ActiveRun, row: RunRow, link: AgentLink, sandbox: Sandbox
     ) -> Context:
         if row.context_id is not None:
             return await self._contexts.find(sandbox.id, row.context_id)
@@ -339,7 +286,7 @@ class RunDispatcher:
         return context
 
     async def _execute_code(
-        self, active: _Active, row: RunRow, sandbox: Sandbox, link: AgentLink, context: Context
+        self, active: ActiveRun, row: RunRow, sandbox: Sandbox, link: AgentLink, context: Context
     ) -> _Outcome:
         async def fold(event: dict[str, Any]) -> None:
             active.partial.add_event(event)
@@ -383,7 +330,7 @@ class RunDispatcher:
 
     async def _lost(
         self,
-        active: _Active,
+        active: ActiveRun,
         sandbox_id: str,
         exc: SandcastleError,
         execution: RunExecution | None,
@@ -394,7 +341,7 @@ class RunDispatcher:
                 await active.ended.wait()
         if active.sandbox_end is not None:
             return _Outcome(RunStatus.CANCELLED, active.sandbox_end, execution)
-        sandbox = await load_sandbox(self._db, sandbox_id)
+        sandbox = await self._records.find(sandbox_id)
         if sandbox is not None and sandbox.status in (SandboxStatus.DESTROYED, SandboxStatus.ERROR):
             reason = Reasons.sandbox_ended(sandbox.status.value, sandbox.status_reason)
             return _Outcome(RunStatus.CANCELLED, reason, execution)
@@ -402,7 +349,7 @@ class RunDispatcher:
             RunStatus.FAILED, f"lost the connection to the sandbox's agent: {exc}", execution
         )
 
-    async def _settle(self, active: _Active, outcome: _Outcome) -> None:
+    async def _settle(self, active: ActiveRun, outcome: _Outcome) -> None:
         """Write the outcome, with its artifacts, in one transaction — if still ``running``."""
         check_transition(active.run_id, RunStatus.RUNNING, outcome.status)
         now = self._clock()

@@ -19,11 +19,12 @@ import binascii
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 
 from sandcastle.config import Settings
+from sandcastle.domain.clock import Clock
 from sandcastle.domain.execution import output_size
 from sandcastle.domain.languages import normalise_language
 from sandcastle.domain.limits import LIST_MAX_BYTES
@@ -36,17 +37,19 @@ from sandcastle.domain.runs import (
     RunStatus,
     new_run_id,
 )
-from sandcastle.domain.sandbox import LIVE_STATUSES, Sandbox, SandboxStatus
+from sandcastle.domain.sandbox import LIVE_STATUSES
 from sandcastle.errors import ConflictError, FieldError, LimitExceededError, NotFoundError
+from sandcastle.services.active_runs import ActiveRuns
 from sandcastle.services.artifacts import ArtifactService
 from sandcastle.services.auth import Principal
 from sandcastle.services.contexts import ContextService
 from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.executions import check_env_vars
-from sandcastle.services.run_dispatcher import RunDispatcher, load_sandbox, rowcount
-from sandcastle.services.sandboxes import Clock, SandboxService, utcnow
+from sandcastle.services.run_settlement import RunSettlement, retained_from
+from sandcastle.services.sandboxes import SandboxService
 from sandcastle.store.db import Database
 from sandcastle.store.models import ArtifactRow, RunRow
+from sandcastle.store.repositories import rowcount
 
 log = logging.getLogger("sandcastle.runs")
 
@@ -106,15 +109,17 @@ class RunService:
         sandboxes: SandboxService,
         contexts: ContextService,
         artifacts: ArtifactService,
-        dispatcher: RunDispatcher,
-        clock: Clock = utcnow,
+        active: ActiveRuns,
+        settlement: RunSettlement,
+        clock: Clock,
     ) -> None:
         self._settings = settings
         self._db = db
         self._sandboxes = sandboxes
         self._contexts = contexts
         self._artifacts = artifacts
-        self._dispatcher = dispatcher
+        self._active = active
+        self._settlement = settlement
         self._clock = clock
 
     # --- submit --------------------------------------------------------------------------------
@@ -168,7 +173,7 @@ class RunService:
                     f"sandbox {sandbox_id} already has {waiting} runs queued (the limit)"
                 )
             session.add(row)
-        self._dispatcher.wake()
+        self._active.wake()
         return to_run(row, [])
 
     # --- queries -------------------------------------------------------------------------------
@@ -241,7 +246,7 @@ class RunService:
                     completed_at=now,
                     failure_reason=Reasons.CANCELLED_BY_USER,
                     env_vars=None,
-                    expires_at=self._retained_from(now),
+                    expires_at=retained_from(self._settings, now),
                 )
             )
             if rowcount(cancelled) == 0:
@@ -256,51 +261,12 @@ class RunService:
                 )
         run = await self.get(principal, sandbox_id, run_id)
         if run.status is RunStatus.RUNNING:
-            self._dispatcher.cancel(run_id, Reasons.CANCELLED_BY_USER)
+            self._active.cancel(run_id, Reasons.CANCELLED_BY_USER)
         elif run.cancel_requested_at != now:
             raise ConflictError(f"run {run_id} has already finished: it is {run.status.value}")
         return run
 
     # --- sandbox end, recovery, retention ------------------------------------------------------
-
-    async def sandbox_ended(self, sandbox: Sandbox) -> None:
-        """The sandbox was destroyed or failed: its queued runs end ``cancelled`` now, its
-        running ones as soon as their execution notices (the dispatcher interrupts them)."""
-        if sandbox.status not in (SandboxStatus.DESTROYED, SandboxStatus.ERROR):
-            return
-        reason = Reasons.sandbox_ended(sandbox.status.value, sandbox.status_reason)
-        now = self._clock()
-        values = {
-            "status": RunStatus.CANCELLED.value,
-            "completed_at": now,
-            "failure_reason": reason,
-            "env_vars": None,
-            "expires_at": self._retained_from(now),
-        }
-        async with self._db.session() as session:
-            await session.execute(
-                update(RunRow)
-                .where(RunRow.sandbox_id == sandbox.id, RunRow.status == RunStatus.QUEUED.value)
-                .values(**values)
-            )
-            # Running runs nobody in this process executes (none, after recovery) end here too.
-            await session.execute(
-                update(RunRow)
-                .where(
-                    RunRow.sandbox_id == sandbox.id,
-                    RunRow.status == RunStatus.RUNNING.value,
-                    RunRow.id.not_in(self._dispatcher.active_ids()),
-                )
-                .values(**values)
-            )
-        self._dispatcher.sandbox_ended(sandbox.id, reason)
-
-    async def on_sandbox_ended(self, sandbox: Sandbox) -> None:
-        """``SandboxService.on_ended``: never lets a failure here break a destroy."""
-        try:
-            await self.sandbox_ended(sandbox)
-        except Exception:  # the periodic sweep settles what this missed
-            log.exception("settling the runs of sandbox %s failed", sandbox.id)
 
     async def maintain_forever(self) -> None:
         """Background task: settle runs of sandboxes that ended unseen; purge expired runs."""
@@ -308,7 +274,7 @@ class RunService:
         next_purge = loop.time()
         while True:
             try:
-                await self.sweep_ended_sandboxes()
+                await self._settlement.sweep()
                 if loop.time() >= next_purge:
                     next_purge = loop.time() + self._settings.run_purge_interval_s
                     purged = await self.purge_expired()
@@ -317,20 +283,6 @@ class RunService:
             except Exception:  # one bad pass must not stop maintenance
                 log.exception("run maintenance failed")
             await asyncio.sleep(min(self._settings.reconcile_interval_s, 5.0))
-
-    async def sweep_ended_sandboxes(self) -> None:
-        """Settle the runs of sandboxes that ended without the hook seeing it."""
-        query = (
-            select(RunRow.sandbox_id)
-            .where(RunRow.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]))
-            .distinct()
-        )
-        async with self._db.session() as session:
-            sandbox_ids = list((await session.scalars(query)).all())
-        for sandbox_id in sandbox_ids:
-            sandbox = await load_sandbox(self._db, sandbox_id)
-            if sandbox is not None and sandbox.status not in LIVE_STATUSES:
-                await self.sandbox_ended(sandbox)
 
     async def recover(self) -> None:
         """At start-up, before the dispatcher: runs left ``running`` by a dead server fail."""
@@ -352,14 +304,14 @@ class RunService:
                         completed_at=now,
                         failure_reason=Reasons.SERVER_RESTARTED,
                         env_vars=None,
-                        expires_at=self._retained_from(now),
+                        expires_at=retained_from(self._settings, now),
                     )
                 )
         if ids:
             log.warning("%d runs were running when the server stopped: marked failed", len(ids))
             # Files half-copied before the crash: no row names them.
             await self._artifacts.remove_runs(ids)
-        await self.sweep_ended_sandboxes()
+        await self._settlement.sweep()
 
     async def purge_expired(self) -> int:
         """Delete finished runs past ``expires_at``, their artifacts' rows and files."""
@@ -386,6 +338,3 @@ class RunService:
                 return purged
             await self._artifacts.remove_runs(ids)
             purged += len(ids)
-
-    def _retained_from(self, when: datetime) -> datetime:
-        return when + timedelta(seconds=self._settings.run_retention_s)

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, select, update
@@ -25,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sandcastle.config import Settings
+from sandcastle.domain.clock import Clock, utcnow
 from sandcastle.errors import (
     AlreadyExistsError,
     FieldError,
@@ -41,14 +41,9 @@ from sandcastle.store.models import (
     WorkspaceRow,
 )
 
-Clock = Callable[[], datetime]
 #: Slugs and keys: lowercase letters, digits and inner hyphens, 1 to 64 characters.
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 SANDBOX_KINDS = ("runtime", "task", "evaluation", "world")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- what the service hands out --------------------------------------------------------------

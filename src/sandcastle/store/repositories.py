@@ -6,9 +6,9 @@ import base64
 import binascii
 import json
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, String, and_, cast, or_, select
+from sqlalchemy import Result, Select, String, and_, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sandcastle.domain.sandbox import (
@@ -24,6 +24,11 @@ from sandcastle.store.models import SandboxRow, SnapshotRow
 
 #: A table paged newest first by ``(created_at, id)``.
 Keyed = TypeVar("Keyed", SandboxRow, SnapshotRow)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an ``UPDATE`` or ``DELETE`` matched."""
+    return int(getattr(result, "rowcount", 0))
 
 
 def to_sandbox(row: SandboxRow) -> Sandbox:
@@ -78,6 +83,27 @@ def to_snapshot(row: SnapshotRow) -> Snapshot:
             for c in row.contexts or []
         ),
         metadata=dict(row.metadata_json or {}),
+    )
+
+
+def snapshot_row(snapshot: Snapshot) -> SnapshotRow:
+    return SnapshotRow(
+        id=snapshot.id,
+        org_id=snapshot.org_id,
+        project_id=snapshot.project_id,
+        sandbox_id=snapshot.sandbox_id,
+        template=snapshot.template,
+        build_id=snapshot.build_id,
+        runtime=snapshot.runtime,
+        vcpus=snapshot.config.vcpus,
+        memory_mb=snapshot.config.memory_mb,
+        disk_mb=snapshot.config.disk_mb,
+        cwd=snapshot.cwd,
+        internet=snapshot.internet,
+        size_bytes=snapshot.size_bytes,
+        contexts=[{"id": c.id, "language": c.language, "cwd": c.cwd} for c in snapshot.contexts],
+        metadata_json=dict(snapshot.metadata),
+        created_at=snapshot.created_at,
     )
 
 
@@ -157,6 +183,14 @@ def newest_first_page(
             )
         )
     return query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
+
+
+def split_page(rows: list[Keyed], limit: int) -> tuple[list[Keyed], str | None]:
+    """A page fetched by :func:`newest_first_page`: its rows, and the next page's cursor."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)
 
 
 def sandboxes_of(

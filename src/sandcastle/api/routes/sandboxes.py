@@ -147,7 +147,7 @@ async def hibernate_sandbox(
     """Save the memory of a running (or paused) sandbox and end its processes: ``paused``
     with ``snapshot_id`` until resumed. 409 while code is running in it; 422 on a backend
     without memory snapshots."""
-    return JSONResponse(sandbox_out(await services.snapshots.hibernate(principal, sandbox_id)))
+    return JSONResponse(sandbox_out(await services.sandboxes.hibernate(principal, sandbox_id)))
 
 
 @router.post("/{sandbox_id}/resume", response_model=SandboxOut)

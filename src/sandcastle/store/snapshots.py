@@ -1,0 +1,55 @@
+"""The snapshot records: saved memory and writable layers, owned by an org."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from sandcastle.domain.snapshot import Snapshot
+from sandcastle.store import repositories as repo
+from sandcastle.store.db import Database
+from sandcastle.store.models import SnapshotRow
+
+
+class SnapshotRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def owned(self, org_id: str, snapshot_id: str, *, member_id: str | None) -> Snapshot:
+        """The snapshot if the org (and, given ``member_id``, that member) owns it."""
+        async with self._db.session() as session:
+            row = await repo.get_snapshot_row(session, org_id, snapshot_id, member_id=member_id)
+            return repo.to_snapshot(row)
+
+    async def page(
+        self, org_id: str, *, member_id: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[Snapshot], str | None]:
+        """One page of the org's snapshots, newest first, and the next page's cursor."""
+        query = repo.snapshots_of(org_id, member_id=member_id)
+        page = repo.newest_first_page(query, cursor, limit, SnapshotRow)
+        async with self._db.session() as session:
+            rows = list((await session.scalars(page)).all())
+        rows, next_cursor = repo.split_page(rows, limit)
+        return [repo.to_snapshot(row) for row in rows], next_cursor
+
+    async def usage(self, org_id: str) -> tuple[int, int]:
+        """How many snapshots the org keeps, and their bytes."""
+        async with self._db.session() as session:
+            count, total = (
+                await session.execute(
+                    select(
+                        func.count(SnapshotRow.id),
+                        func.coalesce(func.sum(SnapshotRow.size_bytes), 0),
+                    ).where(SnapshotRow.org_id == org_id)
+                )
+            ).one()
+        return int(count), int(total)
+
+    async def insert(self, snapshot: Snapshot) -> None:
+        async with self._db.session() as session:
+            session.add(repo.snapshot_row(snapshot))
+
+    async def delete(self, snapshot_id: str) -> None:
+        async with self._db.session() as session:
+            row = await session.get(SnapshotRow, snapshot_id)
+            if row is not None:
+                await session.delete(row)
