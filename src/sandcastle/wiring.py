@@ -48,6 +48,7 @@ from sandcastle.services.templates import TemplateService
 from sandcastle.services.tenancy import TenancyService
 from sandcastle.store.contexts import ContextRepository
 from sandcastle.store.db import Database
+from sandcastle.store.runs import RunRepository
 from sandcastle.store.sandboxes import SandboxRepository
 from sandcastle.store.snapshots import SnapshotRepository
 
@@ -136,10 +137,11 @@ def build_services(
     """Every service, each given what it uses; nothing starts until :meth:`Services.running`."""
     sandbox_records = SandboxRepository(db)
     contexts_store = ContextRepository(db)
+    run_records = RunRepository(db)
     locks = OperationLocks()
     active_runs = ActiveRuns()
     images = MemoryImages(settings, sandbox_records, runtime)
-    settlement = RunSettlement(settings, db, sandbox_records, active_runs, clock)
+    settlement = RunSettlement(settings, run_records, sandbox_records, active_runs, clock)
     states = SandboxStates(
         sandbox_records,
         runtime,
@@ -170,10 +172,10 @@ def build_services(
     contexts = ContextService(contexts_store, sandboxes)
     executions = ExecutionService(sandboxes, contexts)
     files = FilesService(sandboxes)
-    artifacts = ArtifactService(settings, db, sandboxes)
+    artifacts = ArtifactService(settings, run_records, sandboxes)
     dispatcher = RunDispatcher(
         settings,
-        db,
+        run_records,
         active_runs,
         sandbox_records,
         sandboxes,
@@ -197,7 +199,7 @@ def build_services(
         activity=activity,
         agent_api=AgentApiService(sandboxes, executions, files, activity),
         runs=RunService(
-            settings, db, sandboxes, contexts, artifacts, active_runs, settlement, clock
+            settings, run_records, sandboxes, contexts, artifacts, active_runs, settlement, clock
         ),
         artifacts=artifacts,
         run_dispatcher=dispatcher,

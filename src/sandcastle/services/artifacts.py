@@ -34,8 +34,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import func, select
-
 from sandcastle.config import Settings
 from sandcastle.domain.runs import Artifact, new_artifact_id
 from sandcastle.errors import (
@@ -55,8 +53,7 @@ from sandcastle.services.files import (
     take_snapshot,
 )
 from sandcastle.services.sandboxes import SandboxService
-from sandcastle.store.db import Database
-from sandcastle.store.models import ArtifactRow
+from sandcastle.store.runs import RunRepository
 
 log = logging.getLogger("sandcastle.artifacts")
 
@@ -75,44 +72,6 @@ def mime_type_of(name: str) -> str:
     return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
 
 
-def to_artifact(row: ArtifactRow) -> Artifact:
-    return Artifact(
-        id=row.id,
-        run_id=row.run_id,
-        sandbox_id=row.sandbox_id,
-        context_id=row.context_id,
-        name=row.name,
-        mime_type=row.mime_type,
-        size_bytes=row.size_bytes,
-        sha256=row.sha256,
-        created_at=row.created_at,
-        execution_count=row.execution_count,
-        expires_at=row.expires_at,
-        metadata=dict(row.metadata_json or {}),
-        org_id=row.org_id or "",
-        stored_bytes=row.stored_bytes,
-    )
-
-
-def to_row(artifact: Artifact) -> ArtifactRow:
-    return ArtifactRow(
-        id=artifact.id,
-        run_id=artifact.run_id,
-        sandbox_id=artifact.sandbox_id,
-        context_id=artifact.context_id,
-        name=artifact.name,
-        mime_type=artifact.mime_type,
-        size_bytes=artifact.size_bytes,
-        sha256=artifact.sha256,
-        created_at=artifact.created_at,
-        execution_count=artifact.execution_count,
-        expires_at=artifact.expires_at,
-        metadata_json=artifact.metadata,
-        org_id=artifact.org_id or None,
-        stored_bytes=artifact.stored_bytes,
-    )
-
-
 @dataclass(frozen=True)
 class RunFiles:
     """What :meth:`ArtifactService.collect` needs to know about the run."""
@@ -128,9 +87,9 @@ class RunFiles:
 
 
 class ArtifactService:
-    def __init__(self, settings: Settings, db: Database, sandboxes: SandboxService) -> None:
+    def __init__(self, settings: Settings, runs: RunRepository, sandboxes: SandboxService) -> None:
         self._settings = settings
-        self._db = db
+        self._runs = runs
         self._sandboxes = sandboxes
 
     # --- collecting ----------------------------------------------------------------------------
@@ -183,13 +142,7 @@ class ArtifactService:
         one org may each pass the org's quota by what they store."""
         run_total = self._settings.run_artifacts_max_total_bytes
         quota = self._settings.org_max_artifact_mb * 1024 * 1024
-        async with self._db.session() as session:
-            used = await session.scalar(
-                select(func.coalesce(func.sum(ArtifactRow.stored_bytes), 0)).where(
-                    ArtifactRow.org_id == org_id
-                )
-            )
-        org_left = max(0, quota - int(used or 0))
+        org_left = max(0, quota - await self._runs.stored_bytes(org_id))
         if org_left < run_total:
             return _Budget(
                 org_left,
@@ -269,12 +222,10 @@ class ArtifactService:
     async def get(self, principal: Principal, sandbox_id: str, artifact_id: str) -> Artifact:
         """A stored, unexpired artifact of the caller's sandbox (destroyed sandboxes included)."""
         await self._sandboxes.get(principal, sandbox_id)
-        async with self._db.session() as session:
-            row = await session.get(ArtifactRow, artifact_id)
+        artifact = await self._runs.artifact(artifact_id)
         missing = NotFoundError(f"artifact {artifact_id} not found in sandbox {sandbox_id}")
-        if row is None or row.sandbox_id != sandbox_id:
+        if artifact is None or artifact.sandbox_id != sandbox_id:
             raise missing
-        artifact = to_artifact(row)
         if not artifact.stored or not self.path_of(artifact).is_file():
             raise missing
         return artifact
@@ -284,28 +235,14 @@ class ArtifactService:
         more. The row goes first: a crash between leaves a file no row names, which goes with
         its run's directory when the run is purged."""
         await self._sandboxes.get(principal, sandbox_id)
-        async with self._db.session() as session:
-            row = await session.get(ArtifactRow, artifact_id)
-            if row is None or row.sandbox_id != sandbox_id:
-                raise NotFoundError(f"artifact {artifact_id} not found in sandbox {sandbox_id}")
-            artifact = to_artifact(row)
-            await session.delete(row)
+        artifact = await self._runs.delete_artifact(artifact_id, sandbox_id)
+        if artifact is None:
+            raise NotFoundError(f"artifact {artifact_id} not found in sandbox {sandbox_id}")
         await asyncio.to_thread(self.path_of(artifact).unlink, True)
 
     async def of_runs(self, run_ids: list[str]) -> dict[str, list[Artifact]]:
         """The artifacts of each run, in the order they were collected (by path)."""
-        found: dict[str, list[Artifact]] = {run_id: [] for run_id in run_ids}
-        if not run_ids:
-            return found
-        query = (
-            select(ArtifactRow)
-            .where(ArtifactRow.run_id.in_(run_ids))
-            .order_by(ArtifactRow.run_id, ArtifactRow.name)
-        )
-        async with self._db.session() as session:
-            for row in (await session.scalars(query)).all():
-                found[row.run_id].append(to_artifact(row))
-        return found
+        return await self._runs.artifacts_of(run_ids)
 
     async def read(self, artifact: Artifact, limit: int | None = None) -> AsyncIterator[bytes]:
         """The stored bytes, in chunks (at most ``limit`` bytes if given)."""

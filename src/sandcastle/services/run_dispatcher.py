@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
-
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock
 from sandcastle.domain.context import Context
@@ -41,7 +39,7 @@ from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.errors import AgentError, ConflictError, NotFoundError, SandcastleError
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.services.active_runs import ActiveRun, ActiveRuns
-from sandcastle.services.artifacts import ArtifactService, RunFiles, to_row
+from sandcastle.services.artifacts import ArtifactService, RunFiles
 from sandcastle.services.contexts import ContextService
 from sandcastle.services.executions import (
     AGENT_ANSWER_MARGIN_S,
@@ -51,9 +49,8 @@ from sandcastle.services.executions import (
 )
 from sandcastle.services.files import FilesSnapshot
 from sandcastle.services.sandboxes import SandboxService
-from sandcastle.store.db import Database
-from sandcastle.store.models import RunRow, SandboxRow
-from sandcastle.store.repositories import rowcount
+from sandcastle.store.models import RunRow
+from sandcastle.store.runs import RunRepository
 from sandcastle.store.sandboxes import SandboxRepository
 
 log = logging.getLogger("sandcastle.runs")
@@ -89,7 +86,7 @@ class RunDispatcher:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        runs: RunRepository,
         active: ActiveRuns,
         records: SandboxRepository,
         sandboxes: SandboxService,
@@ -99,7 +96,7 @@ class RunDispatcher:
         clock: Clock,
     ) -> None:
         self._settings = settings
-        self._db = db
+        self._runs = runs
         self._records = records
         self._sandboxes = sandboxes
         self._contexts = contexts
@@ -128,31 +125,7 @@ class RunDispatcher:
         room = self._settings.runs_max_concurrent - len(self._active)
         if room <= 0:
             return []
-        lane = func.coalesce(RunRow.context_id, RunRow.id)
-        heads = (
-            select(func.min(RunRow.seq))
-            .where(RunRow.status == RunStatus.QUEUED.value)
-            .group_by(RunRow.sandbox_id, lane)
-        )
-        query = (
-            select(RunRow)
-            .join(SandboxRow, SandboxRow.id == RunRow.sandbox_id)
-            .where(
-                RunRow.seq.in_(heads),
-                RunRow.status == RunStatus.QUEUED.value,
-                or_(
-                    SandboxRow.status == SandboxStatus.RUNNING.value,
-                    and_(
-                        SandboxRow.status == SandboxStatus.PAUSED.value,
-                        SandboxRow.snapshot_id.is_not(None),
-                        SandboxRow.auto_resume.is_(True),
-                    ),
-                ),
-            )
-            .order_by(RunRow.seq)
-        )
-        async with self._db.session() as session:
-            rows = (await session.scalars(query)).all()
+        rows = await self._runs.startable_heads()
         busy_lanes = {(a.sandbox_id, a.lane) for a in self._active}
         per_sandbox: dict[str, int] = {}
         for a in self._active:
@@ -175,10 +148,10 @@ class RunDispatcher:
     async def _execute(self, active: ActiveRun, row: RunRow) -> None:
         """Claim, run and settle one run. Never raises (it lives in the dispatcher's group)."""
         try:
-            if await self._claim(row.id):
+            if await self._runs.claim(row.id, self._clock()):
                 outcome = await self._run(active, row)
                 if outcome.requeue:
-                    await self._requeue(row.id)
+                    await self._runs.requeue(row.id)
                 else:
                     await self._settle(active, outcome)
         except asyncio.CancelledError:
@@ -194,27 +167,6 @@ class RunDispatcher:
         finally:
             self._active.discard(row.id)
             self._active.wake()
-
-    async def _claim(self, run_id: str) -> bool:
-        async with self._db.session() as session:
-            claimed = await session.execute(
-                update(RunRow)
-                .where(
-                    RunRow.id == run_id,
-                    RunRow.status == RunStatus.QUEUED.value,
-                    RunRow.cancel_requested_at.is_(None),
-                )
-                .values(status=RunStatus.RUNNING.value, started_at=self._clock())
-            )
-            return rowcount(claimed) == 1
-
-    async def _requeue(self, run_id: str) -> None:
-        async with self._db.session() as session:
-            await session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status == RunStatus.RUNNING.value)
-                .values(status=RunStatus.QUEUED.value, started_at=None)
-            )
 
     async def _run(self, active: ActiveRun, row: RunRow) -> _Outcome:
         sandbox = await self._records.find(row.sandbox_id)
@@ -279,10 +231,7 @@ class RunDispatcher:
             return await self._contexts.find(sandbox.id, row.context_id)
         context = await self._contexts.start(link, sandbox, row.language, sandbox.cwd)
         active.lane = context.id
-        async with self._db.session() as session:
-            await session.execute(
-                update(RunRow).where(RunRow.id == row.id).values(context_id=context.id)
-            )
+        await self._runs.set_context(row.id, context.id)
         return context
 
     async def _execute_code(
@@ -357,24 +306,18 @@ class RunDispatcher:
         artifacts = [dataclasses.replace(a, expires_at=expires) for a in outcome.artifacts]
         written = False
         try:
-            async with self._db.session() as session:
-                settled = await session.execute(
-                    update(RunRow)
-                    .where(RunRow.id == active.run_id, RunRow.status == RunStatus.RUNNING.value)
-                    .values(
-                        status=outcome.status.value,
-                        completed_at=now,
-                        expires_at=expires,
-                        execution=None
-                        if outcome.execution is None
-                        else outcome.execution.to_json(),
-                        failure_reason=outcome.failure_reason,
-                        env_vars=None,
-                    )
-                )
-                written = rowcount(settled) == 1
-                if written:
-                    session.add_all(to_row(a) for a in artifacts)
+            written = await self._runs.settle(
+                active.run_id,
+                {
+                    "status": outcome.status.value,
+                    "completed_at": now,
+                    "expires_at": expires,
+                    "execution": None if outcome.execution is None else outcome.execution.to_json(),
+                    "failure_reason": outcome.failure_reason,
+                    "env_vars": None,
+                },
+                artifacts,
+            )
         finally:
             if not written and artifacts:
                 await self._artifacts.remove_runs([active.run_id])

@@ -11,15 +11,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock
 from sandcastle.domain.runs import Reasons, RunStatus
 from sandcastle.domain.sandbox import LIVE_STATUSES, Sandbox, SandboxStatus
 from sandcastle.services.active_runs import ActiveRuns
-from sandcastle.store.db import Database
-from sandcastle.store.models import RunRow
+from sandcastle.store.runs import RunRepository
 from sandcastle.store.sandboxes import SandboxRepository
 
 log = logging.getLogger("sandcastle.runs")
@@ -34,13 +31,13 @@ class RunSettlement:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        runs: RunRepository,
         sandboxes: SandboxRepository,
         active: ActiveRuns,
         clock: Clock,
     ) -> None:
         self._settings = settings
-        self._db = db
+        self._runs = runs
         self._sandboxes = sandboxes
         self._active = active
         self._clock = clock
@@ -59,22 +56,8 @@ class RunSettlement:
             "env_vars": None,
             "expires_at": retained_from(self._settings, now),
         }
-        async with self._db.session() as session:
-            await session.execute(
-                update(RunRow)
-                .where(RunRow.sandbox_id == sandbox.id, RunRow.status == RunStatus.QUEUED.value)
-                .values(**values)
-            )
-            # Running runs nobody in this process executes (none, after recovery) end here too.
-            await session.execute(
-                update(RunRow)
-                .where(
-                    RunRow.sandbox_id == sandbox.id,
-                    RunRow.status == RunStatus.RUNNING.value,
-                    RunRow.id.not_in(self._active.ids()),
-                )
-                .values(**values)
-            )
+        # Running runs nobody in this process executes (none, after recovery) end here too.
+        await self._runs.end_open_runs_of(sandbox.id, values, except_ids=self._active.ids())
         self._active.sandbox_ended(sandbox.id, reason)
 
     async def on_sandbox_ended(self, sandbox: Sandbox) -> None:
@@ -86,13 +69,7 @@ class RunSettlement:
 
     async def sweep(self) -> None:
         """Settle the runs of sandboxes that ended without the listener seeing it."""
-        query = (
-            select(RunRow.sandbox_id)
-            .where(RunRow.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]))
-            .distinct()
-        )
-        async with self._db.session() as session:
-            sandbox_ids = list((await session.scalars(query)).all())
+        sandbox_ids = await self._runs.sandboxes_with_open_runs()
         for sandbox_id in sandbox_ids:
             sandbox = await self._sandboxes.find(sandbox_id)
             if sandbox is not None and sandbox.status not in LIVE_STATUSES:

@@ -21,15 +21,11 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, update
-
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock
-from sandcastle.domain.execution import output_size
 from sandcastle.domain.languages import normalise_language
 from sandcastle.domain.limits import LIST_MAX_BYTES
 from sandcastle.domain.runs import (
-    TERMINAL_STATUSES,
     Artifact,
     Reasons,
     Run,
@@ -47,9 +43,8 @@ from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.executions import check_env_vars
 from sandcastle.services.run_settlement import RunSettlement, retained_from
 from sandcastle.services.sandboxes import SandboxService
-from sandcastle.store.db import Database
-from sandcastle.store.models import ArtifactRow, RunRow
-from sandcastle.store.repositories import rowcount
+from sandcastle.store.models import RunRow
+from sandcastle.store.runs import RunRepository
 
 log = logging.getLogger("sandcastle.runs")
 
@@ -105,7 +100,7 @@ class RunService:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        runs: RunRepository,
         sandboxes: SandboxService,
         contexts: ContextService,
         artifacts: ArtifactService,
@@ -114,7 +109,7 @@ class RunService:
         clock: Clock,
     ) -> None:
         self._settings = settings
-        self._db = db
+        self._runs = runs
         self._sandboxes = sandboxes
         self._contexts = contexts
         self._artifacts = artifacts
@@ -162,17 +157,13 @@ class RunService:
             created_at=now,
             expires_at=now + timedelta(seconds=self._settings.run_retention_s),
         )
-        async with self._db.session() as session:
-            waiting = await session.scalar(
-                select(func.count())
-                .select_from(RunRow)
-                .where(RunRow.sandbox_id == sandbox_id, RunRow.status == RunStatus.QUEUED.value)
+        waiting = await self._runs.enqueue(
+            row, max_queued=self._settings.runs_max_queued_per_sandbox
+        )
+        if waiting is not None:
+            raise LimitExceededError(
+                f"sandbox {sandbox_id} already has {waiting} runs queued (the limit)"
             )
-            if (waiting or 0) >= self._settings.runs_max_queued_per_sandbox:
-                raise LimitExceededError(
-                    f"sandbox {sandbox_id} already has {waiting} runs queued (the limit)"
-                )
-            session.add(row)
         self._active.wake()
         return to_run(row, [])
 
@@ -180,8 +171,7 @@ class RunService:
 
     async def get(self, principal: Principal, sandbox_id: str, run_id: str) -> Run:
         await self._sandboxes.get(principal, sandbox_id)
-        async with self._db.session() as session:
-            row = await session.scalar(select(RunRow).where(RunRow.id == run_id))
+        row = await self._runs.get(run_id)
         if row is None or row.sandbox_id != sandbox_id:
             raise NotFoundError(f"run {run_id} not found in sandbox {sandbox_id}")
         artifacts = await self._artifacts.of_runs([row.id])
@@ -200,30 +190,16 @@ class RunService:
         """Newest first; keyset pagination on the submission number, stable while runs are
         submitted (they are newer than any cursor) or change status."""
         await self._sandboxes.get(principal, sandbox_id)
-        query = select(RunRow).where(RunRow.sandbox_id == sandbox_id)
-        if status is not None:
-            query = query.where(RunRow.status == status.value)
-        if context_id is not None:
-            query = query.where(RunRow.context_id == context_id)
-        if cursor is not None:
-            query = query.where(RunRow.seq < decode_cursor(cursor))
-        query = query.order_by(RunRow.seq.desc()).limit(limit + 1)
         # Runs carry their output (up to MAX_OUTPUT_BYTES each): a page also ends once it holds
         # LIST_MAX_BYTES, so neither the answer nor the server's memory grows with ``limit``.
-        # Rows are read a few at a time for the same reason.
-        rows: list[RunRow] = []
-        held = 0
-        more = False
-        async with self._db.session() as session:
-            result = await session.stream_scalars(query.execution_options(yield_per=8))
-            async for row in result:
-                size = output_size(row.execution)
-                if len(rows) == limit or (rows and held + size > LIST_MAX_BYTES):
-                    more = True
-                    break
-                rows.append(row)
-                held += size
-            await result.close()
+        rows, more = await self._runs.page(
+            sandbox_id,
+            status=status,
+            context_id=context_id,
+            before_seq=None if cursor is None else decode_cursor(cursor),
+            limit=limit,
+            max_bytes=LIST_MAX_BYTES,
+        )
         next_cursor = encode_cursor(rows[-1].seq) if more else None
         artifacts = await self._artifacts.of_runs([row.id for row in rows])
         return [to_run(row, artifacts[row.id]) for row in rows], next_cursor
@@ -235,30 +211,17 @@ class RunService:
         shortly after). ``cancel_requested_at`` is set at once; a finished run is a conflict."""
         await self.get(principal, sandbox_id, run_id)
         now = self._clock()
-        # Conditional updates, not read-then-write: the dispatcher may claim the run meanwhile.
-        async with self._db.session() as session:
-            cancelled = await session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED.value)
-                .values(
-                    status=RunStatus.CANCELLED.value,
-                    cancel_requested_at=now,
-                    completed_at=now,
-                    failure_reason=Reasons.CANCELLED_BY_USER,
-                    env_vars=None,
-                    expires_at=retained_from(self._settings, now),
-                )
-            )
-            if rowcount(cancelled) == 0:
-                await session.execute(
-                    update(RunRow)
-                    .where(
-                        RunRow.id == run_id,
-                        RunRow.status == RunStatus.RUNNING.value,
-                        RunRow.cancel_requested_at.is_(None),
-                    )
-                    .values(cancel_requested_at=now)
-                )
+        await self._runs.cancel(
+            run_id,
+            now,
+            {
+                "status": RunStatus.CANCELLED.value,
+                "completed_at": now,
+                "failure_reason": Reasons.CANCELLED_BY_USER,
+                "env_vars": None,
+                "expires_at": retained_from(self._settings, now),
+            },
+        )
         run = await self.get(principal, sandbox_id, run_id)
         if run.status is RunStatus.RUNNING:
             self._active.cancel(run_id, Reasons.CANCELLED_BY_USER)
@@ -287,26 +250,15 @@ class RunService:
     async def recover(self) -> None:
         """At start-up, before the dispatcher: runs left ``running`` by a dead server fail."""
         now = self._clock()
-        async with self._db.session() as session:
-            ids = list(
-                (
-                    await session.scalars(
-                        select(RunRow.id).where(RunRow.status == RunStatus.RUNNING.value)
-                    )
-                ).all()
-            )
-            if ids:
-                await session.execute(
-                    update(RunRow)
-                    .where(RunRow.id.in_(ids), RunRow.status == RunStatus.RUNNING.value)
-                    .values(
-                        status=RunStatus.FAILED.value,
-                        completed_at=now,
-                        failure_reason=Reasons.SERVER_RESTARTED,
-                        env_vars=None,
-                        expires_at=retained_from(self._settings, now),
-                    )
-                )
+        ids = await self._runs.fail_running(
+            {
+                "status": RunStatus.FAILED.value,
+                "completed_at": now,
+                "failure_reason": Reasons.SERVER_RESTARTED,
+                "env_vars": None,
+                "expires_at": retained_from(self._settings, now),
+            }
+        )
         if ids:
             log.warning("%d runs were running when the server stopped: marked failed", len(ids))
             # Files half-copied before the crash: no row names them.
@@ -318,22 +270,7 @@ class RunService:
         now = self._clock()
         purged = 0
         while True:
-            async with self._db.session() as session:
-                ids = list(
-                    (
-                        await session.scalars(
-                            select(RunRow.id)
-                            .where(
-                                RunRow.expires_at <= now,
-                                RunRow.status.in_([s.value for s in TERMINAL_STATUSES]),
-                            )
-                            .limit(PURGE_BATCH)
-                        )
-                    ).all()
-                )
-                if ids:
-                    await session.execute(delete(ArtifactRow).where(ArtifactRow.run_id.in_(ids)))
-                    await session.execute(delete(RunRow).where(RunRow.id.in_(ids)))
+            ids = await self._runs.purge_batch(now, PURGE_BATCH)
             if not ids:
                 return purged
             await self._artifacts.remove_runs(ids)
