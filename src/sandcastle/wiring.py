@@ -48,9 +48,11 @@ from sandcastle.services.templates import TemplateService
 from sandcastle.services.tenancy import TenancyService
 from sandcastle.store.contexts import ContextRepository
 from sandcastle.store.db import Database
+from sandcastle.store.ledger import LedgerStore
 from sandcastle.store.runs import RunRepository
 from sandcastle.store.sandboxes import SandboxRepository
 from sandcastle.store.snapshots import SnapshotRepository
+from sandcastle.store.tenancy import TenancyStore
 
 log = logging.getLogger("sandcastle.server")
 
@@ -140,6 +142,7 @@ def build_services(
     run_records = RunRepository(db)
     locks = OperationLocks()
     active_runs = ActiveRuns()
+    tenancy_store = TenancyStore(db)
     images = MemoryImages(settings, sandbox_records, runtime)
     settlement = RunSettlement(settings, run_records, sandbox_records, active_runs, clock)
     states = SandboxStates(
@@ -150,7 +153,7 @@ def build_services(
         clock,
         ended=(images.on_sandbox_ended, settlement.on_sandbox_ended),
     )
-    admission = Admission(settings, db)
+    admission = Admission(settings, tenancy_store)
     provisioning = Provisioning(settings, sandbox_records, runtime, states, admission, clock)
     hibernation = Hibernation(
         settings, sandbox_records, runtime, states, provisioning, admission, images, locks, clock
@@ -167,8 +170,8 @@ def build_services(
         pool,
         clock,
     )
-    tenancy = TenancyService(settings, db, clock=clock)
-    accounting = AccountingService(settings, db, tenancy, sandboxes, clock=clock)
+    tenancy = TenancyService(settings, tenancy_store, clock=clock)
+    accounting = AccountingService(settings, LedgerStore(db), tenancy, sandboxes, clock=clock)
     contexts = ContextService(contexts_store, sandboxes)
     executions = ExecutionService(sandboxes, contexts)
     files = FilesService(sandboxes)
@@ -204,7 +207,7 @@ def build_services(
         artifacts=artifacts,
         run_dispatcher=dispatcher,
         tenancy=tenancy,
-        members=MemberService(settings, db, tenancy, clock=clock),
+        members=MemberService(settings, tenancy_store, tenancy, clock=clock),
         accounting=accounting,
         org_sandboxes=OrgSandboxes(db, tenancy, accounting.prices, clock),
         snapshots=SnapshotService(

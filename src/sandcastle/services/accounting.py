@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-
-from sqlalchemy import and_, func, or_, select, update
 
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock, utcnow
@@ -42,13 +39,12 @@ from sandcastle.domain.metering import (
     open_segment,
     stop_values,
 )
-from sandcastle.domain.sandbox import SandboxStatus
 from sandcastle.errors import ConflictError, FieldError, SandcastleError
 from sandcastle.services.auth import Principal
 from sandcastle.services.sandboxes import SandboxService
-from sandcastle.services.tenancy import TenancyService, over_limit_members
-from sandcastle.store.db import Database
-from sandcastle.store.models import CreditTransactionRow, MemberRow, OrgRow, SandboxRow
+from sandcastle.services.tenancy import TenancyService
+from sandcastle.store.ledger import LedgerStore
+from sandcastle.store.models import SandboxRow
 
 log = logging.getLogger("sandcastle.accounting")
 
@@ -87,21 +83,17 @@ class CreditStatement:
     transactions: list[CreditTransaction]
 
 
-class _Stale(Exception):
-    """A sandbox row changed between the read and the compare-and-set: do the org again."""
-
-
 class AccountingService:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        ledger: LedgerStore,
         tenancy: TenancyService,
         sandboxes: SandboxService,
         clock: Clock = utcnow,
     ) -> None:
         self._settings = settings
-        self._db = db
+        self._ledger = ledger
         self._tenancy = tenancy
         self._sandboxes = sandboxes
         self._clock = clock
@@ -114,15 +106,7 @@ class AccountingService:
     ) -> CreditStatement:
         """The org's balance and its latest ledger entries."""
         org = await self._tenancy.resolve_org(principal, slug, operator_ok=True)
-        async with self._db.session() as session:
-            rows = (
-                await session.scalars(
-                    select(CreditTransactionRow)
-                    .where(CreditTransactionRow.org_id == org.id)
-                    .order_by(CreditTransactionRow.created_at.desc(), CreditTransactionRow.id)
-                    .limit(limit)
-                )
-            ).all()
+        rows = await self._ledger.transactions(org.id, limit)
         return CreditStatement(
             balance=org.credit_balance,
             transactions=[
@@ -138,25 +122,10 @@ class AccountingService:
             self._tenancy.require_admin(principal)
         if amount <= 0:
             raise FieldError("amount", "amount must be a positive number of credits")
-        async with self._db.session() as session:
-            balance = (
-                await session.execute(
-                    update(OrgRow)
-                    .where(OrgRow.id == org.id)
-                    .values(credit_balance=OrgRow.credit_balance + amount)
-                    .returning(OrgRow.credit_balance)
-                )
-            ).scalar_one()
-            row = CreditTransactionRow(
-                id=str(uuid.uuid4()),
-                org_id=org.id,
-                kind="topup",
-                amount=amount,
-                balance_after=balance,
-                member_id=principal.member_id,
-                created_at=self._clock(),
-            )
-            session.add(row)
+        row = await self._ledger.credit(
+            org.id, amount, kind="topup", member_id=principal.member_id, now=self._clock()
+        )
+        balance = row.balance_after
         log.info("org %s topped up by %d credits: balance %d", org.slug, amount, balance)
         entry = CreditTransaction(row.id, row.kind, row.amount, row.balance_after, row.created_at)
         return CreditStatement(balance=balance, transactions=[entry])
@@ -174,121 +143,44 @@ class AccountingService:
         one transaction per org. Returns the credits debited per org id."""
         now = self._clock()
         by_org: dict[str, list[SandboxRow]] = defaultdict(list)
-        for row in await self._metered_rows(None):
+        for row in await self._ledger.metered():
             assert row.org_id is not None
             by_org[row.org_id].append(row)
         debited: dict[str, int] = {}
         for org_id, rows in by_org.items():
             for _attempt in range(20):
-                try:
-                    debited[org_id] = await self._deduct_org(org_id, rows, now)
+                total = await self._deduct_org(org_id, rows, now)
+                if total is not None:
+                    debited[org_id] = total
                     break
-                except _Stale:
-                    rows = await self._metered_rows(org_id)
+                rows = await self._ledger.metered(org_id)
             else:
                 log.warning("org %s: sandboxes kept changing; deduction left for next pass", org_id)
         return debited
 
-    async def _metered_rows(self, org_id: str | None) -> list[SandboxRow]:
-        query = select(SandboxRow).where(
-            SandboxRow.org_id.is_not(None),
-            or_(
-                SandboxRow.status.in_([SandboxStatus.RUNNING.value, SandboxStatus.PAUSED.value]),
-                and_(SandboxRow.killed_at.is_(None), SandboxRow.status.in_(KILLED_STATUSES)),
-            ),
-        )
-        if org_id is not None:
-            query = query.where(SandboxRow.org_id == org_id)
-        async with self._db.session() as session:
-            return list((await session.scalars(query)).all())
-
-    async def _deduct_org(self, org_id: str, rows: list[SandboxRow], now: datetime) -> int:
+    async def _deduct_org(self, org_id: str, rows: list[SandboxRow], now: datetime) -> int | None:
+        """The credits debited, or None if a sandbox changed meanwhile (nothing written)."""
         total = 0
-        async with self._db.session() as session:
-            for row in rows:
-                if row.status in KILLED_STATUSES:
-                    values = stop_values(row, now, self.prices)
-                    values["killed_at"] = open_segment(row, now).end
-                else:
-                    values = meter_values(row, now, self.prices)
-                billed = values["meter_units"] // UNITS_PER_CREDIT
-                total += billed - row.billed_credits
-                values.update(billed_credits=billed, last_credit_deduction_at=now)
-                changed = await session.execute(
-                    update(SandboxRow)
-                    .where(
-                        SandboxRow.id == row.id,
-                        SandboxRow.status == row.status,
-                        SandboxRow.meter_units == row.meter_units,
-                        SandboxRow.meter_since.is_not_distinct_from(row.meter_since),
-                        SandboxRow.killed_at.is_(None),
-                    )
-                    .values(**values)
-                )
-                if changed.rowcount != 1:  # type: ignore[attr-defined]
-                    raise _Stale(row.id)  # rolls the whole org back
-            if total:
-                balance = (
-                    await session.execute(
-                        update(OrgRow)
-                        .where(OrgRow.id == org_id)
-                        .values(credit_balance=OrgRow.credit_balance - total)
-                        .returning(OrgRow.credit_balance)
-                    )
-                ).scalar_one()
-                session.add(
-                    CreditTransactionRow(
-                        id=str(uuid.uuid4()),
-                        org_id=org_id,
-                        kind="usage",
-                        amount=-total,
-                        balance_after=balance,
-                        member_id=None,
-                        created_at=now,
-                    )
-                )
+        charges = []
+        for row in rows:
+            if row.status in KILLED_STATUSES:
+                values = stop_values(row, now, self.prices)
+                values["killed_at"] = open_segment(row, now).end
+            else:
+                values = meter_values(row, now, self.prices)
+            billed = values["meter_units"] // UNITS_PER_CREDIT
+            total += billed - row.billed_credits
+            values.update(billed_credits=billed, last_credit_deduction_at=now)
+            charges.append((row, values))
+        if not await self._ledger.deduct(org_id, charges, total, now):
+            return None
         return total
 
     async def enforce(self) -> list[str]:
         """Pause running sandboxes of orgs without credits, and of members past the limit."""
         paused: list[str] = []
-        async with self._db.session() as session:
-            broke = list(
-                (
-                    await session.scalars(
-                        select(SandboxRow.id)
-                        .join(OrgRow, OrgRow.id == SandboxRow.org_id)
-                        .where(
-                            OrgRow.credit_balance <= 0,
-                            SandboxRow.status == SandboxStatus.RUNNING.value,
-                        )
-                    )
-                ).all()
-            )
-            over: list[str] = []
-            # Only orgs with more members than their limit need the ranking.
-            crowded = (
-                select(OrgRow)
-                .join(MemberRow, MemberRow.org_id == OrgRow.id)
-                .where(MemberRow.removed_at.is_(None))
-                .group_by(OrgRow.id)
-                .having(
-                    func.count(MemberRow.id)
-                    > func.coalesce(OrgRow.max_members, self._settings.org_max_members)
-                )
-            )
-            for org in (await session.scalars(crowded)).all():
-                members = await over_limit_members(session, org, self._settings)
-                if members:
-                    over += (
-                        await session.scalars(
-                            select(SandboxRow.id).where(
-                                SandboxRow.org_id == org.id,
-                                SandboxRow.member_id.in_(members),
-                                SandboxRow.status == SandboxStatus.RUNNING.value,
-                            )
-                        )
-                    ).all()
+        broke = await self._ledger.running_without_credits()
+        over = await self._ledger.running_past_member_limit(self._settings.org_max_members)
         for sandbox_id in broke:
             if await self._suspend(sandbox_id, PauseReason.INSUFFICIENT_CREDITS):
                 paused.append(sandbox_id)

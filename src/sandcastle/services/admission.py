@@ -10,11 +10,7 @@ sandbox's creator.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from sandcastle.config import Settings
-from sandcastle.domain.sandbox import LIVE_STATUSES
 from sandcastle.errors import (
     FieldError,
     ForbiddenError,
@@ -28,38 +24,35 @@ from sandcastle.services.tenancy import (
     OrgLimits,
     Placement,
     effective_limits,
-    first_project,
     over_limit_members,
-    project_row,
-    workspace_row,
 )
-from sandcastle.store.db import Database
-from sandcastle.store.models import OrgRow, SandboxRow
+from sandcastle.store.models import OrgRow
+from sandcastle.store.tenancy import TenancyStore, TenancyTx
 
 
 class Admission:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, store: TenancyStore) -> None:
         self._settings = settings
-        self._db = db
+        self._store = store
 
     async def place(
         self, principal: Principal, project_id: str | None, workspace_id: str | None
     ) -> Placement:
         """Where a create by ``principal`` goes; raises if the org may not create now."""
-        async with self._db.session() as session:
-            org = await session.get(OrgRow, principal.org_id)
+        async with self._store.transaction() as tx:
+            org = await tx.org(principal.org_id)
             if org is None:
                 raise NotFoundError("the key's org no longer exists")
             workspace = None
             if workspace_id is not None:
-                workspace = await workspace_row(session, org.id, workspace_id)
+                workspace = await tx.workspace(org.id, workspace_id)
             if project_id is not None:
-                await project_row(session, org.id, project_id)
+                await tx.project(org.id, project_id)
             else:
                 project_id = (
                     (workspace.project_id if workspace is not None else None)
                     or principal.project_id
-                    or await first_project(session, org.id)
+                    or await tx.first_project(org.id)
                 )
             if principal.project_id is not None and project_id != principal.project_id:
                 raise ForbiddenError(f"this key is scoped to project {principal.project_id}")
@@ -67,30 +60,26 @@ class Admission:
                 raise FieldError(
                     "workspace_id", f"workspace {workspace.id} belongs to another project"
                 )
-            await self._check_may_run(session, org, principal.member_id)
+            await self._check_may_run(tx, org, principal.member_id)
         return Placement(project_id, workspace_id, effective_limits(org, self._settings))
 
     async def admit_resume(self, org_id: str, sandbox_id: str) -> None:
         """A paused sandbox may run again only while its org has credits and its creator is
         within the member limit."""
-        async with self._db.session() as session:
-            org = await session.get(OrgRow, org_id)
-            row = await session.get(SandboxRow, sandbox_id)
-            if org is None or row is None:
+        async with self._store.transaction() as tx:
+            org = await tx.org(org_id)
+            found, creator = await tx.sandbox_creator(sandbox_id)
+            if org is None or not found:
                 raise NotFoundError(f"sandbox {sandbox_id} not found")
-            await self._check_may_run(session, org, row.member_id)
+            await self._check_may_run(tx, org, creator)
 
-    async def _check_may_run(
-        self, session: AsyncSession, org: OrgRow, member_id: str | None
-    ) -> None:
+    async def _check_may_run(self, tx: TenancyTx, org: OrgRow, member_id: str | None) -> None:
         if org.credit_balance <= 0:
             raise UsageLimitExceededError(
                 f"org {org.slug!r} has no credits left (balance {org.credit_balance}); "
                 "an owner or admin can top up with POST /v1/orgs/{org}/credits"
             )
-        if member_id is not None and member_id in await over_limit_members(
-            session, org, self._settings
-        ):
+        if member_id is not None and member_id in await over_limit_members(tx, org, self._settings):
             raise MemberLimitExceededError(
                 f"org {org.slug!r} has more members than its limit allows, and this member is "
                 "past it"
@@ -99,16 +88,9 @@ class Admission:
     async def check_capacity(self, org_id: str, limits: OrgLimits) -> None:
         """Refuse a create when the org's live sandboxes (creating, running or paused: all hold
         resources) are at its maximum. The caller serialises creates per org around this."""
-        async with self._db.session() as session:
-            live = await session.scalar(
-                select(func.count())
-                .select_from(SandboxRow)
-                .where(
-                    SandboxRow.org_id == org_id,
-                    SandboxRow.status.in_([s.value for s in LIVE_STATUSES]),
-                )
-            )
-        if int(live or 0) >= limits.max_concurrent_sandboxes:
+        async with self._store.transaction() as tx:
+            live = await tx.live_sandboxes(org_id)
+        if live >= limits.max_concurrent_sandboxes:
             raise SandboxCapacityExceededError(
                 f"the org runs {live} sandboxes, its maximum at once is "
                 f"{limits.max_concurrent_sandboxes}; destroy some first"

@@ -11,9 +11,6 @@ from __future__ import annotations
 import re
 import uuid
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock, utcnow
 from sandcastle.errors import (
@@ -33,20 +30,23 @@ from sandcastle.services.tenancy import (
     effective_limits,
     key_view,
     over_limit_members,
-    project_row,
 )
-from sandcastle.store.db import Database
-from sandcastle.store.models import ApiKeyRow, MemberRow, UserRow
+from sandcastle.store.models import MemberRow, UserRow
+from sandcastle.store.tenancy import TenancyStore, TenancyTx
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
 class MemberService:
     def __init__(
-        self, settings: Settings, db: Database, tenancy: TenancyService, clock: Clock = utcnow
+        self,
+        settings: Settings,
+        store: TenancyStore,
+        tenancy: TenancyService,
+        clock: Clock = utcnow,
     ) -> None:
         self._settings = settings
-        self._db = db
+        self._store = store
         self._tenancy = tenancy
         self._clock = clock
 
@@ -54,16 +54,9 @@ class MemberService:
 
     async def list_members(self, principal: Principal, slug: str) -> list[Member]:
         org = await self._tenancy.resolve_org(principal, slug)
-        async with self._db.session() as session:
-            over = await over_limit_members(session, org, self._settings)
-            rows = (
-                await session.execute(
-                    select(MemberRow, UserRow)
-                    .join(UserRow, UserRow.id == MemberRow.user_id)
-                    .where(MemberRow.org_id == org.id, MemberRow.removed_at.is_(None))
-                    .order_by(MemberRow.created_at, MemberRow.id)
-                )
-            ).all()
+        async with self._store.transaction() as tx:
+            over = await over_limit_members(tx, org, self._settings)
+            rows = await tx.members(org.id)
         return [_member(m, u, m.id in over) for m, u in rows]
 
     async def add_member(
@@ -75,32 +68,26 @@ class MemberService:
         if not _EMAIL.match(email):
             raise FieldError("email", "email must look like name@host")
         now = self._clock()
-        async with self._db.session() as session:
-            active = await session.scalar(
-                select(func.count())
-                .select_from(MemberRow)
-                .where(MemberRow.org_id == org.id, MemberRow.removed_at.is_(None))
-            )
+        async with self._store.transaction() as tx:
+            active = await tx.count_members(org.id)
             limit = effective_limits(org, self._settings).max_members
-            user = await session.scalar(select(UserRow).where(UserRow.email == email))
+            user = await tx.user_by_email(email)
             if user is None:
                 user = UserRow(
                     id=str(uuid.uuid4()), email=email, name=name or email, created_at=now
                 )
-                session.add(user)
-                await session.flush()
-            member = await session.scalar(
-                select(MemberRow).where(MemberRow.org_id == org.id, MemberRow.user_id == user.id)
-            )
+                tx.add(user)
+                await tx.flush()
+            member = await tx.membership(org.id, user.id)
             if member is not None and member.removed_at is None:
                 raise MemberExistsError(f"{email} is a member of org {slug!r} already")
-            if int(active or 0) >= limit:
+            if active >= limit:
                 raise MemberLimitExceededError(f"org {slug!r} has its maximum of {limit} members")
             if member is None:
                 member = MemberRow(
                     id=str(uuid.uuid4()), org_id=org.id, user_id=user.id, role=role, created_at=now
                 )
-                session.add(member)
+                tx.add(member)
             else:  # a former member rejoins, last in line for the member limit
                 member.role, member.removed_at, member.created_at = role, None, now
         return _member(member, user, False)
@@ -109,30 +96,26 @@ class MemberService:
         self, principal: Principal, slug: str, member_id: str, role: str
     ) -> Member:
         org = await self._tenancy.resolve_org(principal, slug)
-        async with self._db.session() as session:
-            member, user = await _member_row(session, org.id, member_id)
+        async with self._store.transaction() as tx:
+            member, user = await tx.member(org.id, member_id)
             self._check_role_change(principal, role, member.role)
             if member.role == Role.OWNER.value and role != Role.OWNER.value:
-                await _keep_an_owner(session, org.id)
+                await _keep_an_owner(tx, org.id)
             member.role = role
-            over = await over_limit_members(session, org, self._settings)
+            over = await over_limit_members(tx, org, self._settings)
         return _member(member, user, member.id in over)
 
     async def remove_member(self, principal: Principal, slug: str, member_id: str) -> None:
         """Remove the member and revoke every key of theirs; their sandboxes stay the org's."""
         org = await self._tenancy.resolve_org(principal, slug)
         now = self._clock()
-        async with self._db.session() as session:
-            member, _user = await _member_row(session, org.id, member_id)
+        async with self._store.transaction() as tx:
+            member, _user = await tx.member(org.id, member_id)
             self._check_role_change(principal, None, member.role)
             if member.role == Role.OWNER.value:
-                await _keep_an_owner(session, org.id)
+                await _keep_an_owner(tx, org.id)
             member.removed_at = now
-            await session.execute(
-                update(ApiKeyRow)
-                .where(ApiKeyRow.member_id == member.id, ApiKeyRow.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
+            await tx.revoke_keys_of(member.id, now)
 
     @staticmethod
     def _check_role_change(principal: Principal, new: str | None, current: str | None) -> None:
@@ -148,11 +131,11 @@ class MemberService:
     async def list_keys(self, principal: Principal, slug: str) -> list[ApiKey]:
         """Every key of the org for owners and admins; a member's own keys otherwise."""
         org = await self._tenancy.resolve_org(principal, slug)
-        query = select(ApiKeyRow).where(ApiKeyRow.org_id == org.id)
-        if not principal.is_admin:
-            query = query.where(ApiKeyRow.member_id == principal.member_id)
-        async with self._db.session() as session:
-            rows = (await session.scalars(query.order_by(ApiKeyRow.created_at, ApiKeyRow.id))).all()
+        async with self._store.transaction() as tx:
+            if principal.is_admin:
+                rows = await tx.keys(org.id)
+            else:
+                rows = await tx.keys_of_member(org.id, principal.member_id)
         return [key_view(r) for r in rows]
 
     async def create_key(
@@ -174,12 +157,12 @@ class MemberService:
             if project_id not in (None, principal.project_id):
                 raise ForbiddenError("a project-scoped key can only make keys of its project")
             project_id = principal.project_id
-        async with self._db.session() as session:
-            target, _user = await _member_row(session, org.id, target_id)
+        async with self._store.transaction() as tx:
+            target, _user = await tx.member(org.id, target_id)
             if target.id != principal.member_id:
                 self._check_role_change(principal, None, target.role)
             if project_id is not None:
-                await project_row(session, org.id, project_id)
+                await tx.project(org.id, project_id)
             secret, row = new_key_row(
                 org_id=org.id,
                 project_id=project_id,
@@ -188,14 +171,14 @@ class MemberService:
                 now=self._clock(),
                 member_id=target.id,
             )
-            session.add(row)
+            tx.add(row)
         return NewKey(key_view(row), secret)
 
     async def revoke_key(self, principal: Principal, slug: str, key_id: str) -> None:
         """Revoke at once: the key's next request is a 401."""
         org = await self._tenancy.resolve_org(principal, slug)
-        async with self._db.session() as session:
-            row = await session.get(ApiKeyRow, key_id)
+        async with self._store.transaction() as tx:
+            row = await tx.key(key_id)
             if row is None or row.org_id != org.id:
                 raise NotFoundError(f"key {key_id} not found")
             if row.member_id != principal.member_id or principal.member_id is None:
@@ -203,7 +186,7 @@ class MemberService:
                     raise NotFoundError(f"key {key_id} not found")  # others' keys are not listed
                 holder = None
                 if row.member_id is not None:
-                    holder = await session.get(MemberRow, row.member_id)
+                    holder = await tx.member_by_id(row.member_id)
                 self._check_role_change(principal, None, holder.role if holder else None)
             if row.revoked_at is None:
                 row.revoked_at = self._clock()
@@ -221,26 +204,6 @@ def _member(row: MemberRow, user: UserRow, over: bool) -> Member:
     )
 
 
-async def _member_row(
-    session: AsyncSession, org_id: str, member_id: str
-) -> tuple[MemberRow, UserRow]:
-    row = await session.get(MemberRow, member_id)
-    if row is None or row.org_id != org_id or row.removed_at is not None:
-        raise NotFoundError(f"member {member_id} not found")
-    user = await session.get(UserRow, row.user_id)
-    assert user is not None
-    return row, user
-
-
-async def _keep_an_owner(session: AsyncSession, org_id: str) -> None:
-    owners = await session.scalar(
-        select(func.count())
-        .select_from(MemberRow)
-        .where(
-            MemberRow.org_id == org_id,
-            MemberRow.role == Role.OWNER.value,
-            MemberRow.removed_at.is_(None),
-        )
-    )
-    if int(owners or 0) <= 1:
+async def _keep_an_owner(tx: TenancyTx, org_id: str) -> None:
+    if await tx.count_members(org_id, role=Role.OWNER.value) <= 1:
         raise ConflictError("an org must keep at least one owner")

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from sqlalchemy import case, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock, utcnow
@@ -32,7 +29,6 @@ from sandcastle.errors import (
     NotFoundError,
 )
 from sandcastle.services.auth import Principal, Role, new_key_row
-from sandcastle.store.db import Database
 from sandcastle.store.models import (
     ApiKeyRow,
     MemberRow,
@@ -40,6 +36,7 @@ from sandcastle.store.models import (
     ProjectRow,
     WorkspaceRow,
 )
+from sandcastle.store.tenancy import DuplicateError, TenancyStore, TenancyTx
 
 #: Slugs and keys: lowercase letters, digits and inner hyphens, 1 to 64 characters.
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -161,21 +158,9 @@ def _pick(override: int | None, default: int) -> int:
     return default if override is None else override
 
 
-async def over_limit_members(session: AsyncSession, org: OrgRow, settings: Settings) -> set[str]:
+async def over_limit_members(tx: TenancyTx, org: OrgRow, settings: Settings) -> set[str]:
     """Members past the org's member limit: owners rank first, then by the time they joined."""
-    limit = _pick(org.max_members, settings.org_max_members)
-    ranked = (
-        await session.scalars(
-            select(MemberRow.id)
-            .where(MemberRow.org_id == org.id, MemberRow.removed_at.is_(None))
-            .order_by(
-                case((MemberRow.role == Role.OWNER.value, 0), else_=1),
-                MemberRow.created_at,
-                MemberRow.id,
-            )
-        )
-    ).all()
-    return set(ranked[limit:])
+    return await tx.over_limit_members(org.id, _pick(org.max_members, settings.org_max_members))
 
 
 def check_slug(field: str, value: str) -> None:
@@ -184,9 +169,9 @@ def check_slug(field: str, value: str) -> None:
 
 
 class TenancyService:
-    def __init__(self, settings: Settings, db: Database, clock: Clock = utcnow) -> None:
+    def __init__(self, settings: Settings, store: TenancyStore, clock: Clock = utcnow) -> None:
         self._settings = settings
-        self._db = db
+        self._store = store
         self._clock = clock
 
     # --- access ---------------------------------------------------------------------------
@@ -196,8 +181,8 @@ class TenancyService:
     ) -> OrgRow:
         """The org ``slug`` if the key belongs to it (or, where ``operator_ok``, the caller is an
         operator); any other org is simply not found."""
-        async with self._db.session() as session:
-            org = await session.scalar(select(OrgRow).where(OrgRow.slug == slug))
+        async with self._store.transaction() as tx:
+            org = await tx.org_by_slug(slug)
         if org is None or (org.id != principal.org_id and not (operator_ok and principal.operator)):
             raise NotFoundError(f"org {slug!r} not found")
         return org
@@ -230,8 +215,8 @@ class TenancyService:
 
     async def list_orgs(self, principal: Principal) -> list[Org]:
         """The org the key acts in (a key belongs to one member of one org)."""
-        async with self._db.session() as session:
-            row = await session.get(OrgRow, principal.org_id)
+        async with self._store.transaction() as tx:
+            row = await tx.org(principal.org_id)
         return [] if row is None else [self._org(row, principal)]
 
     async def get_org(self, principal: Principal, slug: str) -> Org:
@@ -276,15 +261,15 @@ class TenancyService:
             member_id=member.id,
         )
         try:
-            async with self._db.session() as session:
-                if await session.scalar(select(OrgRow.id).where(OrgRow.slug == slug)):
+            async with self._store.inserting() as tx:
+                if await tx.org_by_slug(slug) is not None:
                     raise AlreadyExistsError(f"org {slug!r} exists already")
-                session.add(org)
-                await session.flush()
-                session.add_all([member, project])
-                await session.flush()
-                session.add(key_row)
-        except IntegrityError as exc:
+                tx.add(org)
+                await tx.flush()
+                tx.add(member, project)
+                await tx.flush()
+                tx.add(key_row)
+        except DuplicateError as exc:
             raise AlreadyExistsError(f"org {slug!r} exists already") from exc
         owner = Principal(
             key_id=key_row.id,
@@ -317,30 +302,22 @@ class TenancyService:
             low, high = bounds[name]
             if value is not None and not low <= value <= high:
                 raise FieldError(name, f"{name} must be between {low:g} and {high:g}")
-        async with self._db.session() as session:
-            await session.execute(update(OrgRow).where(OrgRow.id == org.id).values(**changes))
-            row = await session.get(OrgRow, org.id, populate_existing=True)
-            assert row is not None
+        async with self._store.transaction() as tx:
+            row = await tx.set_org(org.id, changes)
         return self._org(row, principal)
 
     # --- projects and workspaces ----------------------------------------------------------
 
     async def list_projects(self, principal: Principal, slug: str) -> list[Project]:
         org = await self.resolve_org(principal, slug)
-        async with self._db.session() as session:
-            rows = (
-                await session.scalars(
-                    select(ProjectRow)
-                    .where(ProjectRow.org_id == org.id)
-                    .order_by(ProjectRow.created_at, ProjectRow.id)
-                )
-            ).all()
+        async with self._store.transaction() as tx:
+            rows = await tx.projects(org.id)
         return [_project(r) for r in rows]
 
     async def get_project(self, principal: Principal, slug: str, project_id: str) -> Project:
         org = await self.resolve_org(principal, slug)
-        async with self._db.session() as session:
-            return _project(await project_row(session, org.id, project_id))
+        async with self._store.transaction() as tx:
+            return _project(await tx.project(org.id, project_id))
 
     async def create_project(
         self, principal: Principal, slug: str, key: str, name: str | None
@@ -353,7 +330,7 @@ class TenancyService:
         )
         await self._insert_unique(
             row,
-            select(ProjectRow.id).where(ProjectRow.org_id == org.id, ProjectRow.key == key),
+            lambda tx: tx.project_key_taken(org.id, key),
             f"project {key!r} exists already",
         )
         return _project(row)
@@ -362,19 +339,14 @@ class TenancyService:
         self, principal: Principal, slug: str, project_id: str | None = None
     ) -> list[Workspace]:
         org = await self.resolve_org(principal, slug)
-        query = select(WorkspaceRow).where(WorkspaceRow.org_id == org.id)
-        if project_id is not None:
-            query = query.where(WorkspaceRow.project_id == project_id)
-        async with self._db.session() as session:
-            rows = (
-                await session.scalars(query.order_by(WorkspaceRow.created_at, WorkspaceRow.id))
-            ).all()
+        async with self._store.transaction() as tx:
+            rows = await tx.workspaces(org.id, project_id)
         return [_workspace(r) for r in rows]
 
     async def get_workspace(self, principal: Principal, slug: str, workspace_id: str) -> Workspace:
         org = await self.resolve_org(principal, slug)
-        async with self._db.session() as session:
-            return _workspace(await workspace_row(session, org.id, workspace_id))
+        async with self._store.transaction() as tx:
+            return _workspace(await tx.workspace(org.id, workspace_id))
 
     async def create_workspace(
         self,
@@ -387,9 +359,9 @@ class TenancyService:
         org = await self.resolve_org(principal, slug)
         self.require_admin(principal)
         check_slug("key", key)
-        async with self._db.session() as session:
-            project_id = project_id or principal.project_id or await first_project(session, org.id)
-            await project_row(session, org.id, project_id)
+        async with self._store.transaction() as tx:
+            project_id = project_id or principal.project_id or await tx.first_project(org.id)
+            await tx.project(org.id, project_id)
         row = WorkspaceRow(
             id=str(uuid.uuid4()),
             org_id=org.id,
@@ -400,18 +372,20 @@ class TenancyService:
         )
         await self._insert_unique(
             row,
-            select(WorkspaceRow.id).where(WorkspaceRow.org_id == org.id, WorkspaceRow.key == key),
+            lambda tx: tx.workspace_key_taken(org.id, key),
             f"workspace {key!r} exists already",
         )
         return _workspace(row)
 
-    async def _insert_unique(self, row: Any, exists: Any, message: str) -> None:
+    async def _insert_unique(
+        self, row: Any, taken: Callable[[TenancyTx], Awaitable[bool]], message: str
+    ) -> None:
         try:
-            async with self._db.session() as session:
-                if await session.scalar(exists) is not None:
+            async with self._store.inserting() as tx:
+                if await taken(tx):
                     raise AlreadyExistsError(message)
-                session.add(row)
-        except IntegrityError as exc:
+                tx.add(row)
+        except DuplicateError as exc:
             raise AlreadyExistsError(message) from exc
 
 
@@ -438,28 +412,3 @@ def key_view(row: ApiKeyRow) -> ApiKey:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
     )
-
-
-async def project_row(session: AsyncSession, org_id: str, project_id: str) -> ProjectRow:
-    row = await session.get(ProjectRow, project_id)
-    if row is None or row.org_id != org_id:
-        raise NotFoundError(f"project {project_id} not found")
-    return row
-
-
-async def workspace_row(session: AsyncSession, org_id: str, workspace_id: str) -> WorkspaceRow:
-    row = await session.get(WorkspaceRow, workspace_id)
-    if row is None or row.org_id != org_id:
-        raise NotFoundError(f"workspace {workspace_id} not found")
-    return row
-
-
-async def first_project(session: AsyncSession, org_id: str) -> str:
-    project_id = await session.scalar(
-        select(ProjectRow.id)
-        .where(ProjectRow.org_id == org_id)
-        .order_by(ProjectRow.created_at, ProjectRow.id)
-    )
-    if project_id is None:
-        raise NotFoundError("the organisation has no project to put the sandbox in")
-    return project_id
