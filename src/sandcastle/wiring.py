@@ -49,6 +49,7 @@ from sandcastle.services.tenancy import TenancyService
 from sandcastle.store.contexts import ContextRepository
 from sandcastle.store.db import Database
 from sandcastle.store.ledger import LedgerStore
+from sandcastle.store.org_listing import OrgSandboxListing
 from sandcastle.store.runs import RunRepository
 from sandcastle.store.sandboxes import SandboxRepository
 from sandcastle.store.snapshots import SnapshotRepository
@@ -61,6 +62,8 @@ log = logging.getLogger("sandcastle.server")
 class Services:
     settings: Settings
     db: Database
+    #: Orgs, members and keys: what authenticates a request and sets up the first org.
+    tenancy_store: TenancyStore
     runtime: Runtime
     sandboxes: SandboxService
     reconciler: Reconciler
@@ -88,7 +91,9 @@ class Services:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.db.migrate()
         key = await ensure_defaults(
-            self.db, self.settings.admin_key_path, initial_credits=self.settings.initial_org_credits
+            self.tenancy_store,
+            self.settings.admin_key_path,
+            initial_credits=self.settings.initial_org_credits,
         )
         if key is not None and on_admin_key is not None:
             on_admin_key(key)
@@ -191,6 +196,7 @@ def build_services(
     return Services(
         settings=settings,
         db=db,
+        tenancy_store=tenancy_store,
         runtime=runtime,
         runtime_reason=runtime_reason,
         sandboxes=sandboxes,
@@ -209,7 +215,7 @@ def build_services(
         tenancy=tenancy,
         members=MemberService(settings, tenancy_store, tenancy, clock=clock),
         accounting=accounting,
-        org_sandboxes=OrgSandboxes(db, tenancy, accounting.prices, clock),
+        org_sandboxes=OrgSandboxes(OrgSandboxListing(db), tenancy, accounting.prices, clock),
         snapshots=SnapshotService(
             settings,
             SnapshotRepository(db),
@@ -222,5 +228,5 @@ def build_services(
             runtime,
             clock,
         ),
-        templates=TemplateService(settings, db),
+        templates=TemplateService(settings, SnapshotRepository(db), sandbox_records),
     )

@@ -27,7 +27,9 @@ async def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     services = get_services(request)
-    principal = await authenticate(services.db, credentials.credentials if credentials else None)
+    principal = await authenticate(
+        services.tenancy_store, credentials.credentials if credentials else None
+    )
     settings = services.settings
     ratelimit: RateLimiter = request.app.state.ratelimit
     ratelimit.check(

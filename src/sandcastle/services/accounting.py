@@ -49,17 +49,6 @@ from sandcastle.store.models import SandboxRow
 log = logging.getLogger("sandcastle.accounting")
 
 
-#: The columns of :class:`Metered`, for queries that load only those.
-METERED_COLUMNS = tuple(
-    getattr(SandboxRow, name)
-    for name in (
-        "org_id", "status", "vcpus", "memory_mb", "started_at", "last_started_at", "paused_at",
-        "destroyed_at", "killed_at", "timeout_at", "meter_since", "meter_units",
-        "billed_credits", "runtime_ms",
-    )
-)  # fmt: skip
-
-
 @dataclass(frozen=True)
 class Deduction:
     """One pass: credits moved per org, and sandboxes paused because of it."""

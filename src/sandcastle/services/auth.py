@@ -13,11 +13,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-
 from sandcastle.errors import AuthenticationError
-from sandcastle.store.db import Database
-from sandcastle.store.models import ApiKeyRow, MemberRow, OrgRow
+from sandcastle.store.models import ApiKeyRow
+from sandcastle.store.tenancy import TenancyStore
 
 KEY_PREFIX = "sc_"
 #: The org made at first start; its owners are the server's operators.
@@ -96,20 +94,13 @@ def new_key_row(
     return key, row
 
 
-async def authenticate(db: Database, presented: str | None) -> Principal:
+async def authenticate(store: TenancyStore, presented: str | None) -> Principal:
     if not presented:
         raise AuthenticationError(
             "Authentication failed: missing API key (Authorization: Bearer <key>)"
         )
-    async with db.session() as session:
-        found = (
-            await session.execute(
-                select(ApiKeyRow, MemberRow, OrgRow)
-                .join(OrgRow, OrgRow.id == ApiKeyRow.org_id)
-                .outerjoin(MemberRow, MemberRow.id == ApiKeyRow.member_id)
-                .where(ApiKeyRow.key_hash == hash_key(presented))
-            )
-        ).first()
+    async with store.transaction() as tx:
+        found = await tx.key_by_hash(hash_key(presented))
     if found is None:
         raise AuthenticationError("Authentication failed: unknown or revoked API key")
     row, member, org = found

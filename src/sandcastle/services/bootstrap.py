@@ -7,11 +7,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
-
 from sandcastle.services.auth import OPERATOR_ORG_SLUG, Role, new_key_row
-from sandcastle.store.db import Database
 from sandcastle.store.models import MemberRow, OrgRow, ProjectRow, UserRow
+from sandcastle.store.tenancy import TenancyStore
 
 DEFAULT_SLUG = OPERATOR_ORG_SLUG
 #: The user who owns the default org: the server's operator.
@@ -19,7 +17,7 @@ ADMIN_EMAIL = "admin@localhost"
 
 
 async def ensure_defaults(
-    db: Database, admin_key_path: Path, *, initial_credits: int = 1_000_000_000
+    store: TenancyStore, admin_key_path: Path, *, initial_credits: int = 1_000_000_000
 ) -> str | None:
     """Create org and project ``default``, a user who owns the org, and that owner's key, if
     there is no org yet.
@@ -27,8 +25,8 @@ async def ensure_defaults(
     Returns the new key (to print once) or ``None`` when the server was set up before.
     """
     now = datetime.now(UTC)
-    async with db.session() as session:
-        if await session.scalar(select(OrgRow.id).limit(1)) is not None:
+    async with store.transaction() as tx:
+        if await tx.any_org():
             return None
         org = OrgRow(
             id=str(uuid.uuid4()),
@@ -53,11 +51,11 @@ async def ensure_defaults(
             now=now,
             member_id=member.id,
         )
-        session.add_all([org, project, user])
-        await session.flush()
-        session.add(member)
-        await session.flush()
-        session.add(key_row)
+        tx.add(org, project, user)
+        await tx.flush()
+        tx.add(member)
+        await tx.flush()
+        tx.add(key_row)
     admin_key_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(admin_key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -11,19 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, cast
 
-from sqlalchemy import and_, or_, select
-
-from sandcastle.domain.metering import Metered, Prices, Usage, usage
+from sandcastle.domain.metering import Prices, Usage, usage
 from sandcastle.domain.sandbox import SandboxStatus
 from sandcastle.errors import FieldError
-from sandcastle.services.accounting import METERED_COLUMNS
 from sandcastle.services.auth import Principal
 from sandcastle.services.tenancy import TenancyService
-from sandcastle.store import repositories as repo
-from sandcastle.store.db import Database
-from sandcastle.store.models import ProjectRow, SandboxRow, WorkspaceRow
+from sandcastle.store.org_listing import Listed, OrgSandboxListing
 
 STATE_STATUSES: dict[str, tuple[str, ...]] = {
     "running": (SandboxStatus.RUNNING.value, SandboxStatus.CREATING.value),
@@ -50,60 +44,6 @@ def parse_states(raw: list[str]) -> list[str]:
     return states
 
 
-#: What the list shows of a sandbox: loaded as plain columns, not ORM objects (a page of 100
-#: hydrates several times faster this way; ``bench/bench_org_list.py``).
-LISTED_COLUMNS = (
-    *METERED_COLUMNS,
-    SandboxRow.id,
-    SandboxRow.uuid,
-    SandboxRow.runtime,
-    SandboxRow.build_id,
-    SandboxRow.template,
-    SandboxRow.created_at,
-    SandboxRow.stopped_at,
-    SandboxRow.pause_reason,
-    SandboxRow.sandbox_kind,
-    SandboxRow.project_id,
-    SandboxRow.workspace_id,
-    SandboxRow.last_credit_deduction_at,
-)
-
-
-class Listed(Metered, Protocol):
-    """A row of :data:`LISTED_COLUMNS`."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def uuid(self) -> str: ...
-    @property
-    def runtime(self) -> str: ...
-    @property
-    def build_id(self) -> str | None: ...
-    @property
-    def template(self) -> str: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def stopped_at(self) -> datetime | None: ...
-    @property
-    def pause_reason(self) -> str | None: ...
-    @property
-    def sandbox_kind(self) -> str: ...
-    @property
-    def project_id(self) -> str | None: ...
-    @property
-    def workspace_id(self) -> str | None: ...
-    @property
-    def last_credit_deduction_at(self) -> datetime | None: ...
-    @property
-    def project_key(self) -> str | None: ...
-    @property
-    def project_name(self) -> str | None: ...
-    @property
-    def workspace_key(self) -> str | None: ...
-
-
 @dataclass(frozen=True)
 class OrgSandbox:
     row: Listed
@@ -116,12 +56,12 @@ class OrgSandbox:
 class OrgSandboxes:
     def __init__(
         self,
-        db: Database,
+        listing: OrgSandboxListing,
         tenancy: TenancyService,
         prices: Prices,
         clock: Callable[[], datetime],
     ) -> None:
-        self._db = db
+        self._listing = listing
         self._tenancy = tenancy
         self._prices = prices
         self._clock = clock
@@ -137,42 +77,16 @@ class OrgSandboxes:
         cursor: str | None,
     ) -> tuple[list[OrgSandbox], str | None]:
         org_id = await self._tenancy.own_org_id(principal, slug)
-        query = (
-            select(
-                *LISTED_COLUMNS,
-                ProjectRow.key.label("project_key"),
-                ProjectRow.name.label("project_name"),
-                WorkspaceRow.key.label("workspace_key"),
-            )
-            .outerjoin(ProjectRow, ProjectRow.id == SandboxRow.project_id)
-            .outerjoin(WorkspaceRow, WorkspaceRow.id == SandboxRow.workspace_id)
-            .where(SandboxRow.org_id == org_id)
+        found, next_cursor = await self._listing.page(
+            org_id,
+            only_member=not principal.is_admin,
+            member_id=principal.member_id,
+            project_scope=principal.project_id,
+            statuses=[s for state in states for s in STATE_STATUSES[state]],
+            project_id=project_id,
+            cursor=cursor,
+            limit=limit,
         )
-        if not principal.is_admin:
-            query = query.where(SandboxRow.member_id == principal.member_id)
-        if principal.project_id is not None:
-            query = query.where(SandboxRow.project_id == principal.project_id)
-        if states:
-            query = query.where(
-                SandboxRow.status.in_([s for state in states for s in STATE_STATUSES[state]])
-            )
-        if project_id is not None:
-            query = query.where(SandboxRow.project_id == project_id)
-        if cursor is not None:
-            created, row_id = repo.decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    SandboxRow.created_at < created,
-                    and_(SandboxRow.created_at == created, SandboxRow.id < row_id),
-                )
-            )
-        query = query.order_by(SandboxRow.created_at.desc(), SandboxRow.id.desc()).limit(limit + 1)
-        async with self._db.session() as session:
-            found = cast(list[Listed], list((await session.execute(query)).all()))
-        next_cursor = None
-        if len(found) > limit:
-            found = found[:limit]
-            next_cursor = repo.encode_cursor(found[-1].created_at, found[-1].id)
         now = self._clock()
         items = []
         for row in found:

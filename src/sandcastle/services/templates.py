@@ -17,16 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from sandcastle.config import Settings
-from sandcastle.domain.sandbox import LIVE_STATUSES
 from sandcastle.errors import ConflictError, ForbiddenError, NotFoundError
 from sandcastle.runtime.templates.builder import TEMPLATE_NAME, built_templates, load_template
 from sandcastle.services.auth import Principal
-from sandcastle.store import repositories as repo
-from sandcastle.store.db import Database
-from sandcastle.store.models import SandboxRow, SnapshotRow
+from sandcastle.store.sandboxes import SandboxRepository
+from sandcastle.store.snapshots import SnapshotRepository
 
 
 @dataclass(frozen=True)
@@ -42,9 +38,12 @@ class TemplateSummary:
 
 
 class TemplateService:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(
+        self, settings: Settings, snapshots: SnapshotRepository, sandboxes: SandboxRepository
+    ) -> None:
         self._settings = settings
-        self._db = db
+        self._snapshots = snapshots
+        self._sandboxes = sandboxes
 
     @property
     def _root(self) -> Path:
@@ -52,15 +51,10 @@ class TemplateService:
 
     async def list(self, principal: Principal) -> list[TemplateSummary]:
         built = await asyncio.to_thread(built_templates, self._root)
-        async with self._db.session() as session:
-            # The caller's snapshots: a member counts those of its own sandboxes.
-            mine = repo.snapshots_of(principal.org_id, member_id=principal.sandbox_member)
-            rows = await session.execute(
-                select(SnapshotRow.template, func.count())
-                .where(SnapshotRow.id.in_(mine.with_only_columns(SnapshotRow.id)))
-                .group_by(SnapshotRow.template)
-            )
-            counts = {template: int(count) for template, count in rows}
+        # The caller's snapshots: a member counts those of its own sandboxes.
+        counts = await self._snapshots.per_template(
+            principal.org_id, member_id=principal.sandbox_member
+        )
         return [
             TemplateSummary(
                 t.name, t.build_id, t.built_at, t.size_bytes, counts.get(t.name, 0), t.runtime
@@ -74,18 +68,8 @@ class TemplateService:
         if not principal.operator:
             # Templates are the server's, shared by every org: one org may not take them away.
             raise ForbiddenError("only the server's operators may delete templates")
-        async with self._db.session() as session:
-            snapshots = await session.scalar(
-                select(func.count()).select_from(SnapshotRow).where(SnapshotRow.template == name)
-            )
-            live = await session.scalar(
-                select(func.count())
-                .select_from(SandboxRow)
-                .where(
-                    SandboxRow.template == name,
-                    SandboxRow.status.in_([s.value for s in LIVE_STATUSES]),
-                )
-            )
+        snapshots = await self._snapshots.of_template(name)
+        live = await self._sandboxes.live_of_template(name)
         if snapshots:
             raise ConflictError(f"template {name!r} has snapshots; delete them first")
         if live:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Result, Select, String, and_, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,8 +22,19 @@ from sandcastle.domain.snapshot import Snapshot, SnapshotContext
 from sandcastle.errors import InvalidRequestError, NotFoundError
 from sandcastle.store.models import SandboxRow, SnapshotRow
 
-#: A table paged newest first by ``(created_at, id)``.
-Keyed = TypeVar("Keyed", SandboxRow, SnapshotRow)
+
+class _Keyed(Protocol):
+    """A row paged newest first by ``(created_at, id)``."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> str: ...
+
+
+#: A query of such rows (whole rows, or some of their columns), and one of its rows.
+Paged = TypeVar("Paged", bound=Select[Any])
+Row = TypeVar("Row", bound=_Keyed)
 
 
 def rowcount(result: Result[Any]) -> int:
@@ -167,11 +178,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def newest_first_page(
-    query: Select[Keyed],
+    query: Paged,
     cursor: str | None,
     limit: int,
-    table: type[Keyed] = SandboxRow,  # type: ignore[assignment]
-) -> Select[Keyed]:
+    table: type[SandboxRow | SnapshotRow] = SandboxRow,
+) -> Paged:
     """Keyset pagination on (created_at, id) descending: stable while rows are inserted.
     Fetches ``limit + 1`` rows: the extra one says there is a next page."""
     if cursor is not None:
@@ -185,7 +196,7 @@ def newest_first_page(
     return query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
 
 
-def split_page(rows: list[Keyed], limit: int) -> tuple[list[Keyed], str | None]:
+def split_page(rows: list[Row], limit: int) -> tuple[list[Row], str | None]:
     """A page fetched by :func:`newest_first_page`: its rows, and the next page's cursor."""
     if len(rows) <= limit:
         return rows, None

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from sandcastle.domain.sandbox import Sandbox, SandboxStatus
+from sandcastle.domain.sandbox import LIVE_STATUSES, Sandbox, SandboxStatus
 from sandcastle.errors import NotFoundError
 from sandcastle.store import repositories as repo
 from sandcastle.store.db import Database
@@ -102,6 +102,19 @@ class SandboxRepository:
                 )
             )
             return set(found)
+
+    async def live_of_template(self, template: str) -> int:
+        """Live sandboxes of ``template`` (hibernated ones and warm-pool entries included)."""
+        async with self._db.session() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(SandboxRow)
+                .where(
+                    SandboxRow.template == template,
+                    SandboxRow.status.in_(_values(LIVE_STATUSES)),
+                )
+            )
+        return int(count or 0)
 
     # --- writes ----------------------------------------------------------------------------
 

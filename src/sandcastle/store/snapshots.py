@@ -44,6 +44,28 @@ class SnapshotRepository:
             ).one()
         return int(count), int(total)
 
+    async def per_template(self, org_id: str, *, member_id: str | None) -> dict[str, int]:
+        """How many snapshots of each template the org (given ``member_id``: of that member's
+        sandboxes) keeps."""
+        mine = repo.snapshots_of(org_id, member_id=member_id)
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(SnapshotRow.template, func.count())
+                .where(SnapshotRow.id.in_(mine.with_only_columns(SnapshotRow.id)))
+                .group_by(SnapshotRow.template)
+            )
+            return {template: int(count) for template, count in rows}
+
+    async def of_template(self, template: str) -> int:
+        """How many snapshots of ``template`` any org keeps."""
+        async with self._db.session() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(SnapshotRow)
+                .where(SnapshotRow.template == template)
+            )
+        return int(count or 0)
+
     async def insert(self, snapshot: Snapshot) -> None:
         async with self._db.session() as session:
             session.add(repo.snapshot_row(snapshot))

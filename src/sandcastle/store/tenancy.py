@@ -52,6 +52,9 @@ class TenancyTx:
     async def org(self, org_id: str) -> OrgRow | None:
         return await self._session.get(OrgRow, org_id)
 
+    async def any_org(self) -> bool:
+        return await self._session.scalar(select(OrgRow.id).limit(1)) is not None
+
     async def org_by_slug(self, slug: str) -> OrgRow | None:
         return await self._session.scalar(select(OrgRow).where(OrgRow.slug == slug))
 
@@ -174,6 +177,18 @@ class TenancyTx:
         return set(list(ranked)[limit:])
 
     # --- keys ------------------------------------------------------------------------------
+
+    async def key_by_hash(self, key_hash: str) -> tuple[ApiKeyRow, MemberRow | None, OrgRow] | None:
+        """The key with this hash (revoked or not), its member if any, and its org."""
+        found = (
+            await self._session.execute(
+                select(ApiKeyRow, MemberRow, OrgRow)
+                .join(OrgRow, OrgRow.id == ApiKeyRow.org_id)
+                .outerjoin(MemberRow, MemberRow.id == ApiKeyRow.member_id)
+                .where(ApiKeyRow.key_hash == key_hash)
+            )
+        ).first()
+        return None if found is None else (found[0], found[1], found[2])
 
     async def key(self, key_id: str) -> ApiKeyRow | None:
         return await self._session.get(ApiKeyRow, key_id)
