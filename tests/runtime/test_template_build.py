@@ -15,12 +15,8 @@ from pathlib import Path
 import pytest
 
 from sandcastle.agent import layout
-from sandcastle.runtime.templates.builder import (
-    BuildProgress,
-    TemplateInfo,
-    build_template,
-    load_template,
-)
+from sandcastle.runtime.templates.builder import BuildProgress, build_template
+from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template
 from sandcastle.runtime.templates.recipes import Recipe, Run, digest, get_recipe
 
 TEMPLATES_DIR = os.environ.get("SANDCASTLE_TEST_TEMPLATES_DIR")

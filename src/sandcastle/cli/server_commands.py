@@ -13,13 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sandcastle.config import Settings
 from sandcastle.errors import SandcastleError
-from sandcastle.runtime.templates.builder import (
-    BuildProgress,
-    build_template,
-    built_templates,
-    load_template,
-    pin_template,
-)
+from sandcastle.runtime.templates.builder import BuildProgress, build_template, pin_template
+from sandcastle.runtime.templates.catalogue import built_templates, load_template
 from sandcastle.runtime.templates.recipes import digest, get_recipe
 from sandcastle.services.diskspace import ensure_free
 

@@ -16,7 +16,7 @@ from sandcastle.config import Settings
 from sandcastle.domain.sandbox import Sandbox
 from sandcastle.errors import ConflictError
 from sandcastle.runtime.base import Runtime
-from sandcastle.runtime.templates.builder import TemplateInfo, load_template
+from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template
 from sandcastle.store.sandboxes import SandboxRepository
 
 

@@ -19,7 +19,7 @@ from sandcastle.config import Settings
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.errors import SandcastleError
 from sandcastle.runtime.base import Runtime
-from sandcastle.runtime.templates.builder import load_template
+from sandcastle.runtime.templates.catalogue import load_template
 from sandcastle.services.limits import Resources, resolve_resources
 from sandcastle.services.provisioning import Provisioning
 from sandcastle.services.states import SandboxStates

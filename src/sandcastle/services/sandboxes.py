@@ -24,7 +24,7 @@ from sandcastle.domain.sandbox import (
 from sandcastle.errors import ConflictError, LimitExceededError, NotFoundError
 from sandcastle.runtime.base import Runtime
 from sandcastle.runtime.channel import AgentLink
-from sandcastle.runtime.templates.builder import load_template
+from sandcastle.runtime.templates.catalogue import load_template
 from sandcastle.services.admission import Admission
 from sandcastle.services.auth import Principal
 from sandcastle.services.diskspace import ensure_free

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sandcastle.config import Settings
 from sandcastle.errors import ConflictError, ForbiddenError, NotFoundError
-from sandcastle.runtime.templates.builder import TEMPLATE_NAME, built_templates, load_template
+from sandcastle.runtime.templates.catalogue import TEMPLATE_NAME, built_templates, load_template
 from sandcastle.services.auth import Principal
 from sandcastle.store.sandboxes import SandboxRepository
 from sandcastle.store.snapshots import SnapshotRepository

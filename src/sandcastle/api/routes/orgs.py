@@ -6,264 +6,40 @@ org's ``limits`` and ``credits``). Who may do what is in ``docs/TENANCY.md``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from sandcastle.api.deps import PrincipalDep, ServicesDep
-from sandcastle.api.schemas import rfc3339
-from sandcastle.services.accounting import CreditStatement
-from sandcastle.services.tenancy import (
-    ApiKey,
-    Member,
-    NewKey,
-    Org,
-    Project,
-    Workspace,
+from sandcastle.api.org_schemas import (
+    CreditsOut,
+    ItemsOut,
+    KeyCreateBody,
+    KeyOut,
+    LimitsBody,
+    MemberCreateBody,
+    MemberOut,
+    MemberUpdateBody,
+    NewKeyOut,
+    OrgCreateBody,
+    OrgCreatedOut,
+    OrgListOut,
+    OrgOut,
+    ProjectCreateBody,
+    ProjectOut,
+    TopUpBody,
+    WorkspaceCreateBody,
+    WorkspaceOut,
+    credits_out,
+    key_out,
+    member_out,
+    new_key_out,
+    org_out,
+    project_out,
+    workspace_out,
 )
 
 router = APIRouter(prefix="/v1/orgs", tags=["orgs"])
-
-RoleName = Literal["owner", "admin", "member"]
-T = TypeVar("T")
-SlugField = Field(min_length=1, max_length=64, description="Lowercase letters, digits, hyphens.")
-
-
-# --- bodies -----------------------------------------------------------------------------------
-
-
-class OrgCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    slug: str = SlugField
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-
-
-class LimitsBody(BaseModel):
-    """Only the fields sent change; ``null`` resets one to the server's default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_concurrent_sandboxes: int | None = None
-    max_members: int | None = None
-    max_vcpus: int | None = None
-    max_memory_mb: int | None = None
-    rate_limit_per_s: float | None = Field(default=None, description="0: no limit.")
-    rate_limit_burst: int | None = None
-
-
-class ProjectCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    key: str = SlugField
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-
-
-class WorkspaceCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    key: str = SlugField
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    project_id: str | None = Field(
-        default=None, description="Default: the key's project, else the org's first."
-    )
-
-
-class MemberCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    email: str = Field(min_length=3, max_length=320)
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    role: RoleName = "member"
-
-
-class MemberUpdateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    role: RoleName
-
-
-class KeyCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(default="key", min_length=1, max_length=200)
-    member_id: str | None = Field(
-        default=None, description="Owners and admins may make keys for other members."
-    )
-    project_id: str | None = Field(default=None, description="Scope the key to one project.")
-
-
-class TopUpBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    amount: int = Field(ge=1, description="Credits to add.")
-
-
-# --- responses --------------------------------------------------------------------------------
-
-
-class LimitsOut(BaseModel):
-    max_concurrent_sandboxes: int
-    max_members: int
-    max_vcpus: int
-    max_memory_mb: int
-    rate_limit_per_s: float
-    rate_limit_burst: int
-
-
-class OrgOut(BaseModel):
-    id: str
-    slug: str
-    name: str
-    created_at: str
-    role: RoleName | None = Field(description="The caller's role (null for an operator).")
-    credit_balance: int
-    limits: LimitsOut
-
-
-class OrgListOut(BaseModel):
-    items: list[OrgOut]
-
-
-class ProjectOut(BaseModel):
-    id: str
-    key: str
-    name: str
-    created_at: str
-
-
-class WorkspaceOut(BaseModel):
-    id: str
-    key: str
-    name: str
-    project_id: str
-    created_at: str
-
-
-class MemberOut(BaseModel):
-    id: str
-    user_id: str
-    email: str
-    name: str
-    role: RoleName
-    created_at: str
-    over_limit: bool = Field(description="Past the org's member limit: may not run sandboxes.")
-
-
-class KeyOut(BaseModel):
-    id: str
-    name: str
-    prefix: str = Field(description="The key's first characters, to tell keys apart.")
-    member_id: str | None
-    project_id: str | None
-    created_at: str
-    revoked_at: str | None
-
-
-class NewKeyOut(KeyOut):
-    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
-
-
-class OrgCreatedOut(BaseModel):
-    org: OrgOut
-    key: NewKeyOut = Field(description="A key of the new org's owner (you).")
-
-
-class TransactionOut(BaseModel):
-    id: str
-    kind: Literal["topup", "usage"]
-    amount: int
-    balance_after: int
-    created_at: str
-
-
-class CreditsOut(BaseModel):
-    balance: int
-    transactions: list[TransactionOut]
-
-
-class ItemsOut(BaseModel, Generic[T]):
-    items: list[T]
-
-
-def org_out(org: Org) -> dict[str, Any]:
-    limits = org.limits
-    return {
-        "id": org.id,
-        "slug": org.slug,
-        "name": org.name,
-        "created_at": rfc3339(org.created_at),
-        "role": org.role,
-        "credit_balance": org.credit_balance,
-        "limits": {
-            "max_concurrent_sandboxes": limits.max_concurrent_sandboxes,
-            "max_members": limits.max_members,
-            "max_vcpus": limits.max_vcpus,
-            "max_memory_mb": limits.max_memory_mb,
-            "rate_limit_per_s": limits.rate_limit_per_s,
-            "rate_limit_burst": limits.rate_limit_burst,
-        },
-    }
-
-
-def project_out(p: Project) -> dict[str, Any]:
-    return {"id": p.id, "key": p.key, "name": p.name, "created_at": rfc3339(p.created_at)}
-
-
-def workspace_out(w: Workspace) -> dict[str, Any]:
-    return {
-        "id": w.id,
-        "key": w.key,
-        "name": w.name,
-        "project_id": w.project_id,
-        "created_at": rfc3339(w.created_at),
-    }
-
-
-def member_out(m: Member) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "user_id": m.user_id,
-        "email": m.email,
-        "name": m.name,
-        "role": m.role,
-        "created_at": rfc3339(m.created_at),
-        "over_limit": m.over_limit,
-    }
-
-
-def key_out(k: ApiKey) -> dict[str, Any]:
-    return {
-        "id": k.id,
-        "name": k.name,
-        "prefix": k.prefix,
-        "member_id": k.member_id,
-        "project_id": k.project_id,
-        "created_at": rfc3339(k.created_at),
-        "revoked_at": rfc3339(k.revoked_at),
-    }
-
-
-def new_key_out(new: NewKey) -> dict[str, Any]:
-    return {**key_out(new.key), "key": new.secret}
-
-
-def credits_out(statement: CreditStatement) -> dict[str, Any]:
-    return {
-        "balance": statement.balance,
-        "transactions": [
-            {
-                "id": t.id,
-                "kind": t.kind,
-                "amount": t.amount,
-                "balance_after": t.balance_after,
-                "created_at": rfc3339(t.created_at),
-            }
-            for t in statement.transactions
-        ],
-    }
-
 
 # --- orgs -------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from sandcastle.runtime.templates.buildenv import (
     DebootstrapProgress,
     pick,
 )
+from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template
 from sandcastle.runtime.templates.hostpip import inspect_host_pip
 from sandcastle.runtime.templates.recipes import (
     AddUser,
@@ -72,51 +73,9 @@ class BuildProgress:
     fraction_within_step: float
 
 
-@dataclass(frozen=True)
-class TemplateInfo:
-    name: str
-    build_id: str
-    built_at: datetime
-    recipe_digest: str
-    size_bytes: int
-    rootfs: Path
-    #: The backend its sandboxes run on, whatever the server's default (None: the default).
-    runtime: str | None = None
-
-
 ProgressCallback = Callable[[BuildProgress], None]
 #: Told each problem with what the build inherits from the host, before the build starts.
 WarningCallback = Callable[[str], None]
-
-#: A template directory's name (builds and logs in progress start with a dot).
-TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def built_templates(templates_dir: Path) -> list[TemplateInfo]:
-    """Every built template in ``templates_dir``, by name."""
-    if not templates_dir.is_dir():
-        return []
-    names = sorted(p.name for p in templates_dir.iterdir() if TEMPLATE_NAME.match(p.name))
-    return [t for t in (load_template(n, templates_dir) for n in names) if t is not None]
-
-
-def load_template(name: str, templates_dir: Path) -> TemplateInfo | None:
-    """Return the built template ``name``, or None if there is none or its manifest is unusable."""
-    directory = templates_dir / name
-    try:
-        data = json.loads((directory / "manifest.json").read_text())
-        info = TemplateInfo(
-            name=str(data["name"]),
-            build_id=str(data["build_id"]),
-            built_at=datetime.fromisoformat(data["built_at"]),
-            recipe_digest=str(data["recipe_digest"]),
-            size_bytes=int(data["size_bytes"]),
-            rootfs=directory / "rootfs",
-            runtime=str(data["runtime"]) if data.get("runtime") else None,
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return info if info.name == name and info.rootfs.is_dir() else None
 
 
 async def build_template(
