@@ -193,8 +193,10 @@ AppFactory = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]
 
 
 @pytest.fixture
-async def runtime() -> AsyncIterator[FakeRuntime]:
-    fake = FakeRuntime()
+async def runtime(request: pytest.FixtureRequest) -> AsyncIterator[FakeRuntime]:
+    """The fake backend; a module sets ``FAKE_RUNTIME`` for another one (e.g. with memory
+    snapshots)."""
+    fake: FakeRuntime = getattr(request.module, "FAKE_RUNTIME", FakeRuntime)()
     yield fake
     await fake.shutdown()
 

@@ -9,7 +9,6 @@ hosts too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +30,8 @@ from tests.fakes import SnapshottingFakeRuntime
 _SANDBOX_PARAMS = {"sandbox_id", "snapshot_id", "context_id", "run_id", "artifact_id"}
 
 
-@pytest.fixture
-async def runtime() -> AsyncIterator[SnapshottingFakeRuntime]:
-    """A backend with memory snapshots, so the owner has a snapshot to hide."""
-    fake = SnapshottingFakeRuntime()
-    yield fake
-    await fake.shutdown()
+#: A backend with memory snapshots, so there are snapshots to hide.
+FAKE_RUNTIME = SnapshottingFakeRuntime
 
 
 @dataclass

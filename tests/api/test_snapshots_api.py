@@ -18,12 +18,8 @@ from tests.fakeclock import FakeClock
 from tests.fakes import FakeRuntime, SnapshottingFakeRuntime
 from tests.helpers import until
 
-
-@pytest.fixture
-async def runtime() -> AsyncIterator[SnapshottingFakeRuntime]:
-    fake = SnapshottingFakeRuntime()
-    yield fake
-    await fake.shutdown()
+#: A backend with memory snapshots.
+FAKE_RUNTIME = SnapshottingFakeRuntime
 
 
 @pytest.fixture

@@ -83,12 +83,8 @@ RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
 
-@pytest.fixture
-async def runtime() -> AsyncIterator[SnapshottingFakeRuntime]:
-    """A backend with memory snapshots, so every org has a snapshot to hide."""
-    fake = SnapshottingFakeRuntime()
-    yield fake
-    await fake.shutdown()
+#: A backend with memory snapshots, so there are snapshots to hide.
+FAKE_RUNTIME = SnapshottingFakeRuntime
 
 
 @dataclass

@@ -172,17 +172,8 @@ class Hibernation:
                 None if row.timeout_ms is None else now + timedelta(milliseconds=row.timeout_ms)
             )
             try:
-                moved = await self._states.metered_move(
-                    sandbox_id,
-                    SandboxStatus.PAUSED,
-                    SandboxStatus.RUNNING,
-                    now,
-                    paused_at=None,
-                    pause_reason=None,
-                    last_started_at=now,
-                    stopped_at=None,
-                    snapshot_id=None,
-                    timeout_at=deadline,
+                moved = await self._states.resumed(
+                    sandbox_id, now, snapshot_id=None, timeout_at=deadline
                 )
             except SandcastleError:
                 await self._runtime.destroy(sandbox_id)  # destroyed while it was restored

@@ -164,17 +164,7 @@ class SandboxService:
             return await self._hibernation.wake(sandbox.id, sandbox.org_id)
         await self._admission.admit_resume(principal.org_id, sandbox_id)
         await self._runtime.resume(sandbox_id)
-        now = self._clock()
-        return await self._states.metered_move(
-            sandbox_id,
-            SandboxStatus.PAUSED,
-            SandboxStatus.RUNNING,
-            now,
-            paused_at=None,
-            pause_reason=None,
-            last_started_at=now,
-            stopped_at=None,
-        )
+        return await self._states.resumed(sandbox_id, self._clock())
 
     async def set_timeout(
         self,

@@ -96,6 +96,20 @@ class SandboxStates:
                 return moved
         raise ConflictError(f"sandbox {sandbox_id} kept changing; try again")
 
+    async def resumed(self, sandbox_id: str, now: datetime, **values: Any) -> Sandbox:
+        """``paused`` → ``running`` at ``now``: the pause ends, a running segment starts."""
+        return await self.metered_move(
+            sandbox_id,
+            SandboxStatus.PAUSED,
+            SandboxStatus.RUNNING,
+            now,
+            paused_at=None,
+            pause_reason=None,
+            last_started_at=now,
+            stopped_at=None,
+            **values,
+        )
+
     async def abandon(self, sandbox_id: str, reason: str) -> None:
         """A start that failed: its processes go and it is ``error`` with the reason."""
         log.warning("sandbox %s: %s", sandbox_id, reason)
