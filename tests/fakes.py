@@ -98,7 +98,8 @@ def run_cell(code: str, namespace: dict[str, Any]) -> Any:
     tree = ast.parse(code, filename="<cell>", mode="exec")
     last: ast.Expression | None = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+        last = ast.Expression(tree.body[-1].value)
+        tree.body.pop()
     exec(compile(tree, "<cell>", "exec"), namespace)
     if last is not None:
         return eval(compile(last, "<cell>", "eval"), namespace)

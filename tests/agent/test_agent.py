@@ -209,7 +209,7 @@ async def test_executes_in_two_contexts_overlap(agent: RunningAgent) -> None:
     # Each cell reports when it started and ended; the two intervals must intersect.
     code = "import time; start = time.time(); time.sleep(1); (start, time.time())"
     runs = await asyncio.gather(agent.execute(first, code), agent.execute(second, code))
-    (a_start, a_end), (b_start, b_end) = (eval(run.primary) for run in runs)
+    (a_start, a_end), (b_start, b_end) = (eval(run.primary or "None") for run in runs)
     assert a_start < b_end and b_start < a_end
 
 

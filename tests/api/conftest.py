@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from sandcastle.api.app import create_app
 from sandcastle.config import Settings
+from sandcastle.domain.clock import utcnow
 from sandcastle.services.auth import new_key_row
 from sandcastle.store.db import Database
 from sandcastle.store.models import OrgRow, ProjectRow
@@ -172,7 +173,7 @@ async def running_app(
         db,
         runtime,
         runtime_reason=runtime_reason,
-        **({"clock": clock} if clock is not None else {}),
+        clock=clock or utcnow,
     )
     async with app.router.lifespan_context(app):
         key = settings.admin_key_path.read_text().strip()

@@ -28,7 +28,8 @@ async def item(h: Harness, sandbox_id: str, org: str = "default") -> dict[str, A
     response = await h.client.get(f"/api/v1/org/{org}/sandboxes", params={"limit": 100})
     assert response.status_code == 200, response.text
     (found,) = [i for i in response.json()["items"] if i["provider_sandbox_id"] == sandbox_id]
-    return found
+    item: dict[str, Any] = found
+    return item
 
 
 async def balance(h: Harness, org: str = "default") -> int:

@@ -26,7 +26,7 @@ async def list_all(client: httpx.AsyncClient, limit: int) -> tuple[list[str], in
     pages = 0
     cursor: str | None = None
     while True:
-        params: dict[str, object] = {"limit": limit}
+        params: dict[str, str | int] = {"limit": limit}
         if cursor is not None:
             params["cursor"] = cursor
         response = await client.get("/v1/sandboxes", params=params)

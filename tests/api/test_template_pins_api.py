@@ -36,7 +36,7 @@ def plain() -> PlainRuntime:
 
 
 @pytest.fixture
-async def runtime(  # type: ignore[override]
+async def runtime(
     default: SnapshottingFakeRuntime, plain: PlainRuntime
 ) -> AsyncIterator[RoutedRuntime]:
     def locate(sandbox_id: str) -> str | None:

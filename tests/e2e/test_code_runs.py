@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.executing import new_context, run
-from tests.e2e.test_lifecycle_ops import wait_for
+from tests.helpers import eventually as wait_for
 from tests.serverproc import ServerProcess
 
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -216,7 +216,8 @@ def test_paging_450_runs_while_more_arrive_has_no_duplicates_or_gaps(
     contexts = [new_context(api, sid)["id"] for _ in range(3)]
 
     def one(i: int) -> str:
-        return submit(api, sid, context_id=contexts[i % 3], code=str(i))["id"]
+        run_id: str = submit(api, sid, context_id=contexts[i % 3], code=str(i))["id"]
+        return run_id
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         submitted = list(pool.map(one, range(450)))

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-
-def run(api: httpx.Client, sandbox_id: object, **body: object) -> dict[str, object]:
-    response = api.post(f"/v1/sandboxes/{sandbox_id}/execute", json=body)
-    assert response.status_code == 200, response.text
-    result: dict[str, object] = response.json()
-    return result
+from tests.e2e.executing import run
 
 
 def test_state_is_kept_across_executes_in_one_context(
@@ -31,7 +26,7 @@ def test_omitted_context_id_makes_a_new_context(
     first = run(api, sandbox["id"], code="y = 1")
     second = run(api, sandbox["id"], code="y")
     assert second["context_id"] != first["context_id"]
-    assert second["error"] is not None and second["error"]["name"] == "NameError"  # type: ignore[index]
+    assert second["error"] is not None and second["error"]["name"] == "NameError"
 
 
 def test_print_and_errors(api: httpx.Client, sandbox: dict[str, object]) -> None:
@@ -64,7 +59,7 @@ def test_timeout_interrupts_and_keeps_state(api: httpx.Client, sandbox: dict[str
     slow = run(
         api, sandbox["id"], code="import time; time.sleep(30)", context_id=ctx, timeout_ms=1000
     )
-    assert slow["error"]["name"] == "TimeoutError"  # type: ignore[index]
+    assert slow["error"]["name"] == "TimeoutError"
     after = run(api, sandbox["id"], code="kept", context_id=ctx)
     assert after["items"] == [{"is_primary": True, "text": "'yes'"}]
 
@@ -73,9 +68,9 @@ def test_kernel_that_kills_itself_is_an_error_and_a_new_context_works(
     api: httpx.Client, sandbox: dict[str, object]
 ) -> None:
     died = run(api, sandbox["id"], code="import os; os._exit(1)")
-    assert died["error"]["name"] == "KernelDiedError"  # type: ignore[index]
+    assert died["error"]["name"] == "KernelDiedError"
     again = run(api, sandbox["id"], code="1 + 1", context_id=died["context_id"])
-    assert again["error"]["name"] == "KernelDiedError"  # type: ignore[index]
+    assert again["error"]["name"] == "KernelDiedError"
     fresh = run(api, sandbox["id"], code="1 + 1")
     assert fresh["items"] == [{"is_primary": True, "text": "2"}]
 

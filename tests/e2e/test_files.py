@@ -158,7 +158,7 @@ def test_reading_what_is_not_a_file(api: httpx.Client, sandbox: dict[str, Any]) 
 
 
 def test_multipart_upload_of_several_files(api: httpx.Client, sandbox: dict[str, Any]) -> None:
-    parts = [
+    parts: list[tuple[str, tuple[str | None, bytes] | tuple[str | None, bytes, str]]] = [
         ("file", ("one.txt", b"1" * 10, "text/plain")),
         ("note", (None, b"a plain field is ignored")),
         ("file", ("two.bin", os.urandom(3 * MB + 17), "application/octet-stream")),

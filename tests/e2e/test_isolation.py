@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from sandcastle.agent import layout
-from tests.e2e.test_execute import run
+from tests.e2e.executing import run
 from tests.serverproc import ServerProcess
 
 
@@ -64,7 +64,7 @@ def test_no_network(api: httpx.Client, sandbox: dict[str, object], server: Serve
     )
     result = run(api, sandbox["id"], code=code)
     assert result["error"] is None, result["error"]
-    text = result["items"][0]["text"]  # type: ignore[index]
+    text = result["items"][0]["text"]
     assert "connected" not in text
 
 

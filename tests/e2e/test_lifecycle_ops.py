@@ -16,7 +16,7 @@ from sandcastle.config import Settings
 from sandcastle.runtime.base import LaunchSpec
 from sandcastle.runtime.bwrap import instance_name
 from sandcastle.runtime.sentry import sentry_memory_mb
-from tests.e2e.test_execute import run
+from tests.e2e.executing import run
 from tests.helpers import eventually as wait_for
 from tests.serverproc import ServerProcess
 

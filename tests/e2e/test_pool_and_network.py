@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from sandcastle.runtime.bwrap import instance_name
-from tests.e2e.test_execute import run
-from tests.e2e.test_lifecycle_ops import wait_for
+from tests.e2e.executing import run
+from tests.helpers import eventually as wait_for
 from tests.serverproc import ServerProcess
 
 

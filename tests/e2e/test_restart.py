@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.test_execute import run
+from tests.e2e.executing import run
 from tests.serverproc import ServerProcess
 
 

@@ -80,7 +80,7 @@ def test_list_is_newest_first_and_paginates_without_gaps(api: httpx.Client) -> N
         seen: list[str] = []
         cursor = None
         while True:
-            params: dict[str, object] = {"limit": 1}
+            params: dict[str, str | int] = {"limit": 1}
             if cursor:
                 params["cursor"] = cursor
             page = api.get("/v1/sandboxes", params=params).json()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_execute import run
+from tests.e2e.executing import run
 from tests.helpers import eventually as wait_for
 from tests.serverproc import ServerProcess, templates_dir
 

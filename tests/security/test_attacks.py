@@ -20,8 +20,9 @@ import httpx
 
 from sandcastle.agent import protocol
 from sandcastle.runtime.bwrap import instance_name
-from tests.e2e.test_execute import run
-from tests.e2e.test_lifecycle_ops import cgroup_dir, wait_for
+from tests.e2e.executing import run
+from tests.e2e.test_lifecycle_ops import cgroup_dir
+from tests.helpers import eventually as wait_for
 from tests.serverproc import ServerProcess
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_execute import run
+from tests.e2e.executing import run
 from tests.e2e_fixtures import running_server
 from tests.security.test_attacks import value
 

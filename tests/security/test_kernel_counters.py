@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_execute import run
+from tests.e2e.executing import run
 from tests.security.test_attacks import value
 
 #: Takes inotify instances until the kernel refuses one, keeping them open in the kernel's
