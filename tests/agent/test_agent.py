@@ -48,7 +48,7 @@ KERNEL_START_EPOCH = (
 async def test_context_create_takes_the_spare_kernel(agent: RunningAgent) -> None:
     # A context adopts a kernel that was already running before the create was asked for.
     await agent.new_context()  # the first may wait for the spare to finish booting
-    await asyncio.sleep(3)  # let the next spare boot
+    await agent.link.call("warm", {"languages": ["python"]})  # the next spare is up
     asked_at = time.time()
     context_id = await agent.new_context()
     run = await agent.execute(context_id, KERNEL_START_EPOCH)

@@ -186,15 +186,23 @@ def test_snapshot_during_a_running_execution_is_refused(
         target=lambda: done.append(
             api.post(
                 f"/v1/sandboxes/{sid}/execute",
-                json={"code": "time.sleep(3)", "context_id": ctx},
+                json={
+                    "code": "open('/tmp/started', 'w').close(); time.sleep(3)",
+                    "context_id": ctx,
+                },
             ).status_code
         )
     )
     slow.start()
     try:
-        import time
-
-        time.sleep(1.0)
+        wait_for(
+            lambda: (
+                api.get(
+                    f"/v1/sandboxes/{sid}/files/stat", params={"path": "/tmp/started"}
+                ).status_code
+                == 200
+            )
+        )
         refused = api.post(f"/v1/sandboxes/{sid}/snapshots")
         assert refused.status_code == 409, refused.text
         assert "running code" in refused.json()["detail"]

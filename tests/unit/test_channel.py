@@ -22,6 +22,7 @@ import pytest
 from sandcastle.agent import protocol
 from sandcastle.errors import AgentUnavailableError, SandcastleError
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
+from tests.helpers import until
 
 HELLO = {"type": "hello", "version": 1, "sandbox_id": "sb_00000001", "contexts": []}
 
@@ -416,8 +417,11 @@ async def test_a_restored_agent_is_rekeyed_and_the_shared_secret_then_stops_work
     another_fork = await hello_with(secured, "shared-by-every-fork")
     assert await another_fork.closed_by_host()
     redial = await hello_with(secured, fresh)
-    await asyncio.sleep(0.05)
-    assert secured.connected
+
+    async def connected() -> bool:
+        return secured.connected
+
+    await until(connected, "the redial with the fresh secret is accepted")
     for peer in (restored, another_fork, redial):
         await peer.aclose()
 
