@@ -6,6 +6,7 @@ import pytest
 
 from sandcastle.api.routes.artifacts import CSV_PREVIEW_ROWS, csv_table
 from sandcastle.config import Settings
+from sandcastle.domain.clock import utcnow
 from sandcastle.domain.execution import ExecutionResult
 from sandcastle.domain.runs import (
     TERMINAL_STATUSES,
@@ -18,7 +19,8 @@ from sandcastle.domain.runs import (
 from sandcastle.errors import ConflictError, FieldError
 from sandcastle.services.artifacts import previewable
 from sandcastle.services.files import FilesSnapshot
-from sandcastle.services.runs import decode_cursor, encode_cursor
+from sandcastle.store.repositories import encode_cursor
+from sandcastle.store.runs import run_cursor, seq_of
 
 
 def test_runs_move_forward_only_and_terminal_statuses_are_final() -> None:
@@ -89,10 +91,10 @@ def test_an_mtime_no_newer_than_the_snapshot_is_not_a_change() -> None:
 
 
 def test_cursors_round_trip_and_foreign_ones_are_refused() -> None:
-    assert decode_cursor(encode_cursor(42)) == 42
-    for bad in ("", "garbage", encode_cursor(1).swapcase()):
+    assert seq_of(run_cursor(42)) == 42
+    for bad in ("", "garbage", run_cursor(1).swapcase(), encode_cursor(utcnow(), "sb_1")):
         with pytest.raises(FieldError):
-            decode_cursor(bad)
+            seq_of(bad)
 
 
 def test_csv_preview_escapes_every_cell_and_bounds_the_rows() -> None:

@@ -14,9 +14,6 @@ no result to resume. Runs and their artifacts are kept ``run_retention_s`` after
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -78,22 +75,6 @@ def to_run(row: RunRow, artifacts: list[Artifact]) -> Run:
         artifacts=artifacts,
         failure_reason=row.failure_reason,
     )
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps(["run", seq]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        kind, seq = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if kind != "run" or not isinstance(seq, int):
-            raise ValueError(cursor)
-        return seq
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise FieldError(
-            "cursor", "cursor is not one this server issued", location="query"
-        ) from exc
 
 
 class RunService:
@@ -192,15 +173,14 @@ class RunService:
         await self._sandboxes.get(principal, sandbox_id)
         # Runs carry their output (up to MAX_OUTPUT_BYTES each): a page also ends once it holds
         # LIST_MAX_BYTES, so neither the answer nor the server's memory grows with ``limit``.
-        rows, more = await self._runs.page(
+        rows, next_cursor = await self._runs.page(
             sandbox_id,
             status=status,
             context_id=context_id,
-            before_seq=None if cursor is None else decode_cursor(cursor),
+            cursor=cursor,
             limit=limit,
             max_bytes=LIST_MAX_BYTES,
         )
-        next_cursor = encode_cursor(rows[-1].seq) if more else None
         artifacts = await self._artifacts.of_runs([row.id for row in rows])
         return [to_run(row, artifacts[row.id]) for row in rows], next_cursor
 

@@ -160,20 +160,34 @@ def snapshots_of(org_id: str, *, member_id: str | None = None) -> Select[Snapsho
     return query
 
 
+def pack_cursor(*key: str | int) -> str:
+    """A page's position, opaque to clients: the sort key of its last row."""
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+def unpack_cursor(cursor: str) -> list[Any]:
+    """The key :func:`pack_cursor` packed; ValueError for anything this server did not issue."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError("not a cursor") from exc
+    if not isinstance(key, list):
+        raise ValueError("not a cursor")
+    return key
+
+
 def encode_cursor(created_at: datetime, row_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), row_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pack_cursor(created_at.isoformat(), row_id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created, row_id = json.loads(base64.urlsafe_b64decode(padded))
+        created, row_id = unpack_cursor(cursor)
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:
             raise ValueError("naive timestamp")
         return when, str(row_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+    except (ValueError, TypeError) as exc:
         raise InvalidRequestError("cursor is not one this server issued") from exc
 
 

@@ -15,6 +15,8 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sandcastle.domain.execution import output_size
 from sandcastle.domain.runs import TERMINAL_STATUSES, Artifact, RunStatus
 from sandcastle.domain.sandbox import SandboxStatus
+from sandcastle.errors import FieldError
+from sandcastle.store import repositories as repo
 from sandcastle.store.db import Database
 from sandcastle.store.models import ArtifactRow, RunRow, SandboxRow
 from sandcastle.store.repositories import rowcount
@@ -58,6 +60,25 @@ def artifact_row(artifact: Artifact) -> ArtifactRow:
         org_id=artifact.org_id or None,
         stored_bytes=artifact.stored_bytes,
     )
+
+
+def run_cursor(seq: int) -> str:
+    """The cursor of the page after the run numbered ``seq``."""
+    return repo.pack_cursor("run", seq)
+
+
+def seq_of(cursor: str) -> int:
+    try:
+        kind, seq = repo.unpack_cursor(cursor)
+    except ValueError as exc:
+        raise _bad_cursor() from exc
+    if kind != "run" or not isinstance(seq, int):
+        raise _bad_cursor()
+    return seq
+
+
+def _bad_cursor() -> FieldError:
+    return FieldError("cursor", "cursor is not one this server issued", location="query")
 
 
 class RunRepository:
@@ -232,19 +253,19 @@ class RunRepository:
         *,
         status: RunStatus | None,
         context_id: str | None,
-        before_seq: int | None,
+        cursor: str | None,
         limit: int,
         max_bytes: int,
-    ) -> tuple[list[RunRow], bool]:
-        """Newest first, at most ``limit`` runs and (past the first) ``max_bytes`` of output;
-        whether more follow."""
+    ) -> tuple[list[RunRow], str | None]:
+        """Newest first (by submission), at most ``limit`` runs and (past the first)
+        ``max_bytes`` of output; the next page's cursor if more follow."""
         query = select(RunRow).where(RunRow.sandbox_id == sandbox_id)
         if status is not None:
             query = query.where(RunRow.status == status.value)
         if context_id is not None:
             query = query.where(RunRow.context_id == context_id)
-        if before_seq is not None:
-            query = query.where(RunRow.seq < before_seq)
+        if cursor is not None:
+            query = query.where(RunRow.seq < seq_of(cursor))
         query = query.order_by(RunRow.seq.desc()).limit(limit + 1)
         # Rows are read a few at a time: each carries up to MAX_OUTPUT_BYTES of output, and
         # neither the answer nor the server's memory may grow with ``limit``.
@@ -261,7 +282,7 @@ class RunRepository:
                 rows.append(row)
                 held += size
             await result.close()
-        return rows, more
+        return rows, run_cursor(rows[-1].seq) if more else None
 
     # --- retention -------------------------------------------------------------------------
 
