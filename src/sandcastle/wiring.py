@@ -3,8 +3,9 @@
 Each collaborator is a constructor argument, so the graph reads top to bottom and has no
 cycle. Where a lower part must tell a higher one something — a sandbox ended, so its runs are
 settled and its memory image deleted — the lower part is given listeners here (``states.py``)
-instead of a reference to the service above it. The server builds this in ``create_app``; the
-benches and tests use it the same way.
+instead of a reference to the service above it. The server builds this in ``create_app``
+(which benches and tests start too); a test that needs the services at another clock builds
+them directly.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def build_services(
     sandbox_records = SandboxRepository(db)
     contexts_store = ContextRepository(db)
     run_records = RunRepository(db)
+    snapshot_records = SnapshotRepository(db)
     locks = OperationLocks()
     active_runs = ActiveRuns()
     tenancy_store = TenancyStore(db)
@@ -218,7 +220,7 @@ def build_services(
         org_sandboxes=OrgSandboxes(OrgSandboxListing(db), tenancy, accounting.prices, clock),
         snapshots=SnapshotService(
             settings,
-            SnapshotRepository(db),
+            snapshot_records,
             sandbox_records,
             contexts_store,
             sandboxes,
@@ -228,5 +230,5 @@ def build_services(
             runtime,
             clock,
         ),
-        templates=TemplateService(settings, SnapshotRepository(db), sandbox_records),
+        templates=TemplateService(settings, snapshot_records, sandbox_records),
     )

@@ -6,13 +6,13 @@ role is the member's, read on every request, so a demotion or removal takes effe
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from sandcastle.domain.roles import Role
 from sandcastle.errors import AuthenticationError
 from sandcastle.store.models import ApiKeyRow
 from sandcastle.store.tenancy import TenancyStore
@@ -20,12 +20,6 @@ from sandcastle.store.tenancy import TenancyStore
 KEY_PREFIX = "sc_"
 #: The org made at first start; its owners are the server's operators.
 OPERATOR_ORG_SLUG = "default"
-
-
-class Role(enum.StrEnum):
-    OWNER = "owner"
-    ADMIN = "admin"
-    MEMBER = "member"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandcastle.services.auth import OPERATOR_ORG_SLUG, Role, new_key_row
+from sandcastle.domain.roles import Role
+from sandcastle.services.auth import OPERATOR_ORG_SLUG, new_key_row
 from sandcastle.store.models import MemberRow, OrgRow, ProjectRow, UserRow
 from sandcastle.store.tenancy import TenancyStore
 

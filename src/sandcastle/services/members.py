@@ -13,6 +13,7 @@ import uuid
 
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock, utcnow
+from sandcastle.domain.roles import Role
 from sandcastle.errors import (
     ConflictError,
     FieldError,
@@ -21,7 +22,7 @@ from sandcastle.errors import (
     MemberLimitExceededError,
     NotFoundError,
 )
-from sandcastle.services.auth import Principal, Role, new_key_row
+from sandcastle.services.auth import Principal, new_key_row
 from sandcastle.services.tenancy import (
     ApiKey,
     Member,

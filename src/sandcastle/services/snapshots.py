@@ -30,6 +30,7 @@ from sandcastle.services.oplocks import OperationLocks
 from sandcastle.services.provisioning import CreateSandbox, Provisioning
 from sandcastle.services.sandboxes import SandboxService
 from sandcastle.store.contexts import ContextRepository
+from sandcastle.store.repositories import to_sandbox
 from sandcastle.store.sandboxes import SandboxRepository
 from sandcastle.store.snapshots import SnapshotRepository
 
@@ -101,7 +102,7 @@ class SnapshotService:
     async def _take(self, sandbox_id: str) -> Snapshot:
         async with self._locks.hold(sandbox_id):
             source = await self._sandbox_records.row(sandbox_id)
-            sandbox = await self._sandbox_records.get(sandbox_id)
+            sandbox = to_sandbox(source)
             if sandbox.status is not SandboxStatus.RUNNING:
                 state = "hibernated" if sandbox.hibernated else sandbox.status.value
                 raise ConflictError(

@@ -24,7 +24,7 @@ from sandcastle.store.sandboxes import SandboxRepository
 
 log = logging.getLogger("sandcastle.sandboxes")
 
-#: Told once a sandbox became ``destroyed`` or ``error``; must not raise.
+#: Told once a sandbox became ``destroyed`` or ``error`` (after the commit).
 EndedListener = Callable[[Sandbox], Awaitable[None]]
 
 #: Attempts of a metered move before giving up on a meter that keeps changing.
@@ -69,7 +69,10 @@ class SandboxStates:
             check_transition(sandbox_id, sandbox.status, status)  # raises: the move is illegal
         if status in (SandboxStatus.DESTROYED, SandboxStatus.ERROR):
             for listener in self._ended:
-                await listener(sandbox)
+                try:
+                    await listener(sandbox)
+                except Exception:  # the sandbox has ended all the same; the sweeps catch up
+                    log.exception("after sandbox %s ended: %r failed", sandbox_id, listener)
         return sandbox
 
     async def metered_move(

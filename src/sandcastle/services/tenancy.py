@@ -22,13 +22,14 @@ from typing import Any
 
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock, utcnow
+from sandcastle.domain.roles import Role
 from sandcastle.errors import (
     AlreadyExistsError,
     FieldError,
     ForbiddenError,
     NotFoundError,
 )
-from sandcastle.services.auth import Principal, Role, new_key_row
+from sandcastle.services.auth import Principal, new_key_row
 from sandcastle.store.models import (
     ApiKeyRow,
     MemberRow,

@@ -141,7 +141,7 @@ class SandboxRepository:
             row = await session.get(SandboxRow, sandbox_id, populate_existing=True)
             if row is None:
                 raise NotFoundError(f"sandbox {sandbox_id} not found")
-            return changed.rowcount == 1, repo.to_sandbox(row)  # type: ignore[attr-defined]
+            return repo.rowcount(changed) == 1, repo.to_sandbox(row)
 
     async def move_metered(
         self,
@@ -162,7 +162,7 @@ class SandboxRepository:
                 )
                 .values(status=target.value, **values)
             )
-            if changed.rowcount != 1:  # type: ignore[attr-defined]
+            if repo.rowcount(changed) != 1:
                 return None
             moved = await session.get(SandboxRow, read.id, populate_existing=True)
             assert moved is not None
@@ -219,7 +219,7 @@ class SandboxRepository:
                 .where(SandboxRow.id == candidate, SandboxRow.pool.is_not(None))
                 .values(pool=None, **values)
             )
-            if taken.rowcount != 1:  # type: ignore[attr-defined]
+            if repo.rowcount(taken) != 1:
                 return None
             row = await session.get(SandboxRow, candidate, populate_existing=True)
             assert row is not None

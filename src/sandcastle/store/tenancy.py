@@ -18,6 +18,7 @@ from sqlalchemy import Select, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sandcastle.domain.roles import Role
 from sandcastle.domain.sandbox import LIVE_STATUSES
 from sandcastle.errors import NotFoundError
 from sandcastle.store.db import Database
@@ -30,9 +31,6 @@ from sandcastle.store.models import (
     UserRow,
     WorkspaceRow,
 )
-
-#: The role ranked first for the member limit (``services.auth.Role.OWNER``).
-OWNER = "owner"
 
 
 class TenancyTx:
@@ -169,7 +167,7 @@ class TenancyTx:
             select(MemberRow.id)
             .where(MemberRow.org_id == org_id, MemberRow.removed_at.is_(None))
             .order_by(
-                case((MemberRow.role == OWNER, 0), else_=1),
+                case((MemberRow.role == Role.OWNER.value, 0), else_=1),
                 MemberRow.created_at,
                 MemberRow.id,
             )
