@@ -8,15 +8,8 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandcastle.api.schemas import rfc3339
+from sandcastle.domain.tenancy import ApiKey, Member, NewKey, Org, Project, Workspace
 from sandcastle.services.accounting import CreditStatement
-from sandcastle.services.tenancy import (
-    ApiKey,
-    Member,
-    NewKey,
-    Org,
-    Project,
-    Workspace,
-)
 
 RoleName = Literal["owner", "admin", "member"]
 T = TypeVar("T")

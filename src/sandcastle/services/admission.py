@@ -11,6 +11,7 @@ sandbox's creator.
 from __future__ import annotations
 
 from sandcastle.config import Settings
+from sandcastle.domain.tenancy import OrgLimits, Placement
 from sandcastle.errors import (
     FieldError,
     ForbiddenError,
@@ -20,12 +21,7 @@ from sandcastle.errors import (
     UsageLimitExceededError,
 )
 from sandcastle.services.auth import Principal
-from sandcastle.services.tenancy import (
-    OrgLimits,
-    Placement,
-    effective_limits,
-    over_limit_members,
-)
+from sandcastle.services.tenancy import effective_limits, over_limit_members
 from sandcastle.store.models import OrgRow
 from sandcastle.store.tenancy import TenancyStore, TenancyTx
 

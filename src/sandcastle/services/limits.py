@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from sandcastle.config import Settings
 from sandcastle.domain.sandbox import TimeoutAction
+from sandcastle.domain.tenancy import OrgLimits
 from sandcastle.errors import LimitExceededError
 from sandcastle.runtime.base import Runtime
-from sandcastle.services.tenancy import OrgLimits
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import uuid
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock, utcnow
 from sandcastle.domain.roles import Role
+from sandcastle.domain.tenancy import ApiKey, Member, NewKey
 from sandcastle.errors import (
     ConflictError,
     FieldError,
@@ -24,9 +25,6 @@ from sandcastle.errors import (
 )
 from sandcastle.services.auth import Principal, new_key_row
 from sandcastle.services.tenancy import (
-    ApiKey,
-    Member,
-    NewKey,
     TenancyService,
     effective_limits,
     key_view,

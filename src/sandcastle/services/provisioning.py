@@ -21,6 +21,7 @@ from sandcastle.config import Settings
 from sandcastle.domain import ids
 from sandcastle.domain.clock import Clock
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus, TimeoutAction, normalise_cwd
+from sandcastle.domain.tenancy import Placement
 from sandcastle.errors import LimitExceededError
 from sandcastle.runtime.base import LaunchSpec, Runtime
 from sandcastle.runtime.channel import AgentLink
@@ -28,7 +29,6 @@ from sandcastle.services.admission import Admission
 from sandcastle.services.auth import Principal
 from sandcastle.services.limits import Resources, check_timeout
 from sandcastle.services.states import SandboxStates
-from sandcastle.services.tenancy import Placement
 from sandcastle.store.models import SandboxRow
 from sandcastle.store.sandboxes import SandboxRepository
 
