@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -134,7 +135,7 @@ def test_each_kernel_brings_its_own_size_up_to_the_cap(
     sizes = {kernel.pid: 450 * MB}
     in_use = [500 * MB]
     monkeypatch.setattr(memguard, "rss", lambda pid: sizes.get(pid, 0))
-    monkeypatch.setattr(memguard, "memory_in_use", lambda: in_use[0])
+    monkeypatch.setattr(memguard, "memory_in_use", lambda fd=None: in_use[0])
     limits = tmp_path / "limits.json"
     limits.write_text(json.dumps({"budget_mb": 100}))
     guard = MemoryGuard(
@@ -156,9 +157,50 @@ def test_the_kernel_is_sized_when_first_seen_and_its_growth_counts(
     sizes = {kernel.pid: 450 * MB}
     in_use = [500 * MB]
     monkeypatch.setattr(memguard, "rss", lambda pid: sizes.get(pid, 0))
-    monkeypatch.setattr(memguard, "memory_in_use", lambda: in_use[0])
+    monkeypatch.setattr(memguard, "memory_in_use", lambda fd=None: in_use[0])
     guard = _guard(tmp_path, [Victim(kernel.pid, lambda: None)], budget_mb=100)
     assert guard.check() is False
     sizes[kernel.pid], in_use[0] = 600 * MB, 650 * MB  # its code allocated 150 MB: over
     assert guard.check() is True
     assert _gone(kernel)
+
+
+def test_the_guard_looks_often_near_the_budget_and_seldom_far_below_it(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However far below the budget, the next look comes before growth at the rate a look
+    every POLL_S stops could reach the host's limit."""
+    kernel = _spawn(procs, "import time; time.sleep(60)")
+    in_use = [0]
+    monkeypatch.setattr(memguard, "rss", lambda pid: 0)
+    monkeypatch.setattr(memguard, "memory_in_use", lambda fd=None: in_use[0])
+    guard = _guard(tmp_path, [Victim(kernel.pid, lambda: None)], budget_mb=2048)
+    for used_mb in (0, 512, 1024, 1536, 2000, 2048):
+        in_use[0] = used_mb * MB
+        assert guard.check() is False
+        room = (2048 - used_mb) * MB + memguard.HOST_MARGIN
+        assert memguard.POLL_S <= guard.next_look_s() <= memguard.IDLE_POLL_S
+        assert guard.next_look_s() * memguard.GROWTH_PER_S <= room
+    in_use[0] = 2047 * MB
+    guard.check()
+    assert guard.next_look_s() == pytest.approx(memguard.POLL_S, rel=0.01)
+    in_use[0] = 0
+    guard.check()
+    assert guard.next_look_s() > 4 * memguard.POLL_S  # far below: a quarter of the looks, or fewer
+
+
+def test_without_a_budget_the_guard_only_looks_for_one_seldom(tmp_path: Path) -> None:
+    guard = MemoryGuard(
+        lambda: [], limits_file=str(tmp_path / "absent.json"), kills_file=str(tmp_path / "k")
+    )
+    assert guard.check() is False
+    assert guard.next_look_s() == memguard.IDLE_POLL_S
+
+
+def test_memory_in_use_reads_the_same_through_a_kept_descriptor() -> None:
+    fd = os.open("/proc/meminfo", os.O_RDONLY)
+    try:
+        assert abs(memguard.memory_in_use(fd) - memguard.memory_in_use()) < 512 * MB
+        assert memguard.memory_in_use(fd) > 0
+    finally:
+        os.close(fd)

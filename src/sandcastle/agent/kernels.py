@@ -111,7 +111,10 @@ class Kernels:
             km.stderr_tail.close()
             raise
         client = km.client()
-        client.start_channels()
+        # No heartbeat channel: the agent asks the provisioner whether a kernel lives, and the
+        # heartbeat's ping every second wakes a thread in both processes of every context, which
+        # under gVisor is most of what an idle sandbox costs.
+        client.start_channels(hb=False)
         try:
             await client.wait_for_ready(timeout=60)
         except Exception:

@@ -51,7 +51,10 @@ class SandboxCgroup:
             if (self.path("memory") / "memory.memsw.limit_in_bytes").exists():
                 self._write("memory", "memory.memsw.limit_in_bytes", memory)
             self._write("cpu", "cpu.cfs_period_us", _CFS_PERIOD_US)
-            self._write("cpu", "cpu.cfs_quota_us", limits.vcpus * _CFS_PERIOD_US)
+            quota = limits.vcpus * _CFS_PERIOD_US
+            self._write("cpu", "cpu.cfs_quota_us", quota)
+            if (self.path("cpu") / "cpu.cfs_burst_us").exists():
+                self._write("cpu", "cpu.cfs_burst_us", quota)
             self._write("pids", "pids.max", limits.pids_max)
         except OSError as exc:
             raise RuntimeBackendError(
