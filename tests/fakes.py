@@ -156,6 +156,7 @@ class FakeAgent:
             sandbox_id,
             {
                 "ping": self.ping,
+                "warm": self.warm,
                 "context.create": self.context_create,
                 "context.delete": self.context_delete,
                 "context.rename": self.context_rename,
@@ -178,6 +179,10 @@ class FakeAgent:
     async def ping(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         await self._record("ping", params)
         return {"contexts": list(self.contexts)}
+
+    async def warm(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        await self._record("warm", params)
+        return {}
 
     async def context_create(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         await self._record("context.create", params)

@@ -80,3 +80,14 @@ async def test_a_dead_pool_entry_is_replaced(start_app: AppFactory) -> None:
                 await session.scalars(select(SandboxRow.id).where(SandboxRow.pool.is_not(None)))
             ).all()
         assert replacement and replacement[0] != entry
+
+
+async def test_an_entry_is_taken_only_once_its_spare_kernel_is_ready(start_app: AppFactory) -> None:
+    async with start_app(warm_pool={"python": 1}) as h:
+        await wait_ready(h, 1)
+        hit = (await h.client.post("/v1/sandboxes", json={})).json()
+        assert hit["warm_pool_checkout"]["hit"] is True
+        asked = [method for method, _params in h.runtime.agent(hit["id"]).requests]
+        assert asked[0] == "warm"
+        (params,) = [p for m, p in h.runtime.agent(hit["id"]).requests if m == "warm"]
+        assert params == {"languages": ["python"]}

@@ -19,6 +19,7 @@ from sandcastle.config import Settings
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.errors import SandcastleError
 from sandcastle.runtime.base import Runtime
+from sandcastle.runtime.channel import AgentLink
 from sandcastle.runtime.templates.catalogue import load_template
 from sandcastle.services.limits import Resources, resolve_resources
 from sandcastle.services.provisioning import Provisioning
@@ -29,10 +30,18 @@ log = logging.getLogger("sandcastle.pool")
 
 #: Pause between refill attempts after a failure, so a broken template does not spin.
 _RETRY_S = 5.0
+#: The languages whose spare kernel a pool entry has ready before it is taken.
+POOL_LANGUAGES = ("python",)
 
 
 def pool_id(template: str) -> str:
     return f"wp_{template}"
+
+
+async def _spare_ready(link: AgentLink) -> None:
+    """An entry is taken only once its agent's spare kernel is up, so the first execution of a
+    checked-out sandbox never waits for a kernel to boot (a restored gVisor entry has one)."""
+    await link.call("warm", {"languages": list(POOL_LANGUAGES)})
 
 
 class WarmPoolService:
@@ -159,7 +168,7 @@ class WarmPoolService:
                     template, resources, internet=False, runtime=runtime, pool=template
                 )
                 try:
-                    await self._provisioning.boot(row, info.rootfs)
+                    await self._provisioning.boot(row, info.rootfs, connected=_spare_ready)
                 except SandcastleError as exc:
                     log.warning("warm pool %s: boot failed: %s", template, exc)
                     await self._sandboxes.forget_pool_entry(row.id)
