@@ -112,8 +112,8 @@ class Kernels:
             raise
         client = km.client()
         # No heartbeat channel: the agent asks the provisioner whether a kernel lives, and the
-        # heartbeat's ping every second wakes a thread in both processes of every context, which
-        # under gVisor is most of what an idle sandbox costs.
+        # heartbeat's ping every second wakes a thread in both processes of every context, a
+        # share of what an idle gVisor sandbox costs.
         client.start_channels(hb=False)
         try:
             await client.wait_for_ready(timeout=60)
