@@ -46,12 +46,15 @@ from sandcastle.runtime.procs import run, which
 
 log = logging.getLogger("sandcastle.gvisor")
 
-#: Languages whose kernels are started in a template's memory image.
-TEMPLATE_LANGUAGES = ("python", "typescript")
+#: Languages whose kernels are started in a template's memory image. Not TypeScript: every
+#: sandbox restored from the image would carry an idle Deno kernel (~140 MB under gVisor), which
+#: the spare policy (``services/contexts.py``, ``SPARE_MIN_MEMORY_MB``) denies sandboxes under
+#: 1 GB; their first TypeScript context starts Deno cold instead, as under bwrap.
+TEMPLATE_LANGUAGES = ("python",)
 _SECRET = "agent.secret"
 #: Bumped when what a template image holds changes (its OCI spec: mounts, limits), so that
 #: images made by an older server are made again rather than refused by ``runsc restore``.
-IMAGE_FORMAT = 2
+IMAGE_FORMAT = 3
 
 
 class GvisorRuntime(LocalRuntime):
