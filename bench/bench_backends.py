@@ -13,7 +13,11 @@ For each backend it starts ``sandcastle serve`` (warm pool of one) and measures 
 - ``cold → first result``: the same with resources no pool entry has (``memory_mb`` 768), so the
   sandbox boots (on gVisor: restored from the template image);
 - ``idle``: a sandbox with one live Python context holding a variable, left alone: the CPU it
-  uses (``cpuacct.usage`` over ``--idle-s``, % of one core) and its memory cgroup's usage.
+  uses (``cpuacct.usage`` over ``--idle-s``, % of one core) and its memory cgroup's usage;
+- ``hibernate`` / ``resume → first result`` of a sandbox holding 10 MiB of state (backends with
+  memory snapshots);
+- ``upload`` / ``download`` of a ``--file-mb`` file (``PUT``/``GET …/files/content``), in MB/s,
+  beside the host's own ``cp`` of it.
 
 and, on the host in the same run, the baselines: bare ``jupyter_client`` kernel start and warm
 ``execute_interactive("1+1")``. Prints medians and p95 (nearest rank) in milliseconds.
@@ -22,6 +26,8 @@ and, on the host in the same run, the baselines: bare ``jupyter_client`` kernel 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -49,6 +55,10 @@ class Figures:
     throttled_ms: float = 0.0
     idle_cpu_percent: float = 0.0
     idle_memory_mib: float = 0.0
+    hibernate: list[float] = field(default_factory=list)
+    resume: list[float] = field(default_factory=list)
+    upload_mb_s: list[float] = field(default_factory=list)
+    download_mb_s: list[float] = field(default_factory=list)
 
 
 def cgroup(controller: str, sandbox_id: str) -> Path:
@@ -88,7 +98,58 @@ def first_result(api: httpx.Client, **body: Any) -> tuple[float, str, bool]:
     return elapsed, created["id"], bool((created.get("warm_pool_checkout") or {}).get("hit"))
 
 
-def measure(backend: str, iterations: int, idle_s: float) -> Figures:
+#: 10 MiB of state a hibernation must save and a resume restore.
+STATE = (
+    "import numpy as np; "
+    "state = np.random.default_rng(1).integers(0, 255, size=10 * 2**20, dtype=np.uint8)"
+)
+
+
+def hibernations(api: httpx.Client, figures: Figures, rounds: int) -> None:
+    sid = api.post("/v1/sandboxes", json={"template": "python"}).json()["id"]
+    try:
+        context = run(api, sid, code=STATE)["context_id"]
+        for _ in range(rounds):
+            figures.hibernate.append(
+                timed(lambda: api.post(f"/v1/sandboxes/{sid}/hibernate").raise_for_status())
+            )
+            started = time.perf_counter()
+            api.post(f"/v1/sandboxes/{sid}/resume").raise_for_status()
+            kept = run(api, sid, code="int(state.nbytes)", context_id=context)
+            figures.resume.append((time.perf_counter() - started) * 1000)
+            assert kept["items"][0]["text"] == str(10 * 2**20), kept
+    finally:
+        api.delete(f"/v1/sandboxes/{sid}")
+
+
+def transfers(api: httpx.Client, source: Path, figures: Figures, rounds: int) -> None:
+    size_mb = source.stat().st_size / 2**20
+    body = {"template": "python", "disk_mb": int(size_mb) * 2 + 512}
+    sid = api.post("/v1/sandboxes", json=body).json()["id"]
+    url = f"/v1/sandboxes/{sid}/files/content"
+    try:
+        for _ in range(rounds):
+            with source.open("rb") as data:
+                took = timed(
+                    lambda: api.put(
+                        url, params={"path": "big.bin"}, content=data
+                    ).raise_for_status()
+                )
+            figures.upload_mb_s.append(size_mb / (took / 1000))
+            started = time.perf_counter()
+            got = 0
+            with api.stream("GET", url, params={"path": "big.bin"}) as response:
+                response.raise_for_status()
+                for block in response.iter_bytes(2**20):
+                    got += len(block)
+            took = (time.perf_counter() - started) * 1000
+            assert got == source.stat().st_size
+            figures.download_mb_s.append(size_mb / (took / 1000))
+    finally:
+        api.delete(f"/v1/sandboxes/{sid}")
+
+
+def measure(backend: str, iterations: int, idle_s: float, source: Path, snapshots: bool) -> Figures:
     figures = Figures()
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{backend}-"))
     server = ServerProcess(
@@ -130,6 +191,10 @@ def measure(backend: str, iterations: int, idle_s: float) -> Figures:
             kept = run(api, sid, code="len(kept)", context_id=context)
             assert kept["items"][0]["text"] == "1000", kept
             api.delete(f"/v1/sandboxes/{sid}")
+
+            if snapshots:
+                hibernations(api, figures, max(3, iterations // 4))
+            transfers(api, source, figures, 3)
     finally:
         server.stop()
         destroy_leftovers(data_dir)
@@ -142,16 +207,34 @@ def line(label: str, samples: list[float]) -> str:
     return f"{label:<34}{statistics.median(samples):>9.1f}{p95(samples):>9.1f}"
 
 
+def rate(label: str, samples: list[float]) -> str:
+    if not samples:
+        return f"{label:<34}{'—':>9}"
+    return f"{label:<34}{statistics.median(samples):>9.0f}   (runs: {', '.join(f'{r:.0f}' for r in samples)})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--idle-s", type=float, default=10.0)
     parser.add_argument("--backends", default="gvisor,bwrap")
+    parser.add_argument("--file-mb", type=int, default=200)
     args = parser.parse_args()
 
-    results = {b: measure(b, args.iterations, args.idle_s) for b in args.backends.split(",")}
     with tempfile.TemporaryDirectory() as root:
+        source = Path(root) / "payload.bin"
+        with source.open("wb") as out:
+            for _ in range(args.file_mb):
+                out.write(os.urandom(2**20))
+        results = {
+            b: measure(b, args.iterations, args.idle_s, source, snapshots=b == "gvisor")
+            for b in args.backends.split(",")
+        }
         starts, trips = host_baselines("python3", max(5, args.iterations // 2), Path(root))
+        copies = []
+        for _ in range(3):
+            took = timed(lambda: shutil.copyfile(source, Path(root) / "copy.bin"))
+            copies.append(args.file_mb / (took / 1000))
 
     print(f"{'ms':<34}{'median':>9}{'p95':>9}")
     for backend, f in results.items():
@@ -165,9 +248,14 @@ def main() -> None:
         )
         print(f"{'idle: CPU (% of a core)':<34}{f.idle_cpu_percent:>9.2f}")
         print(f"{'idle: memory cgroup (MiB)':<34}{f.idle_memory_mib:>9.0f}")
+        print(line("hibernate, 10 MiB of state", f.hibernate))
+        print(line("resume → first result, 10 MiB", f.resume))
+        print(rate(f"upload {args.file_mb} MB (MB/s)", f.upload_mb_s))
+        print(rate(f"download {args.file_mb} MB (MB/s)", f.download_mb_s))
     print("--- host, bare jupyter_client")
     print(line("execute_interactive 1+1", trips))
     print(line("kernel start until ready", starts))
+    print(rate(f"cp of {args.file_mb} MB (MB/s)", copies))
 
 
 if __name__ == "__main__":

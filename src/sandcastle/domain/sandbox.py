@@ -63,6 +63,15 @@ def check_transition(sandbox_id: str, current: SandboxStatus, target: SandboxSta
 
 
 @dataclass(frozen=True)
+class ListFilter:
+    """What a listing of sandboxes keeps: any of ``statuses``, the template, metadata values."""
+
+    statuses: list[str] = field(default_factory=list)
+    template: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     vcpus: int
     memory_mb: int

@@ -16,6 +16,7 @@ from sandcastle.domain.clock import Clock
 from sandcastle.domain.metering import PauseReason
 from sandcastle.domain.sandbox import (
     DEADLINE_STATUSES,
+    ListFilter,
     Sandbox,
     SandboxStatus,
     TimeoutAction,
@@ -33,9 +34,7 @@ from sandcastle.services.limits import check_timeout, org_resources
 from sandcastle.services.pool import WarmPoolService
 from sandcastle.services.provisioning import CreateSandbox, Provisioning
 from sandcastle.services.states import SandboxStates
-from sandcastle.store.sandboxes import ListFilter, SandboxRepository
-
-__all__ = ["CreateSandbox", "ListFilter", "SandboxService"]
+from sandcastle.store.sandboxes import SandboxRepository
 
 
 class SandboxService:

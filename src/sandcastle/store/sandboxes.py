@@ -9,23 +9,15 @@ DELETE, a deduction racing a pause) never overwrite each other. A warm-pool entr
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from sandcastle.domain.sandbox import LIVE_STATUSES, Sandbox, SandboxStatus
+from sandcastle.domain.sandbox import LIVE_STATUSES, ListFilter, Sandbox, SandboxStatus
 from sandcastle.errors import NotFoundError
 from sandcastle.store import repositories as repo
 from sandcastle.store.db import Database
 from sandcastle.store.models import SandboxRow
-
-
-@dataclass(frozen=True)
-class ListFilter:
-    statuses: list[str] = field(default_factory=list)
-    template: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def _values(statuses: Iterable[SandboxStatus]) -> list[str]:

@@ -19,9 +19,9 @@ from sandcastle.api.schemas import (
     sandbox_out,
     snapshot_out,
 )
-from sandcastle.domain.sandbox import SandboxStatus, TimeoutAction
+from sandcastle.domain.sandbox import ListFilter, SandboxStatus, TimeoutAction
 from sandcastle.errors import FieldError
-from sandcastle.services.sandboxes import CreateSandbox, ListFilter
+from sandcastle.services.provisioning import CreateSandbox
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 
