@@ -3,8 +3,9 @@
 A pool entry is an ordinary sandbox row with ``pool`` set to its template and no org: invisible
 to every tenant (each query filters by org) until a create takes it. Taking one is a
 compare-and-set on ``pool IS NOT NULL``, so two creates never get the same entry. Entries have
-never run user code, so a checked-out sandbox carries no other tenant's state. The pool refills
-in the background after each checkout; an entry that dies is deleted and replaced.
+never run user code, so a checked-out sandbox carries no other tenant's state. An entry is
+``running``, and can be taken, only once its agent has a spare Python kernel up. The pool
+refills in the background after each checkout; an entry that dies is deleted and replaced.
 """
 
 from __future__ import annotations
