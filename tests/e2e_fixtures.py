@@ -5,14 +5,18 @@ Shared by ``tests/e2e`` and ``tests/security``; loaded from ``tests/conftest.py`
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import pgcluster
 from tests.serverproc import ServerProcess, templates_dir
 
 #: In the environment of every session server: nothing of it may ever be seen inside a sandbox.
@@ -32,17 +36,52 @@ def backends() -> list[str]:
     return os.environ.get("SANDCASTLE_TEST_BACKENDS", "bwrap,gvisor").split(",")
 
 
-@pytest.fixture(scope="session", params=backends())
-def backend(request: pytest.FixtureRequest) -> str:
+def deployments() -> list[str]:
+    """Each backend on SQLite (the default store), and bubblewrap, the quicker one, once more
+    on PostgreSQL: the store is independent of the backend, so one pairing covers it."""
+    names = backends()
+    return [*names, "bwrap+postgresql"] if "bwrap" in names else names
+
+
+@pytest.fixture(scope="session", params=deployments())
+def deployment(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[ServerProcess]:
-    """One real server per backend; every e2e and security test runs against each."""
+def backend(deployment: str) -> str:
+    return deployment.split("+")[0]
+
+
+StoreFactory = Callable[[], dict[str, str]]
+
+
+@pytest.fixture(scope="session")
+def new_store(request: pytest.FixtureRequest, deployment: str) -> StoreFactory:
+    """The server environment for a store of its own: SQLite in the data directory, or a new
+    database on the run's PostgreSQL (two servers never share one)."""
+    if not deployment.endswith("+postgresql"):
+        return dict
+    cluster: str = request.getfixturevalue("postgres_url")
+
+    def make() -> dict[str, str]:
+        name = f"e2e_{uuid.uuid4().hex[:12]}"
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            url = thread.submit(asyncio.run, pgcluster.create_database(cluster, name)).result()
+        return {"SANDCASTLE_DATABASE_URL": url}
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, deployment: str, backend: str, new_store: StoreFactory
+) -> Iterator[ServerProcess]:
+    """One real server per deployment; every e2e and security test runs against each."""
     if not (templates_dir() / "python" / "manifest.json").exists():
         pytest.fail(f"the python template is not built in {templates_dir()}: run `make test`")
-    with running_server(Path(tmp_path_factory.mktemp(f"server-{backend}")), backend) as proc:
+    data_dir = Path(tmp_path_factory.mktemp(f"server-{deployment}"))
+    with running_server(data_dir, backend, **new_store()) as proc:
         yield proc
 
 

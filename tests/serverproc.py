@@ -72,6 +72,12 @@ class ServerProcess:
         raise RuntimeError(f"server did not start:\n{self.log_path.read_text()[-3000:]}")
 
     @property
+    def database_url(self) -> str:
+        """The store this server uses (its data directory's SQLite unless told otherwise)."""
+        default = f"sqlite+aiosqlite:///{self.data_dir / 'sandcastle.db'}"
+        return self.extra_env.get("SANDCASTLE_DATABASE_URL", default)
+
+    @property
     def admin_key(self) -> str:
         return (self.data_dir / "admin.key").read_text().strip()
 

@@ -7,6 +7,7 @@ the admin key, adoption and the services are the real ones; only the isolation b
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import shutil
@@ -28,6 +29,7 @@ from sandcastle.services.auth import new_key_row
 from sandcastle.store.db import Database
 from sandcastle.store.models import OrgRow, ProjectRow
 from sandcastle.wiring import Services
+from tests import pgcluster
 from tests.fakes import FakeRuntime
 
 #: ``type`` values the error envelope may carry (``org-sandboxes-list.txt``).
@@ -167,7 +169,7 @@ async def running_app(
 
     ``clock``: the app's wall clock (lifecycles and metering), for tests that move time.
     """
-    db = Database(f"sqlite+aiosqlite:///{settings.data_dir / 'sandcastle.db'}")
+    db = Database(settings.resolved_database_url)
     app = create_app(
         settings,
         db,
@@ -218,6 +220,39 @@ def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres_template(postgres_url: str) -> str:
+    """A database at the newest schema on the run's PostgreSQL, cloned for each test."""
+    name = f"schema_{uuid.uuid4().hex[:12]}"
+
+    async def migrate() -> None:
+        db = Database(await pgcluster.create_database(postgres_url, name))
+        try:
+            await db.migrate()
+        finally:
+            await db.aclose()
+
+    # Asked for from inside a test's event loop (``database_url``), so it runs on its own.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, migrate()).result()
+    return name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, root: Path) -> AsyncIterator[str]:
+    """Every API test runs on both stores: SQLite in the data directory (the default), and a
+    database of its own on the run's PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{root / 'data' / 'sandcastle.db'}"
+        return
+    cluster: str = request.getfixturevalue("postgres_url")
+    template: str = request.getfixturevalue("postgres_template")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = await pgcluster.create_database(cluster, name, template=template)
+    yield url
+    await pgcluster.drop_database(cluster, name)
+
+
 @pytest.fixture
 def root(tmp_path: Path, migrated_db: Path) -> Path:
     write_template(tmp_path / "templates")
@@ -228,12 +263,13 @@ def root(tmp_path: Path, migrated_db: Path) -> Path:
 
 
 @pytest.fixture
-def start_app(root: Path, runtime: FakeRuntime) -> AppFactory:
+def start_app(root: Path, runtime: FakeRuntime, database_url: str) -> AppFactory:
     """``async with start_app(**settings_overrides) as h:`` for tests that need other settings."""
 
     def start(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Harness]:
         clock = overrides.pop("clock", None)
         reason = overrides.pop("runtime_reason", None)
+        overrides.setdefault("database_url", database_url)
         return running_app(make_settings(root, **overrides), runtime, clock, reason)
 
     return start

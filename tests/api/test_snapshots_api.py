@@ -29,11 +29,11 @@ def fake(harness: Harness) -> SnapshottingFakeRuntime:
 
 
 @pytest.fixture
-async def plain(root: Path) -> AsyncIterator[Harness]:
+async def plain(root: Path, database_url: str) -> AsyncIterator[Harness]:
     """An app over a backend without memory snapshots (like bwrap)."""
     backend = FakeRuntime()
     try:
-        async with running_app(make_settings(root), backend) as h:
+        async with running_app(make_settings(root, database_url=database_url), backend) as h:
             yield h
     finally:
         await backend.shutdown()
@@ -195,14 +195,14 @@ async def test_a_failed_restore_leaves_the_sandbox_in_error(
 
 
 async def test_a_server_without_snapshots_keeps_hibernated_sandboxes_for_later(
-    start_app: AppFactory, root: Path
+    start_app: AppFactory, root: Path, database_url: str
 ) -> None:
     async with start_app() as h:
         sandbox_id, _ = await with_context(h)
         image_id = (await hibernate(h, sandbox_id))["snapshot_id"]
     backend = FakeRuntime()
     try:
-        async with running_app(make_settings(root), backend) as h:
+        async with running_app(make_settings(root, database_url=database_url), backend) as h:
             refused = await h.client.post(f"/v1/sandboxes/{sandbox_id}/resume")
             assert_envelope(refused, 409, "conflict_error")
             body = await get(h, sandbox_id)

@@ -269,7 +269,7 @@ def other_org_key(server: ServerProcess) -> str:
     """A key of a second organisation, written straight into the server's database."""
 
     async def make() -> str:
-        db = Database(f"sqlite+aiosqlite:///{server.data_dir / 'sandcastle.db'}")
+        db = Database(server.database_url)
         try:
             now = datetime.now(UTC)
             async with db.session() as session:

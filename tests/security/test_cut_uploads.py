@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.executing import run
-from tests.e2e_fixtures import running_server
+from tests.e2e_fixtures import StoreFactory, running_server
 from tests.security.test_attacks import value
 
 _PARTS = (
@@ -25,10 +25,10 @@ def _parts(api: httpx.Client, sandbox_id: str) -> list[str]:
 
 
 def test_an_upload_cut_by_a_server_crash_leaves_no_partial_file(
-    tmp_path: Path, backend: str
+    tmp_path: Path, backend: str, new_store: StoreFactory
 ) -> None:
     release = threading.Event()
-    with running_server(tmp_path / "data", backend) as server:
+    with running_server(tmp_path / "data", backend, **new_store()) as server:
         try:
             with server.client() as api:
                 sid = api.post("/v1/sandboxes", json={"timeout_ms": 600_000}).json()["id"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_code_runs import finished, submit
-from tests.e2e_fixtures import running_server
+from tests.e2e_fixtures import StoreFactory, running_server
 from tests.security.test_host_exposure import _host_bytes
 from tests.serverproc import ServerProcess
 
@@ -19,12 +19,15 @@ MAX_SNAPSHOTS = 2
 
 
 @pytest.fixture(scope="module")
-def small_quota(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[ServerProcess]:
+def small_quota(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, new_store: StoreFactory
+) -> Iterator[ServerProcess]:
     """A server of its own whose orgs may keep ``QUOTA_MB`` of artifacts and
     ``MAX_SNAPSHOTS`` snapshots."""
     with running_server(
         Path(tmp_path_factory.mktemp(f"quota-{backend}")),
         backend,
+        **new_store(),
         SANDCASTLE_ORG_MAX_ARTIFACT_MB=str(QUOTA_MB),
         SANDCASTLE_ORG_MAX_SNAPSHOTS=str(MAX_SNAPSHOTS),
     ) as proc:
