@@ -116,6 +116,11 @@ class InsufficientStorageError(SandcastleError):
     sandbox, a snapshot, a run's artifacts, a build) starts until space is freed."""
 
 
+class StoreBusyError(SandcastleError):
+    """The database stayed locked (or chose this transaction as a deadlock's victim) past the
+    busy timeout; nothing was written, and the same request may be sent again."""
+
+
 class RuntimeBackendError(SandcastleError):
     """The isolation runtime could not do what was asked."""
 

@@ -43,6 +43,8 @@ ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
     # documented codes (org-sandboxes-list.txt) stop at 504: a 500 whose detail says why.
     errors.InsufficientStorageError: (500, "server_error"),
     errors.ConflictError: (409, "conflict_error"),
+    # No 503 among the envelope's codes: the store did not answer in time, like a gateway.
+    errors.StoreBusyError: (504, "gateway_timeout_error"),
     errors.AgentUnavailableError: (502, "bad_gateway_error"),
     errors.AgentError: (502, "bad_gateway_error"),
     errors.TemplateError: (500, "server_error"),
