@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     agent_connect_timeout_s: float = Field(default=30.0, gt=0)
     #: Seconds between reconciliations of records against real processes and deadlines.
     reconcile_interval_s: float = Field(default=2.0, gt=0)
+    #: A sandbox still ``creating`` this long after its record was made is abandoned by the
+    #: reconciler: a create whose last step failed, so nobody will finish it.
+    create_deadline_s: float = Field(default=300.0, gt=0)
 
     #: Asynchronous code runs (docs/RUNS.md): runs executing at once per sandbox and in all.
     runs_max_concurrent_per_sandbox: int = Field(default=4, ge=1)

@@ -23,6 +23,7 @@ enter; the HTTP layer maps them to statuses and envelope ``type`` names in one t
     │   └── UsageLimitExceededError    the org has no credits left
     ├── RateLimitedError               the key sent too many requests; retry after a while
     ├── InsufficientStorageError       the host's disk is at its free-space floor
+    ├── StoreBusyError                 the database stayed locked; nothing was written
     ├── RuntimeBackendError            the isolation runtime failed (bwrap, cgroups, mounts)
     │   └── TemplateError              a template is missing or its build failed
     ├── AgentError                     the in-sandbox agent is unreachable or broke protocol

@@ -386,6 +386,33 @@ async def test_reconcile_applies_timeout_deadlines(harness: Harness) -> None:
         assert row is not None and row.destroyed_at == deadline
 
 
+async def test_a_create_left_unfinished_is_abandoned_at_its_deadline(harness: Harness) -> None:
+    # The create's processes run, but its last write never landed (a store error, a cancelled
+    # task): the record says ``creating`` and nobody will finish it.
+    body = await harness.create()
+    async with harness.db.session() as session:
+        row = await session.get(SandboxRow, body["id"])
+        assert row is not None
+        row.status, created = "creating", row.created_at
+    deadline = created + timedelta(seconds=harness.settings.create_deadline_s)
+
+    def reconciler_at(now: datetime) -> Reconciler:
+        return build_services(
+            harness.settings, harness.db, harness.runtime, clock=lambda: now
+        ).reconciler
+
+    await reconciler_at(deadline - timedelta(seconds=1)).reconcile()
+    assert (await harness.client.get(f"/v1/sandboxes/{body['id']}")).json()["status"] == (
+        "creating"
+    )
+    assert body["id"] not in harness.runtime.destroyed
+    await reconciler_at(deadline).reconcile()
+    got = (await harness.client.get(f"/v1/sandboxes/{body['id']}")).json()
+    assert got["status"] == "error"
+    assert got["status_reason"] == "the create did not finish within 300 s"
+    assert body["id"] in harness.runtime.destroyed
+
+
 async def test_timeout_of_destroyed_sandbox_is_left_alone(harness: Harness) -> None:
     short = await harness.create(timeout_ms=1000)
     await harness.client.delete(f"/v1/sandboxes/{short['id']}")

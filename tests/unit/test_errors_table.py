@@ -78,6 +78,7 @@ EXPECTED = {
     errors.SandboxCapacityExceededError: (429, "org_sandbox_capacity_exceeded_error"),
     errors.MemberLimitExceededError: (403, "member_limit_exceeded_error"),
     errors.UsageLimitExceededError: (403, "usage_limit_exceeded_error"),
+    errors.StoreBusyError: (504, "database_error"),
     errors.RateLimitedError: (429, "e2b_rate_limit_error"),
     errors.InsufficientStorageError: (500, "server_error"),
     errors.RuntimeBackendError: (500, "server_error"),
@@ -91,7 +92,7 @@ EXPECTED = {
 
 
 def test_the_expectations_cover_every_error_class() -> None:
-    assert len(ERROR_CLASSES) == 23
+    assert len(ERROR_CLASSES) == 24
     assert set(ERROR_CLASSES) <= set(EXPECTED)
 
 

@@ -44,7 +44,7 @@ ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
     errors.InsufficientStorageError: (500, "server_error"),
     errors.ConflictError: (409, "conflict_error"),
     # No 503 among the envelope's codes: the store did not answer in time, like a gateway.
-    errors.StoreBusyError: (504, "gateway_timeout_error"),
+    errors.StoreBusyError: (504, "database_error"),
     errors.AgentUnavailableError: (502, "bad_gateway_error"),
     errors.AgentError: (502, "bad_gateway_error"),
     errors.TemplateError: (500, "server_error"),

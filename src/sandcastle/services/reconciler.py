@@ -1,7 +1,8 @@
 """Keeping the records and the processes in agreement: at start-up and every few seconds.
 
 At start-up every live sandbox is re-adopted (its agent reconnects) or settled; one the server
-died creating is abandoned, since nobody waits for it. Each pass applies deadlines (destroy, or
+died creating is abandoned, since nobody waits for it. Each pass abandons a create that did not
+finish by its deadline, applies deadlines (destroy, or
 hibernate when asked and the backend saves memory), notices sandboxes whose processes died and
 OOM kills, and destroys runtime resources no live record accounts for. A hibernated sandbox has
 no processes on purpose: it is never adopted, polled or marked dead.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from sandcastle.config import Settings
 from sandcastle.domain.clock import Clock
@@ -60,6 +62,16 @@ class Reconciler:
     async def reconcile(self) -> None:
         """Apply deadlines, notice dead sandboxes and OOM kills, destroy orphans."""
         now = self._clock()
+        stale = now - timedelta(seconds=self._settings.create_deadline_s)
+        for sandbox in await self._sandboxes.with_status({SandboxStatus.CREATING}):
+            # A create finishes or abandons its own record; one still here this late lost its
+            # last step (a store error, a cancelled task), and its processes would otherwise
+            # count against the org forever.
+            if sandbox.snapshot_id is None and sandbox.created_at <= stale:
+                await self._states.abandon(
+                    sandbox.id,
+                    f"the create did not finish within {self._settings.create_deadline_s:g} s",
+                )
         for sandbox in await self._sandboxes.with_status(DEADLINE_STATUSES):
             if sandbox.snapshot_id is not None:
                 continue  # hibernated: no processes, no deadline
