@@ -114,7 +114,29 @@ async def test_wrong_field_type_is_a_422_envelope_with_locations(harness: Harnes
     body = assert_envelope(response, 422, "validation_error")
     assert body["detail"] == "Validation error"
     by_loc = {tuple(e["loc"]): e["type"] for e in body["errors"]}
-    assert by_loc == {("body", "memory_mb"): "int_parsing", ("body", "vcpus"): "greater_than_equal"}
+    assert by_loc == {("body", "memory_mb"): "int_type", ("body", "vcpus"): "greater_than_equal"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        # Lax parsing took these: a boolean topped up one credit and turned rate limiting off.
+        ("POST", "/v1/orgs/default/credits", {"amount": True}, "amount"),
+        ("PATCH", "/v1/orgs/default/limits", {"rate_limit_per_s": False}, "rate_limit_per_s"),
+        ("POST", "/v1/sandboxes", {"vcpus": "2"}, "vcpus"),
+        ("POST", "/v1/sandboxes", {"timeout_ms": 1.5}, "timeout_ms"),
+        ("POST", "/v1/sandboxes", {"network": {"internet": "yes"}}, "internet"),
+        ("POST", "/v1/sandboxes", {"auto_resume": 1}, "auto_resume"),
+    ],
+)
+async def test_numbers_and_booleans_are_taken_only_as_themselves(
+    harness: Harness, method: str, path: str, body: dict[str, object], field: str
+) -> None:
+    before = (await harness.client.get("/v1/orgs/default")).json()
+    response = await harness.client.request(method, path, json=body)
+    errors = assert_envelope(response, 422, "validation_error")["errors"]
+    assert [e["loc"][-1] for e in errors] == [field], errors
+    assert (await harness.client.get("/v1/orgs/default")).json() == before
 
 
 async def test_body_that_is_not_an_object_is_a_422_envelope(harness: Harness) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from sandcastle.api.request_body import RequestBody
 from sandcastle.api.schemas import rfc3339
 from sandcastle.domain.tenancy import ApiKey, Member, NewKey, Org, Project, Workspace
 from sandcastle.services.accounting import CreditStatement
@@ -19,17 +20,13 @@ SlugField = Field(min_length=1, max_length=64, description="Lowercase letters, d
 # --- bodies -----------------------------------------------------------------------------------
 
 
-class OrgCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OrgCreateBody(RequestBody):
     slug: str = SlugField
     name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class LimitsBody(BaseModel):
+class LimitsBody(RequestBody):
     """Only the fields sent change; ``null`` resets one to the server's default."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_concurrent_sandboxes: int | None = None
     max_members: int | None = None
@@ -39,16 +36,12 @@ class LimitsBody(BaseModel):
     rate_limit_burst: int | None = None
 
 
-class ProjectCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProjectCreateBody(RequestBody):
     key: str = SlugField
     name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class WorkspaceCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WorkspaceCreateBody(RequestBody):
     key: str = SlugField
     name: str | None = Field(default=None, min_length=1, max_length=200)
     project_id: str | None = Field(
@@ -56,23 +49,17 @@ class WorkspaceCreateBody(BaseModel):
     )
 
 
-class MemberCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MemberCreateBody(RequestBody):
     email: str = Field(min_length=3, max_length=320)
     name: str | None = Field(default=None, min_length=1, max_length=200)
     role: RoleName = "member"
 
 
-class MemberUpdateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MemberUpdateBody(RequestBody):
     role: RoleName
 
 
-class KeyCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KeyCreateBody(RequestBody):
     name: str = Field(default="key", min_length=1, max_length=200)
     member_id: str | None = Field(
         default=None, description="Owners and admins may make keys for other members."
@@ -80,9 +67,7 @@ class KeyCreateBody(BaseModel):
     project_id: str | None = Field(default=None, description="Scope the key to one project.")
 
 
-class TopUpBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TopUpBody(RequestBody):
     amount: int = Field(ge=1, description="Credits to add.")
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sandcastle.api.bounded import EnvVars, Metadata
+from sandcastle.api.request_body import RequestBody
 from sandcastle.domain.execution import ExecutionResult
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.domain.snapshot import Snapshot
@@ -18,15 +19,11 @@ def rfc3339(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-class NetworkBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NetworkBody(RequestBody):
     internet: bool = Field(default=False, description="Outbound access through NAT.")
 
 
-class SandboxCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SandboxCreateBody(RequestBody):
     template: str | None = Field(default=None, min_length=1, max_length=64)
     vcpus: int | None = Field(default=None, ge=1)
     memory_mb: int | None = Field(default=None, ge=1)
@@ -58,9 +55,7 @@ class SandboxCreateBody(BaseModel):
     )
 
 
-class TimeoutBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TimeoutBody(RequestBody):
     timeout_ms: int = Field(ge=1, description="New deadline, counted from now.")
     timeout_action: Literal["destroy", "hibernate"] | None = None
 
@@ -231,10 +226,8 @@ def snapshot_out(snapshot: Snapshot) -> dict[str, Any]:
     return body
 
 
-class ExecuteBody(BaseModel):
+class ExecuteBody(RequestBody):
     """``execute.txt``'s request."""
-
-    model_config = ConfigDict(extra="forbid")
 
     #: Bounded so any request fits one agent-channel frame, whatever its escaping.
     code: str = Field(max_length=2_000_000)

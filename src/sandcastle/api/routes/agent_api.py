@@ -19,11 +19,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from sandcastle.api.bounded import streams_body
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.errors import execute_validation
+from sandcastle.api.request_body import RequestBody
 from sandcastle.api.routes.files import (
     FileInfoOut,
     download_response,
@@ -47,9 +48,7 @@ class PingOut(BaseModel):
     last_activity: str = Field(description="RFC 3339: the last request or execution.")
 
 
-class AgentExecuteBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AgentExecuteBody(RequestBody):
     code: str
     timeout_secs: float = Field(default=60, gt=0, le=3600)
 

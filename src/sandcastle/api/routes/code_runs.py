@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sandcastle.api.bounded import EnvVars
 from sandcastle.api.deps import PrincipalDep, ServicesDep
+from sandcastle.api.request_body import RequestBody
 from sandcastle.api.schemas import ErrorOut, LogsOut, rfc3339
 from sandcastle.domain.execution import MIME_FIELDS
 from sandcastle.domain.runs import Artifact, Run, RunStatus
@@ -23,9 +24,7 @@ from sandcastle.services.runs import SubmitRun
 router = APIRouter(prefix="/v1/sandboxes", tags=["code runs"])
 
 
-class RunCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RunCreateBody(RequestBody):
     #: Bounded so any request fits one agent-channel frame, whatever its escaping.
     code: str = Field(max_length=2_000_000)
     language: str | None = Field(

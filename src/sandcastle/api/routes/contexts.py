@@ -9,18 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sandcastle.api.deps import PrincipalDep, ServicesDep
+from sandcastle.api.request_body import RequestBody
 from sandcastle.api.schemas import rfc3339
 from sandcastle.domain.context import Context, ContextStatus
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["contexts"])
 
 
-class ContextCreateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ContextCreateBody(RequestBody):
     language: str = Field(
         default="python",
         description="Any spelling `execute` accepts: python, py, python3, typescript, ts, "

@@ -25,6 +25,7 @@ from sandcastle.agent import layout
 from sandcastle.api import multipart
 from sandcastle.api.bounded import streams_body
 from sandcastle.api.deps import PrincipalDep, ServicesDep
+from sandcastle.api.request_body import RequestBody
 from sandcastle.api.schemas import rfc3339
 from sandcastle.errors import FieldError, InvalidRequestError
 from sandcastle.services.files import FileDownload, FileInfo
@@ -53,14 +54,12 @@ class ListingOut(BaseModel):
     truncated: bool = Field(description="True if the directory had more entries than returned.")
 
 
-class MkdirBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MkdirBody(RequestBody):
     path: str = Field(min_length=1, max_length=8192)
 
 
-class RenameBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class RenameBody(RequestBody):
+    model_config = ConfigDict(populate_by_name=True)
 
     from_: str = Field(alias="from", min_length=1, max_length=8192)
     to: str = Field(min_length=1, max_length=8192)
