@@ -157,3 +157,11 @@ async def test_each_key_is_rate_limited_with_retry_after(start_app: AppFactory) 
             await set_limits(h, "acme", rate_limit_per_s=0)
             for _ in range(20):
                 assert (await other.get("/v1/sandboxes")).status_code == 200
+
+
+async def test_a_limits_patch_that_names_nothing_changes_nothing(harness: Harness) -> None:
+    await set_limits(harness, "default", max_members=7)
+    before = (await harness.client.get("/v1/orgs/default")).json()
+    response = await harness.client.patch("/v1/orgs/default/limits", json={})
+    assert response.status_code == 200, response.text
+    assert response.json() == before

@@ -57,7 +57,9 @@ class TenancyTx:
         return await self._session.scalar(select(OrgRow).where(OrgRow.slug == slug))
 
     async def set_org(self, org_id: str, values: dict[str, Any]) -> OrgRow:
-        await self._session.execute(update(OrgRow).where(OrgRow.id == org_id).values(**values))
+        """Change the org's columns in ``values``; none (a PATCH of ``{}``) changes nothing."""
+        if values:
+            await self._session.execute(update(OrgRow).where(OrgRow.id == org_id).values(**values))
         row = await self._session.get(OrgRow, org_id, populate_existing=True)
         assert row is not None
         return row
