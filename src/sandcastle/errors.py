@@ -16,7 +16,8 @@ enter; the HTTP layer maps them to statuses and envelope ``type`` names in one t
     ├── ConflictError                  the resource's state forbids the operation
     │   ├── AlreadyExistsError
     │   │   └── MemberExistsError      the user is a member of the org already
-    │   └── SandboxBusyError           code is running; the sandbox cannot be saved now
+    │   ├── SandboxBusyError           code is running; the sandbox cannot be saved now
+    │   └── SandboxPausedError         paused while the request waited on its agent
     ├── QuotaExceededError             an org's quota or budget refuses the request
     │   ├── SandboxCapacityExceededError   the org runs its maximum of sandboxes
     │   ├── MemberLimitExceededError   the org has its maximum of members (or more)
@@ -86,6 +87,11 @@ class MemberExistsError(AlreadyExistsError):
 
 class SandboxBusyError(ConflictError):
     """The sandbox is serving requests (code running): its memory cannot be saved now."""
+
+
+class SandboxPausedError(ConflictError):
+    """The sandbox was paused while a request waited on its agent: the code is frozen where it
+    was and goes on when the sandbox resumes, but this request no longer waits for it."""
 
 
 class QuotaExceededError(SandcastleError):

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from sandcastle.domain.runs import Reasons
 from sandcastle.services import runs as runs_service
 from sandcastle.store.db import Database
 from sandcastle.store.models import RunRow
@@ -284,6 +285,21 @@ async def test_a_paused_sandboxs_runs_wait_until_it_resumes(
     assert (await get_run(harness, sandbox_id, run["id"]))["status"] == "queued"
     assert (await harness.client.post(f"/v1/sandboxes/{sandbox_id}/resume")).status_code == 200
     assert (await finished(harness, sandbox_id, run["id"]))["status"] == "succeeded"
+
+
+async def test_a_run_executing_when_its_sandbox_pauses_fails_saying_so_and_the_next_runs(
+    harness: Harness, sandbox_id: str
+) -> None:
+    run = await submit(harness, sandbox_id, code="# gate: p\n1")
+    await waiting(harness, sandbox_id, 1)
+    assert (await harness.client.post(f"/v1/sandboxes/{sandbox_id}/pause")).status_code == 200
+    done = await finished(harness, sandbox_id, run["id"])
+    assert done["status"] == "failed"
+    assert done["failure_reason"] == Reasons.PAUSED
+    assert (await harness.client.post(f"/v1/sandboxes/{sandbox_id}/resume")).status_code == 200
+    harness.runtime.agent(sandbox_id).gates["p"].set()
+    after = await submit(harness, sandbox_id, code="'after resume'")
+    assert (await finished(harness, sandbox_id, after["id"]))["status"] == "succeeded"
 
 
 # --- cancel ---------------------------------------------------------------------------------

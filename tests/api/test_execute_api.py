@@ -10,6 +10,7 @@ import pytest
 
 from sandcastle.store.models import ContextRow
 from tests.api.conftest import Harness, assert_envelope
+from tests.api.test_code_runs_api import waiting
 
 
 @pytest.fixture
@@ -355,3 +356,27 @@ async def test_execution_waits_while_the_sandbox_is_frozen(
     result = await asyncio.wait_for(pending, 5)
     assert result["items"] == [{"is_primary": True, "text": "2"}]
     assert not (await harness.runtime.poll(sandbox_id)).frozen
+
+
+# --- an execution and a pause ---------------------------------------------------------------
+
+
+async def test_an_execution_in_flight_when_its_sandbox_pauses_answers_409_at_once(
+    harness: Harness,
+) -> None:
+    sandbox_id = (await harness.create())["id"]
+    base = f"/v1/sandboxes/{sandbox_id}"
+    agent = harness.runtime.agent(sandbox_id)
+    running = asyncio.create_task(
+        harness.client.post(f"{base}/execute", json={"code": "# gate: g\n1", "timeout_ms": 600_000})
+    )
+    await waiting(harness, sandbox_id, 1)
+    assert (await harness.client.post(f"{base}/pause")).status_code == 200
+    async with asyncio.timeout(5):
+        response = await running
+    body = assert_envelope(response, 409, "conflict_error")
+    assert "paused while" in body["detail"]
+    # The code was frozen, not stopped: it goes on after the resume, and the sandbox serves.
+    assert (await harness.client.post(f"{base}/resume")).status_code == 200
+    agent.gates["g"].set()
+    assert (await harness.execute(sandbox_id, code="1+1"))["items"][0]["text"] == "2"

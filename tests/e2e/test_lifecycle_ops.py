@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,36 @@ def test_pause_freezes_and_resume_keeps_state(api: httpx.Client, sandbox: dict[s
     after = run(api, sid, code="counter + 1", context_id=ctx)
     assert after["items"] == [{"is_primary": True, "text": "42"}]
     assert api.post(f"/v1/sandboxes/{sid}/resume").status_code == 409
+
+
+def test_an_execute_in_flight_when_the_sandbox_pauses_answers_409_and_its_code_goes_on(
+    api: httpx.Client, sandbox: dict[str, Any], server: ServerProcess
+) -> None:
+    sid = sandbox["id"]
+    ctx = run(api, sid, code="ticks = 0")["context_id"]
+    code = "import time\nfor _ in range(40):\n    time.sleep(0.1)\n    ticks += 1\nticks"
+    answered: list[httpx.Response] = []
+
+    def execute() -> None:
+        with server.client() as client:
+            body = {"code": code, "context_id": ctx, "timeout_ms": 60_000}
+            answered.append(client.post(f"/v1/sandboxes/{sid}/execute", json=body))
+
+    worker = threading.Thread(target=execute)
+    worker.start()
+    time.sleep(1.0)
+    assert api.post(f"/v1/sandboxes/{sid}/pause").status_code == 200
+    started = time.monotonic()
+    worker.join(15)
+    assert answered, "the execute still waits on the frozen sandbox"
+    assert time.monotonic() - started < 15
+    assert answered[0].status_code == 409, answered[0].text
+    assert "paused while this ran" in answered[0].json()["detail"]
+    assert api.post(f"/v1/sandboxes/{sid}/resume").status_code == 200
+    # Frozen, not interrupted: the loop finishes after the resume (the kernel runs one cell at
+    # a time, so this one waits for it).
+    after = run(api, sid, code="ticks", context_id=ctx)
+    assert after["items"] == [{"is_primary": True, "text": "40"}]
 
 
 def test_timeout_endpoint_sets_a_new_deadline_that_destroys(

@@ -75,6 +75,10 @@ class Reasons:
         "interrupts work whose requester went away)"
     )
     SERVER_STOPPED = "the server shut down while the run was running"
+    PAUSED = (
+        "the sandbox was paused while the run was running; its code is frozen where it was "
+        "and goes on when the sandbox resumes, but its output is not recorded"
+    )
 
     @staticmethod
     def timeout(timeout_secs: int) -> str:

@@ -342,6 +342,18 @@ class AgentLink:
         result = reply.get("result")
         return result if isinstance(result, dict) else {}
 
+    def abandon_calls(self, error: Exception) -> int:
+        """End every call in flight with ``error`` without cancelling its work in the agent
+        (the sandbox is being frozen: the agent could not answer, and the work goes on when it
+        thaws; its late reply is then ignored). Returns how many were ended."""
+        conn = self._conn
+        if conn is None:
+            return 0
+        ids = list(conn.pending)
+        for request_id in ids:
+            conn.fail(request_id, error)
+        return len(ids)
+
     async def aclose(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -36,7 +36,13 @@ from sandcastle.domain.runs import (
     check_transition,
 )
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
-from sandcastle.errors import AgentError, ConflictError, NotFoundError, SandcastleError
+from sandcastle.errors import (
+    AgentError,
+    ConflictError,
+    NotFoundError,
+    SandboxPausedError,
+    SandcastleError,
+)
 from sandcastle.runtime.channel import AgentLink
 from sandcastle.services.active_runs import ActiveRun, ActiveRuns
 from sandcastle.services.artifacts import ArtifactService, RunFiles
@@ -80,6 +86,8 @@ class _Outcome:
     artifacts: list[Artifact] = field(default_factory=list)
     #: It never started (its sandbox was paused meanwhile): back to the queue.
     requeue: bool = False
+    #: The sandbox froze under it: its files cannot be read until the resume.
+    frozen: bool = False
 
 
 class RunDispatcher:
@@ -194,7 +202,7 @@ class RunDispatcher:
         if active.cancel_reason is not None:
             return _Outcome(RunStatus.CANCELLED, active.cancel_reason)
         outcome = await self._execute_code(active, row, sandbox, link, context)
-        if outcome.execution is None or active.sandbox_end is not None:
+        if outcome.execution is None or outcome.frozen or active.sandbox_end is not None:
             return outcome
         after = await self._snapshot(link, cwd) if before is not None else None
         if before is not None and after is not None:
@@ -221,7 +229,7 @@ class RunDispatcher:
         try:
             async with asyncio.timeout(SNAPSHOT_S):
                 return await self._artifacts.snapshot(link, cwd)
-        except TimeoutError:
+        except (TimeoutError, SandboxPausedError):
             return None
 
     async def _context_of(
@@ -264,6 +272,8 @@ class RunDispatcher:
                 return _Outcome(RunStatus.CANCELLED, active.cancel_reason, partial)
             return _Outcome(RunStatus.FAILED, Reasons.timeout(row.timeout_secs), partial)
         error = task.exception()
+        if isinstance(error, SandboxPausedError):
+            return _Outcome(RunStatus.FAILED, Reasons.PAUSED, partial, frozen=True)
         if isinstance(error, NotFoundError):
             return _Outcome(
                 RunStatus.FAILED, f"the run's context is gone: {error.message}", partial
