@@ -125,6 +125,7 @@ async def test_wrong_field_type_is_a_422_envelope_with_locations(harness: Harnes
         ("PATCH", "/v1/orgs/default/limits", {"rate_limit_per_s": False}, "rate_limit_per_s"),
         ("POST", "/v1/sandboxes", {"vcpus": "2"}, "vcpus"),
         ("POST", "/v1/sandboxes", {"timeout_ms": 1.5}, "timeout_ms"),
+        ("POST", "/v1/orgs/default/credits", {"amount": "5"}, "amount"),
         ("POST", "/v1/sandboxes", {"network": {"internet": "yes"}}, "internet"),
         ("POST", "/v1/sandboxes", {"auto_resume": 1}, "auto_resume"),
     ],
@@ -217,3 +218,11 @@ async def test_openapi_lists_the_routes(harness: Harness) -> None:
     list_params = {p["name"]: p for p in spec["paths"]["/v1/sandboxes"]["get"]["parameters"]}
     assert list_params["limit"]["schema"]["minimum"] == 1
     assert list_params["limit"]["schema"]["maximum"] == 200
+
+
+async def test_an_integer_written_with_a_zero_fraction_is_an_integer(harness: Harness) -> None:
+    # JSON Schema's integer: Python's json module writes 5.0 for a float that holds 5.
+    before = (await harness.client.get("/v1/orgs/default")).json()["credit_balance"]
+    response = await harness.client.post("/v1/orgs/default/credits", json={"amount": 5.0})
+    assert response.status_code == 200, response.text
+    assert (await harness.client.get("/v1/orgs/default")).json()["credit_balance"] == before + 5

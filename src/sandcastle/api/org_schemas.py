@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from sandcastle.api.request_body import RequestBody
+from sandcastle.api.request_body import Integer, RequestBody
 from sandcastle.api.schemas import rfc3339
 from sandcastle.domain.tenancy import ApiKey, Member, NewKey, Org, Project, Workspace
 from sandcastle.services.accounting import CreditStatement
@@ -28,12 +28,12 @@ class OrgCreateBody(RequestBody):
 class LimitsBody(RequestBody):
     """Only the fields sent change; ``null`` resets one to the server's default."""
 
-    max_concurrent_sandboxes: int | None = None
-    max_members: int | None = None
-    max_vcpus: int | None = None
-    max_memory_mb: int | None = None
+    max_concurrent_sandboxes: Integer | None = None
+    max_members: Integer | None = None
+    max_vcpus: Integer | None = None
+    max_memory_mb: Integer | None = None
     rate_limit_per_s: float | None = Field(default=None, description="0: no limit.")
-    rate_limit_burst: int | None = None
+    rate_limit_burst: Integer | None = None
 
 
 class ProjectCreateBody(RequestBody):
@@ -68,7 +68,7 @@ class KeyCreateBody(RequestBody):
 
 
 class TopUpBody(RequestBody):
-    amount: int = Field(ge=1, description="Credits to add.")
+    amount: Integer = Field(ge=1, description="Credits to add.")
 
 
 # --- responses --------------------------------------------------------------------------------

@@ -4,11 +4,28 @@ Pydantic's lax mode would take ``true`` for a number (``{"amount": true}`` toppe
 ``"5"`` for an integer and ``"yes"`` for a boolean. A client that sends those has a bug we
 should tell it about, not guess around. Enum fields keep lax mode (``Field(strict=False)``):
 JSON has no enums, so strict mode would refuse even the right string.
+
+Integer fields are :data:`Integer`: JSON Schema's ``integer`` is any number without a
+fraction, so ``5.0`` is one (Python's ``json`` writes floats that way) while ``5.5``, ``true``
+and ``"5"`` are not.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict
+from pydantic_core import PydanticCustomError
+
+
+def _number_only(value: object) -> object:
+    # bool is an int to Python, and lax mode would parse the digits of a string.
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+Integer = Annotated[int, Strict(False), BeforeValidator(_number_only)]
 
 
 class RequestBody(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from sandcastle.api.bounded import EnvVars, Metadata
-from sandcastle.api.request_body import RequestBody
+from sandcastle.api.request_body import Integer, RequestBody
 from sandcastle.domain.execution import ExecutionResult
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.domain.snapshot import Snapshot
@@ -25,11 +25,11 @@ class NetworkBody(RequestBody):
 
 class SandboxCreateBody(RequestBody):
     template: str | None = Field(default=None, min_length=1, max_length=64)
-    vcpus: int | None = Field(default=None, ge=1)
-    memory_mb: int | None = Field(default=None, ge=1)
-    disk_mb: int | None = Field(default=None, ge=1)
+    vcpus: Integer | None = Field(default=None, ge=1)
+    memory_mb: Integer | None = Field(default=None, ge=1)
+    disk_mb: Integer | None = Field(default=None, ge=1)
     metadata: Metadata = Field(default_factory=dict)
-    timeout_ms: int | None = Field(default=None, ge=1)
+    timeout_ms: Integer | None = Field(default=None, ge=1)
     timeout_action: Literal["destroy", "hibernate"] = "destroy"
     cwd: str | None = Field(default=None, min_length=1, max_length=4096)
     network: NetworkBody = Field(default_factory=NetworkBody)
@@ -56,7 +56,7 @@ class SandboxCreateBody(RequestBody):
 
 
 class TimeoutBody(RequestBody):
-    timeout_ms: int = Field(ge=1, description="New deadline, counted from now.")
+    timeout_ms: Integer = Field(ge=1, description="New deadline, counted from now.")
     timeout_action: Literal["destroy", "hibernate"] | None = None
 
 
@@ -234,7 +234,7 @@ class ExecuteBody(RequestBody):
     context_id: str | None = None
     language: str | None = None
     env_vars: EnvVars = None
-    timeout_ms: int = Field(default=30_000, ge=1, le=3_600_000)
+    timeout_ms: Integer = Field(default=30_000, ge=1, le=3_600_000)
 
 
 class ExecuteItemOut(BaseModel):

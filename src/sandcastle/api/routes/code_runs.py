@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from sandcastle.api.bounded import EnvVars
 from sandcastle.api.deps import PrincipalDep, ServicesDep
-from sandcastle.api.request_body import RequestBody
+from sandcastle.api.request_body import Integer, RequestBody
 from sandcastle.api.schemas import ErrorOut, LogsOut, rfc3339
 from sandcastle.domain.execution import MIME_FIELDS
 from sandcastle.domain.runs import Artifact, Run, RunStatus
@@ -36,7 +36,7 @@ class RunCreateBody(RequestBody):
         default=None, description="Run in this context, after its earlier runs; else a new one."
     )
     env_vars: EnvVars = None
-    timeout_secs: int | None = Field(
+    timeout_secs: Integer | None = Field(
         default=None, ge=1, description="Defaults to the server's run_default_timeout_secs."
     )
 
