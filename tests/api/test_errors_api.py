@@ -186,6 +186,43 @@ async def test_agent_failure_is_a_502_envelope(harness: Harness) -> None:
 # --- OpenAPI --------------------------------------------------------------------------------
 
 
+async def test_openapi_documents_every_error_in_the_shape_it_is_sent(harness: Harness) -> None:
+    spec = (await harness.anon.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            errors = {int(s): r for s, r in operation["responses"].items() if int(s) >= 400}
+            assert 500 in errors, (method, path)
+            if operation.get("security"):
+                assert {401, 403, 429} <= set(errors), (method, path)
+            if "{" in path:
+                assert 404 in errors, (method, path)
+            for status, response in errors.items():
+                [schema] = [c["schema"] for c in response["content"].values()]
+                if path.endswith("/agent/execute") and status == 422:
+                    continue  # either shape, by the body (below)
+                execute_doc = path.endswith(("/execute", "/execute/stream")) and status == 422
+                expected = "ExecuteValidationError" if execute_doc else "Error"
+                assert schema == {"$ref": f"#/components/schemas/{expected}"}, (method, path)
+    # Both answers of the agent API's execute validate: no $ref beside the oneOf.
+    agent_execute = spec["paths"]["/v1/sandboxes/{sandbox_id}/agent/execute"]["post"]
+    [ok] = agent_execute["responses"]["200"]["content"].values()
+    assert set(ok["schema"]) == {"oneOf"}
+    [invalid] = agent_execute["responses"]["422"]["content"].values()
+    assert invalid["schema"]["oneOf"] == [
+        {"$ref": "#/components/schemas/Error"},
+        {"$ref": "#/components/schemas/ExecuteValidationError"},
+    ]
+
+
+async def test_a_validation_error_matches_the_documented_envelope(harness: Harness) -> None:
+    spec = (await harness.anon.get("/openapi.json")).json()
+    envelope = spec["components"]["schemas"]["Error"]
+    body = (await harness.client.post("/v1/sandboxes", json={"vcpus": "x"})).json()
+    assert set(body) <= set(envelope["properties"]) and set(envelope["required"]) <= set(body)
+    assert body["type"] in envelope["properties"]["type"]["enum"]
+
+
 async def test_openapi_lists_the_routes(harness: Harness) -> None:
     response = await harness.anon.get("/openapi.json")
     assert response.status_code == 200

@@ -10,7 +10,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from sandcastle import __version__
-from sandcastle.api import errors
+from sandcastle.api import errors, openapi
 from sandcastle.api.activity import ActivityMiddleware
 from sandcastle.api.bounded import BodyLimitMiddleware
 from sandcastle.api.hostrouting import HostRoutingMiddleware
@@ -29,6 +29,7 @@ from sandcastle.api.routes import (
     snapshots,
     templates,
 )
+from sandcastle.api.schemas import ExecuteOut
 from sandcastle.config import Settings
 from sandcastle.domain.clock import utcnow
 from sandcastle.runtime.base import Runtime
@@ -69,6 +70,7 @@ def create_app(
     app.state.services = services
     app.state.ratelimit = RateLimiter()
     errors.install(app)
+    openapi.install(app, extra=[agent_api.AgentExecuteOut, ExecuteOut])
     app.include_router(health.router)
     app.include_router(sandboxes.router)
     app.include_router(snapshots.router)

@@ -53,6 +53,18 @@ ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
     errors.SandcastleError: (500, "server_error"),
 }
 
+#: What the envelope's ``type`` may be (org-sandboxes-list.txt).
+ALLOWED_TYPES = frozenset(
+    """already_exists_error app_error authentication_error conflict_error aws_error
+    configuration_error database_error dynamodb_error e2b_error e2b_rate_limit_error
+    expired_signature_error expired_token_error forbidden_error group_error invalid_error
+    invalid_flag_error invalid_username_error mail_error member_exists_error
+    member_limit_exceeded_error migration_lock_timeout_error not_found_error oauth_config_error
+    org_sandbox_capacity_exceeded_error bad_gateway_error gateway_timeout_error s3_error
+    server_error task_error stripe_error token_error upgrade_required_error
+    usage_limit_exceeded_error user_verification_error validation_error""".split()
+)
+
 _HTTP_TYPES = {
     400: "invalid_error",
     401: "authentication_error",

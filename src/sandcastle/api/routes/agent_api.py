@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sandcastle.api.bounded import streams_body
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.errors import execute_validation
+from sandcastle.api.openapi import ERROR, EXECUTE_ERROR
 from sandcastle.api.request_body import RequestBody
 from sandcastle.api.routes.files import (
     FileInfoOut,
@@ -101,7 +102,8 @@ _EXECUTE_BODY = {
 
 @router.post(
     "/{sandbox_id}/agent/execute",
-    response_model=AgentExecuteOut,
+    # Two shapes, so no response_model: its $ref would sit beside the oneOf (and win).
+    response_model=None,
     openapi_extra={"requestBody": _EXECUTE_BODY},
     responses={
         200: {
@@ -116,7 +118,15 @@ _EXECUTE_BODY = {
                     }
                 }
             },
-        }
+        },
+        422: {
+            "description": "Invalid input: in execute.txt's shape for its body, else the envelope.",
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [{"$ref": ERROR}, {"$ref": EXECUTE_ERROR}]}
+                }
+            },
+        },
     },
 )
 async def execute(

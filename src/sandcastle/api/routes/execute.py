@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sandcastle.api import streaming
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.errors import execute_document_errors
+from sandcastle.api.openapi import EXECUTE_DOCUMENT_422
 from sandcastle.api.schemas import ExecuteBody, ExecuteOut, execute_out
 from sandcastle.services.executions import ExecuteRequest
 
@@ -22,6 +23,7 @@ router = APIRouter(prefix="/v1/sandboxes", tags=["execute"])
     response_model=ExecuteOut,
     response_model_by_alias=True,
     response_model_exclude_unset=True,
+    responses=EXECUTE_DOCUMENT_422,
 )
 @execute_document_errors
 async def execute(
@@ -70,7 +72,7 @@ _STREAM_DOC = {
     "/{sandbox_id}/execute/stream",
     status_code=200,
     response_class=streaming.EventStreamResponse,
-    responses=_STREAM_DOC,  # type: ignore[arg-type]
+    responses={**_STREAM_DOC, **EXECUTE_DOCUMENT_422},  # type: ignore[dict-item]
 )
 @execute_document_errors
 async def execute_stream(

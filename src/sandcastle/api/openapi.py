@@ -1,0 +1,171 @@
+"""The OpenAPI document, made to tell the truth about errors.
+
+FastAPI documents every 422 in its own ``{detail: [...]}`` shape and no other error status. Our
+routes answer every error in the envelope of ``org-sandboxes-list.txt`` (the ``execute.txt``
+routes answer validation errors in that document's shape), and may answer 401, 403, 404, 409,
+413, 429, 502 or 504 depending on what they touch. This module rewrites FastAPI's document once:
+the two error shapes become components, and each operation lists the statuses that its kind of
+route can answer, derived from what FastAPI knows of it (its security, path parameters,
+parameters and body, and the part of the API it belongs to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from sandcastle.api.errors import ALLOWED_TYPES
+
+ERROR = "#/components/schemas/Error"
+EXECUTE_ERROR = "#/components/schemas/ExecuteValidationError"
+
+_DESCRIPTIONS = {
+    401: "Missing, unknown or revoked API key.",
+    403: "The key's role or project scope, or the org's quota or credits, forbid this.",
+    404: "Not found, or not visible to this key (another org's, another member's).",
+    409: "The resource's state forbids this now (e.g. the sandbox is paused or ended).",
+    413: "The request body is larger than this route takes.",
+    422: "Invalid input; `errors` says which field and why.",
+    429: "Too many requests with this key (see `Retry-After`), or the org runs its maximum "
+    "of sandboxes.",
+    500: "Server error.",
+    502: "The sandbox's agent could not be reached or broke off.",
+    504: "The database stayed busy (nothing was written; send the request again), or the "
+    "sandbox's agent did not answer in time.",
+}
+
+#: Paths whose operations reach into a sandbox: its state may conflict, its agent may fail.
+_SANDBOX_SCOPED = ("/v1/sandboxes/{sandbox_id}", "/api/v1/org/{org}/sandboxes/{sandbox_id}")
+
+
+def error_schemas() -> dict[str, Any]:
+    """The envelope, and ``execute.txt``'s validation error."""
+    return {
+        "Error": {
+            "title": "Error",
+            "description": "Every error of the control plane (org-sandboxes-list.txt).",
+            "type": "object",
+            "required": ["code", "detail", "type"],
+            "additionalProperties": False,
+            "properties": {
+                "code": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string"},
+                "type": {"type": "string", "enum": sorted(ALLOWED_TYPES)},
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["loc", "msg", "type"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "loc": {
+                                "type": "array",
+                                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                            },
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "ExecuteValidationError": {
+            "title": "ExecuteValidationError",
+            "description": "A validation error of the execute routes (execute.txt).",
+            "type": "object",
+            "required": ["message", "errors"],
+            "properties": {
+                "message": {"type": "string"},
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["field", "error"],
+                        "properties": {"field": {"type": "string"}, "error": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    }
+
+
+def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
+    """What an operation of this kind can answer besides its successes."""
+    statuses = {500}
+    if operation.get("security"):
+        statuses |= {401, 403, 429, 504}
+    if "{" in path:
+        statuses.add(404)
+    if operation.get("parameters") or "requestBody" in operation:
+        statuses.add(422)
+    if "requestBody" in operation:
+        statuses.add(413)
+    if path.startswith(_SANDBOX_SCOPED):
+        statuses |= {409, 502}
+    if path in ("/v1/sandboxes", "/api/v1/org/{org}/sandboxes") and method == "post":
+        statuses |= {409, 502}  # a fork's snapshot, the new sandbox's agent
+    if path.startswith("/v1/orgs/") and method in ("post", "patch", "delete"):
+        statuses.add(409)  # already exists; the last owner
+    return statuses
+
+
+#: ``responses=`` of a route whose validation errors use ``execute.txt``'s shape (the route is
+#: also marked with ``errors.execute_document_errors``, which makes it answer so).
+EXECUTE_DOCUMENT_422: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "Invalid input, in execute.txt's shape.",
+        "content": {"application/json": {"schema": {"$ref": EXECUTE_ERROR}}},
+    }
+}
+
+
+def rewrite(document: dict[str, Any], extra: Iterable[type]) -> dict[str, Any]:
+    """``document`` with the errors above; ``extra``: models to add as components. An error
+    status a route documents itself (other than FastAPI's default 422) is kept."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas.update(error_schemas())
+    for model in extra:
+        assert issubclass(model, BaseModel)
+        found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(found.pop("$defs", {}))
+        schemas[model.__name__] = found
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            for status in sorted(error_statuses(path, method, operation)):
+                if str(status) not in responses or _fastapi_default(responses[str(status)]):
+                    responses[str(status)] = {"description": _DESCRIPTIONS[status]}
+            for status, response in responses.items():
+                # A route's own description of an error stays; its body is the envelope.
+                if int(status) >= 400 and "content" not in response:
+                    response["content"] = {"application/json": {"schema": {"$ref": ERROR}}}
+    return document
+
+
+def _fastapi_default(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
+
+
+def install(app: FastAPI, extra: Iterable[type] = ()) -> None:
+    """Serve the rewritten document at ``/openapi.json`` (built once, on first use)."""
+    models = list(extra)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = rewrite(document, models)
+        return app.openapi_schema
+
+    setattr(app, "openapi", openapi)  # noqa: B010 - FastAPI's documented way to replace it
