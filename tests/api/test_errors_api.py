@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import update
 
 from sandcastle.store.models import ApiKeyRow
-from tests.api.conftest import Harness, assert_envelope
+from tests.api.conftest import AppFactory, Harness, assert_envelope
 
 ROUTES = [
     ("GET", "/v1/sandboxes"),
@@ -198,7 +198,7 @@ async def test_openapi_documents_every_error_in_the_shape_it_is_sent(harness: Ha
             if "{" in path:
                 assert 404 in errors, (method, path)
             for status, response in errors.items():
-                [schema] = [c["schema"] for c in response["content"].values()]
+                schema = response["content"]["application/json"]["schema"]
                 if path.endswith("/agent/execute") and status == 422:
                     continue  # either shape, by the body (below)
                 execute_doc = path.endswith(("/execute", "/execute/stream")) and status == 422
@@ -213,6 +213,36 @@ async def test_openapi_documents_every_error_in_the_shape_it_is_sent(harness: Ha
         {"$ref": "#/components/schemas/Error"},
         {"$ref": "#/components/schemas/ExecuteValidationError"},
     ]
+
+
+def _keys(node: object) -> set[str]:
+    if isinstance(node, dict):
+        return set(node) | {k for value in node.values() for k in _keys(value)}
+    if isinstance(node, list):
+        return {k for value in node for k in _keys(value)}
+    return set()
+
+
+async def test_openapi_states_the_limits_the_server_enforces(start_app: AppFactory) -> None:
+    async with start_app(max_vcpus=2, max_memory_mb=1024, max_timeout_ms=600_000) as h:
+        spec = (await h.anon.get("/openapi.json")).json()
+        schemas = spec["components"]["schemas"]
+        create = schemas["SandboxCreateBody"]["properties"]
+        [vcpus] = [b for b in create["vcpus"]["anyOf"] if b.get("type") == "integer"]
+        [memory] = [b for b in create["memory_mb"]["anyOf"] if b.get("type") == "integer"]
+        assert (vcpus["minimum"], vcpus["maximum"]) == (1, 2)
+        assert memory["maximum"] == 1024
+        assert schemas["TimeoutBody"]["properties"]["timeout_ms"]["maximum"] == 600_000
+        # Just past the documented bound is refused; at it is taken.
+        over = await h.client.post("/v1/sandboxes", json={"vcpus": 3})
+        assert_envelope(over, 422, "validation_error")
+        assert (await h.client.post("/v1/sandboxes", json={"vcpus": 2})).status_code == 201
+        # Pydantic writes a bound it cannot place as "ge"/"le", which JSON Schema ignores.
+        assert not _keys(spec) & {"ge", "le", "gt", "lt"}
+        files = spec["paths"]["/v1/sandboxes/{sandbox_id}/files/stat"]["get"]
+        [path] = [p for p in files["parameters"] if p["name"] == "path"]
+        assert path["schema"]["maxLength"] == 4096
+        assert set(files["responses"]["400"]["content"]) == {"application/json", "text/plain"}
 
 
 async def test_a_validation_error_matches_the_documented_envelope(harness: Harness) -> None:

@@ -70,7 +70,7 @@ def create_app(
     app.state.services = services
     app.state.ratelimit = RateLimiter()
     errors.install(app)
-    openapi.install(app, extra=[agent_api.AgentExecuteOut, ExecuteOut])
+    openapi.install(app, settings, extra=[agent_api.AgentExecuteOut, ExecuteOut])
     app.include_router(health.router)
     app.include_router(sandboxes.router)
     app.include_router(snapshots.router)

@@ -19,11 +19,15 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from sandcastle.api.errors import ALLOWED_TYPES
+from sandcastle.config import Settings
+from sandcastle.services.limits import MIN_TIMEOUT_MS
 
 ERROR = "#/components/schemas/Error"
 EXECUTE_ERROR = "#/components/schemas/ExecuteValidationError"
 
 _DESCRIPTIONS = {
+    400: "The request could not be read: a body that does not parse as its content type, or a "
+    "request line or headers the HTTP server refuses (then plain text, e.g. a URL too long).",
     401: "Missing, unknown or revoked API key.",
     403: "The key's role or project scope, or the org's quota or credits, forbid this.",
     404: "Not found, or not visible to this key (another org's, another member's).",
@@ -93,9 +97,34 @@ def error_schemas() -> dict[str, Any]:
     }
 
 
+def settings_bounds(s: Settings) -> dict[str, dict[str, tuple[int, int]]]:
+    """Request fields whose bounds are the server's settings: schema → field → (min, max)."""
+    timeout = (MIN_TIMEOUT_MS, s.max_timeout_ms)
+    return {
+        "SandboxCreateBody": {
+            "vcpus": (1, s.max_vcpus),
+            "memory_mb": (s.min_memory_mb, s.max_memory_mb),
+            "disk_mb": (s.min_disk_mb, s.max_disk_mb),
+            "timeout_ms": timeout,
+        },
+        "TimeoutBody": {"timeout_ms": timeout},
+        "RunCreateBody": {"timeout_secs": (1, s.run_max_timeout_secs)},
+    }
+
+
+def _bound(schemas: dict[str, Any], bounds: dict[str, dict[str, tuple[int, int]]]) -> None:
+    for name, fields in bounds.items():
+        properties = schemas[name]["properties"]
+        for field, (low, high) in fields.items():
+            prop = properties[field]
+            for branch in prop.get("anyOf", [prop]):
+                if branch.get("type") == "integer":
+                    branch["minimum"], branch["maximum"] = low, high
+
+
 def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     """What an operation of this kind can answer besides its successes."""
-    statuses = {500}
+    statuses = {400, 500}
     if operation.get("security"):
         statuses |= {401, 403, 429, 504}
     if "{" in path:
@@ -107,7 +136,7 @@ def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int
     if path.startswith(_SANDBOX_SCOPED):
         statuses |= {409, 502}
     if path in ("/v1/sandboxes", "/api/v1/org/{org}/sandboxes") and method == "post":
-        statuses |= {409, 502}  # a fork's snapshot, the new sandbox's agent
+        statuses |= {404, 409, 502}  # the template or snapshot, its state, the new agent
     if path.startswith("/v1/orgs/") and method in ("post", "patch", "delete"):
         statuses.add(409)  # already exists; the last owner
     return statuses
@@ -123,9 +152,14 @@ EXECUTE_DOCUMENT_422: dict[int | str, dict[str, Any]] = {
 }
 
 
-def rewrite(document: dict[str, Any], extra: Iterable[type]) -> dict[str, Any]:
-    """``document`` with the errors above; ``extra``: models to add as components. An error
-    status a route documents itself (other than FastAPI's default 422) is kept."""
+def rewrite(
+    document: dict[str, Any],
+    extra: Iterable[type],
+    bounds: dict[str, dict[str, tuple[int, int]]],
+) -> dict[str, Any]:
+    """``document`` with the errors above; ``extra``: models to add as components; ``bounds``:
+    the settings' limits of request fields. An error status a route documents itself (other
+    than FastAPI's default 422) is kept."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
@@ -135,6 +169,7 @@ def rewrite(document: dict[str, Any], extra: Iterable[type]) -> dict[str, Any]:
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(found.pop("$defs", {}))
         schemas[model.__name__] = found
+    _bound(schemas, bounds)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
@@ -145,6 +180,8 @@ def rewrite(document: dict[str, Any], extra: Iterable[type]) -> dict[str, Any]:
                 # A route's own description of an error stays; its body is the envelope.
                 if int(status) >= 400 and "content" not in response:
                     response["content"] = {"application/json": {"schema": {"$ref": ERROR}}}
+            # The HTTP server's own refusals come before the app, as plain text.
+            responses["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
     return document
 
 
@@ -153,7 +190,7 @@ def _fastapi_default(response: dict[str, Any]) -> bool:
     return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
 
 
-def install(app: FastAPI, extra: Iterable[type] = ()) -> None:
+def install(app: FastAPI, settings: Settings, extra: Iterable[type] = ()) -> None:
     """Serve the rewritten document at ``/openapi.json`` (built once, on first use)."""
     models = list(extra)
 
@@ -165,7 +202,7 @@ def install(app: FastAPI, extra: Iterable[type] = ()) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = rewrite(document, models)
+            app.openapi_schema = rewrite(document, models, settings_bounds(settings))
         return app.openapi_schema
 
     setattr(app, "openapi", openapi)  # noqa: B010 - FastAPI's documented way to replace it

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from sandcastle.api.bounded import EnvVars, Metadata
-from sandcastle.api.request_body import Integer, RequestBody
+from sandcastle.api.request_body import Integer, PositiveInteger, RequestBody
 from sandcastle.domain.execution import ExecutionResult
+from sandcastle.domain.languages import LANGUAGE_PATTERN
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.domain.snapshot import Snapshot
 from sandcastle.errors import FieldError
@@ -25,11 +27,11 @@ class NetworkBody(RequestBody):
 
 class SandboxCreateBody(RequestBody):
     template: str | None = Field(default=None, min_length=1, max_length=64)
-    vcpus: Integer | None = Field(default=None, ge=1)
-    memory_mb: Integer | None = Field(default=None, ge=1)
-    disk_mb: Integer | None = Field(default=None, ge=1)
+    vcpus: PositiveInteger | None = None
+    memory_mb: PositiveInteger | None = None
+    disk_mb: PositiveInteger | None = None
     metadata: Metadata = Field(default_factory=dict)
-    timeout_ms: Integer | None = Field(default=None, ge=1)
+    timeout_ms: PositiveInteger | None = None
     timeout_action: Literal["destroy", "hibernate"] = "destroy"
     cwd: str | None = Field(default=None, min_length=1, max_length=4096)
     network: NetworkBody = Field(default_factory=NetworkBody)
@@ -159,19 +161,25 @@ def sandbox_out(sandbox: Sandbox, fields: frozenset[str] | None = None) -> dict[
     return {key: value for key, value in body.items() if key in fields}
 
 
+_FIELD_NAME = "(?:" + "|".join(sorted(MASKABLE_FIELDS)) + ")"
+#: ``id,status``: known names joined by commas (the query's documented pattern).
+FIELDS_PATTERN = f"^{_FIELD_NAME}(?:,{_FIELD_NAME})*$"
+
+
 def parse_fields(raw: str | None) -> frozenset[str] | None:
-    """``fields=id,status`` → the mask; unknown names are a validation error."""
+    """``fields=id,status`` → the mask; anything but known names joined by commas is a
+    validation error (the route's query declares :data:`FIELDS_PATTERN` too)."""
     if raw is None:
         return None
-    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
-    unknown = sorted(names - MASKABLE_FIELDS)
-    if unknown or not names:
+    if re.fullmatch(FIELDS_PATTERN, raw) is None:
+        names = {name.strip() for name in raw.split(",")}
+        unknown = sorted(names - MASKABLE_FIELDS)
         message = (
-            f"unknown field(s) {', '.join(unknown) or '(none given)'}; "
+            f"fields must be names joined by commas; unknown: {', '.join(unknown) or '(none)'}; "
             f"supported: {', '.join(sorted(MASKABLE_FIELDS))}"
         )
         raise FieldError("fields", message, location="query")
-    return names
+    return frozenset(raw.split(","))
 
 
 class SandboxListOut(BaseModel):
@@ -232,7 +240,7 @@ class ExecuteBody(RequestBody):
     #: Bounded so any request fits one agent-channel frame, whatever its escaping.
     code: str = Field(max_length=2_000_000)
     context_id: str | None = None
-    language: str | None = None
+    language: str | None = Field(default=None, json_schema_extra={"pattern": LANGUAGE_PATTERN})
     env_vars: EnvVars = None
     timeout_ms: Integer = Field(default=30_000, ge=1, le=3_600_000)
 

@@ -16,6 +16,15 @@ LANGUAGES: dict[str, str] = {
     "bun": "typescript",
     "node": "typescript",
 }
+
+
+def _any_case(name: str) -> str:
+    return "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in name)
+
+
+#: The spellings above in any letter case, as a JSON Schema (ECMA) pattern, which has no flag
+#: for that; it documents what :func:`normalise_language` accepts.
+LANGUAGE_PATTERN = "^(?:" + "|".join(_any_case(name) for name in sorted(LANGUAGES)) + ")$"
 #: Language families whose kernel this server's templates carry.
 AVAILABLE = frozenset({"python", "typescript"})
 

@@ -69,6 +69,10 @@ def org_resources(
     return resources
 
 
+#: The shortest sandbox timeout: a deadline the reconciler (every 2 s) can still keep.
+MIN_TIMEOUT_MS = 1000
+
+
 def check_timeout(
     settings: Settings,
     runtime: Runtime,
@@ -77,8 +81,10 @@ def check_timeout(
     *,
     internet: bool = False,
 ) -> None:
-    if not 1000 <= timeout_ms <= settings.max_timeout_ms:
-        raise LimitExceededError(f"timeout_ms must be between 1000 and {settings.max_timeout_ms}")
+    if not MIN_TIMEOUT_MS <= timeout_ms <= settings.max_timeout_ms:
+        raise LimitExceededError(
+            f"timeout_ms must be between {MIN_TIMEOUT_MS} and {settings.max_timeout_ms}"
+        )
     if action is TimeoutAction.HIBERNATE:
         require_memory_snapshots(runtime, "timeout_action 'hibernate'", internet=internet)
 

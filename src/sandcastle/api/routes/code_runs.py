@@ -14,9 +14,10 @@ from pydantic import BaseModel, Field
 
 from sandcastle.api.bounded import EnvVars
 from sandcastle.api.deps import PrincipalDep, ServicesDep
-from sandcastle.api.request_body import Integer, RequestBody
+from sandcastle.api.request_body import PositiveInteger, RequestBody
 from sandcastle.api.schemas import ErrorOut, LogsOut, rfc3339
 from sandcastle.domain.execution import MIME_FIELDS
+from sandcastle.domain.languages import LANGUAGE_PATTERN
 from sandcastle.domain.runs import Artifact, Run, RunStatus
 from sandcastle.services.artifacts import previewable
 from sandcastle.services.runs import SubmitRun
@@ -29,6 +30,7 @@ class RunCreateBody(RequestBody):
     code: str = Field(max_length=2_000_000)
     language: str | None = Field(
         default=None,
+        json_schema_extra={"pattern": LANGUAGE_PATTERN},
         description="Any spelling `execute` accepts; defaults to the context's language, or "
         "python for a new context.",
     )
@@ -36,8 +38,8 @@ class RunCreateBody(RequestBody):
         default=None, description="Run in this context, after its earlier runs; else a new one."
     )
     env_vars: EnvVars = None
-    timeout_secs: Integer | None = Field(
-        default=None, ge=1, description="Defaults to the server's run_default_timeout_secs."
+    timeout_secs: PositiveInteger | None = Field(
+        default=None, description="Defaults to the server's run_default_timeout_secs."
     )
 
 

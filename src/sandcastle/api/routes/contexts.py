@@ -15,6 +15,7 @@ from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.request_body import RequestBody
 from sandcastle.api.schemas import rfc3339
 from sandcastle.domain.context import Context, ContextStatus
+from sandcastle.domain.languages import LANGUAGE_PATTERN
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["contexts"])
 
@@ -22,6 +23,7 @@ router = APIRouter(prefix="/v1/sandboxes", tags=["contexts"])
 class ContextCreateBody(RequestBody):
     language: str = Field(
         default="python",
+        json_schema_extra={"pattern": LANGUAGE_PATTERN},
         description="Any spelling `execute` accepts: python, py, python3, typescript, ts, "
         "javascript, js, bun, node.",
     )

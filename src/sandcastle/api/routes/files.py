@@ -32,9 +32,14 @@ from sandcastle.services.files import FileDownload, FileInfo
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["files"])
 
-PathQuery = Annotated[
-    str, Query(min_length=1, max_length=8192, description="Sandbox path; relative to the home.")
-]
+#: What a JSON Schema can say of a sandbox path; the agent also refuses one over 4096 bytes
+#: of UTF-8, with a component over 255 bytes, or with ``..`` above ``/``.
+PATH_LIMITS: dict[str, Any] = {"min_length": 1, "max_length": 4096, "pattern": "^[^\\x00]*$"}
+_PATH_DOC = (
+    "Sandbox path, relative to the home: at most 4096 bytes of UTF-8, components at most 255, "
+    "no NUL."
+)
+PathQuery = Annotated[str, Query(**PATH_LIMITS, description=_PATH_DOC)]
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 
@@ -55,14 +60,14 @@ class ListingOut(BaseModel):
 
 
 class MkdirBody(RequestBody):
-    path: str = Field(min_length=1, max_length=8192)
+    path: str = Field(**PATH_LIMITS, description=_PATH_DOC)
 
 
 class RenameBody(RequestBody):
     model_config = ConfigDict(populate_by_name=True)
 
-    from_: str = Field(alias="from", min_length=1, max_length=8192)
-    to: str = Field(min_length=1, max_length=8192)
+    from_: str = Field(alias="from", **PATH_LIMITS, description=_PATH_DOC)
+    to: str = Field(**PATH_LIMITS, description=_PATH_DOC)
     overwrite: bool = False
 
 

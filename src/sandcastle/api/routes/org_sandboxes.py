@@ -17,7 +17,6 @@ from pydantic import BaseModel, Field
 
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.schemas import rfc3339
-from sandcastle.errors import FieldError
 from sandcastle.services.org_sandboxes import OrgSandbox, parse_states
 
 router = APIRouter(prefix="/api/v1/org", tags=["org sandboxes"])
@@ -100,21 +99,16 @@ async def list_org_sandboxes(
         list[str],
         Query(description="Filter by sandbox state (repeatable or comma-separated)."),
     ] = [],  # noqa: B006 - FastAPI copies query defaults
-    project_id: Annotated[str | None, Query(description="Filter by project ID")] = None,
+    project_id: Annotated[uuid.UUID | None, Query(description="Filter by project ID")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
     """List sandboxes for the current user within an organization, newest first."""
-    if project_id is not None:
-        try:
-            project_id = str(uuid.UUID(project_id))
-        except ValueError as exc:
-            raise FieldError("project_id", "project_id must be a uuid", location="query") from exc
     items, next_cursor = await services.org_sandboxes.list(
         principal,
         org,
         states=parse_states(state),
-        project_id=project_id,
+        project_id=None if project_id is None else str(project_id),
         limit=limit,
         cursor=cursor,
     )

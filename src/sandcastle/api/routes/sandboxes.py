@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.schemas import (
+    FIELDS_PATTERN,
     SandboxCreateBody,
     SandboxListOut,
     SandboxOut,
@@ -30,7 +31,9 @@ FieldsQuery = Annotated[
     Query(
         description="Comma-separated field mask: id, status, config, template, metadata, "
         "started_at, timeout_ms, timeout_at, expires_at, timeout_action, created_at, cwd, "
-        "snapshot_id, traffic_access_token."
+        "snapshot_id, traffic_access_token.",
+        # Documented here, enforced by parse_fields (with a message that names the unknown).
+        json_schema_extra={"pattern": FIELDS_PATTERN},
     ),
 ]
 _METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
