@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,8 +30,28 @@ def _env_vars(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
-Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
-EnvVars = Annotated[dict[str, str] | None, AfterValidator(_env_vars)]
+# The bounds a JSON Schema can state are documented with the type; the byte totals cannot be.
+_METADATA_DOC = {
+    "maxProperties": limits.METADATA_MAX_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": limits.METADATA_MAX_KEY_CHARS},
+    "description": f"At most {limits.METADATA_MAX_BYTES} bytes as JSON.",
+}
+_ENV_VARS_DOC = {
+    "maxProperties": limits.ENV_VARS_MAX_COUNT,
+    "propertyNames": {
+        "minLength": 1,
+        "maxLength": limits.ENV_VAR_NAME_MAX_CHARS,
+        "pattern": "^[^=\\x00]*$",
+    },
+    "additionalProperties": {"type": "string", "pattern": "^[^\\x00]*$"},
+    "description": f"At most {limits.ENV_VARS_MAX_BYTES} bytes in all.",
+}
+Metadata = Annotated[
+    dict[str, Any], AfterValidator(_metadata), Field(json_schema_extra=_METADATA_DOC)
+]
+EnvVars = Annotated[
+    dict[str, str] | None, AfterValidator(_env_vars), Field(json_schema_extra=_ENV_VARS_DOC)
+]
 
 _STREAMS = "__sandcastle_streams_body__"
 F = TypeVar("F", bound=Callable[..., Any])

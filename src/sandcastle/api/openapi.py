@@ -11,6 +11,7 @@ parameters and body, and the part of the API it belongs to).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -122,6 +123,46 @@ def _bound(schemas: dict[str, Any], bounds: dict[str, dict[str, tuple[int, int]]
                     branch["minimum"], branch["maximum"] = low, high
 
 
+#: Responses that a ``fields`` mask cuts down (with one, any of the sandbox's fields may be
+#: missing), and those that hold them (whose own fields stay).
+_MASKED = "SandboxOut"
+_MASKABLE = (_MASKED, "SandboxListOut")
+
+
+def _masked_twin(schemas: dict[str, Any], name: str) -> str:
+    """``<name>Masked``: ``name`` with its maskable parts masked (nothing required of the
+    sandbox itself)."""
+    twin = f"{name}Masked"
+    if twin not in schemas:
+        copied = json.loads(json.dumps(schemas[name]))
+        if name == _MASKED:
+            copied.pop("required", None)
+        copied["title"] = twin
+        schemas[twin] = _remask(schemas, copied)
+    return twin
+
+
+def _remask(schemas: dict[str, Any], node: Any) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref", "")
+        target = ref.rsplit("/", 1)[-1]
+        if target in _MASKABLE:
+            return {"$ref": f"#/components/schemas/{_masked_twin(schemas, target)}"}
+        return {key: _remask(schemas, value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_remask(schemas, value) for value in node]
+    return node
+
+
+def _document_masks(schemas: dict[str, Any], operation: dict[str, Any]) -> None:
+    """An operation with a ``fields`` query answers either the whole object or the masked."""
+    if not any(p.get("name") == "fields" for p in operation.get("parameters", [])):
+        return
+    for content in operation["responses"].get("200", {}).get("content", {}).values():
+        whole = content["schema"]
+        content["schema"] = {"anyOf": [whole, _remask(schemas, whole)]}
+
+
 def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     """What an operation of this kind can answer besides its successes."""
     statuses = {400, 500}
@@ -172,6 +213,7 @@ def rewrite(
     _bound(schemas, bounds)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
+            _document_masks(schemas, operation)
             responses = operation.setdefault("responses", {})
             for status in sorted(error_statuses(path, method, operation)):
                 if str(status) not in responses or _fastapi_default(responses[str(status)]):

@@ -16,6 +16,9 @@ from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.domain.snapshot import Snapshot
 from sandcastle.errors import FieldError
 
+#: An absolute path without NUL: what ``normalise_cwd`` takes.
+ABSOLUTE_PATH = "^/[^\\x00]*$"
+
 
 def rfc3339(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
@@ -33,7 +36,7 @@ class SandboxCreateBody(RequestBody):
     metadata: Metadata = Field(default_factory=dict)
     timeout_ms: PositiveInteger | None = None
     timeout_action: Literal["destroy", "hibernate"] = "destroy"
-    cwd: str | None = Field(default=None, min_length=1, max_length=4096)
+    cwd: str | None = Field(default=None, min_length=1, max_length=4096, pattern=ABSOLUTE_PATH)
     network: NetworkBody = Field(default_factory=NetworkBody)
     project_id: str | None = Field(
         default=None,

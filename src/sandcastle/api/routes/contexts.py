@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from sandcastle.api.deps import PrincipalDep, ServicesDep
 from sandcastle.api.request_body import RequestBody
-from sandcastle.api.schemas import rfc3339
+from sandcastle.api.schemas import ABSOLUTE_PATH, rfc3339
 from sandcastle.domain.context import Context, ContextStatus
 from sandcastle.domain.languages import LANGUAGE_PATTERN
 
@@ -31,6 +31,7 @@ class ContextCreateBody(RequestBody):
         default=None,
         min_length=1,
         max_length=4096,
+        pattern=ABSOLUTE_PATH,
         description="Absolute working directory of the kernel, created if missing; "
         "defaults to the sandbox's cwd.",
     )
