@@ -490,6 +490,10 @@ class FakeRuntime(Runtime):
         await self._stop_agent(box)
         box.alive = False
 
+    async def stop_agent(self, sandbox_id: str) -> None:
+        """The agent exits, its sandbox's processes stay: the host waits for it to redial."""
+        await self._stop_agent(self._boxes[sandbox_id])
+
     async def restart_agent(self, sandbox_id: str, timeout_s: float = 5.0) -> None:
         """The agent process restarts: it redials with no contexts."""
         box = self._boxes[sandbox_id]

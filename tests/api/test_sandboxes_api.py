@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -15,6 +16,7 @@ from sandcastle.domain.sandbox import SandboxStatus, TimeoutAction
 from sandcastle.errors import AgentUnavailableError
 from sandcastle.services.reconciler import Reconciler
 from sandcastle.store.models import SandboxRow
+from sandcastle.waiting import until
 from sandcastle.wiring import build_services
 from tests.api.conftest import AppFactory, Harness, assert_envelope
 from tests.fakes import FakeRuntime
@@ -343,6 +345,25 @@ async def test_agent_that_never_connects_makes_the_sandbox_error(
         assert str(sandbox["status_reason"]).startswith("start failed: the agent of sandbox")
         assert sandbox["id"] in runtime.destroyed
         assert runtime.link(str(sandbox["id"])) is None
+
+
+async def test_a_request_waiting_for_an_agent_answers_409_when_its_sandbox_is_destroyed(
+    harness: Harness,
+) -> None:
+    sandbox_id = (await harness.create())["id"]
+    await harness.runtime.stop_agent(sandbox_id)
+    link = harness.runtime.link(sandbox_id)
+    assert link is not None
+    assert await until(lambda: not link.connected, timeout_s=5)
+    waiting = asyncio.create_task(
+        harness.client.post(f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "1"})
+    )
+    await asyncio.sleep(0.2)  # it waits for the agent to redial
+    assert (await harness.client.delete(f"/v1/sandboxes/{sandbox_id}")).status_code == 200
+    async with asyncio.timeout(5):  # not the 10 s it would wait for a redial
+        response = await waiting
+    body = assert_envelope(response, 409, "conflict_error")
+    assert re.search("is (being )?destroyed", body["detail"]), body
 
 
 # --- reconciliation -------------------------------------------------------------------------

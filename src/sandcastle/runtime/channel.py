@@ -93,11 +93,14 @@ class AgentLink:
         self._server: asyncio.Server | None = None
         self._conn: _Connection | None = None
         self._connected = asyncio.Event()
+        #: Set by ``aclose`` (the sandbox is destroyed, or the server lets go): nobody waits on.
+        self._closed = asyncio.Event()
         self._ids = itertools.count(1)
         self.hello: dict[str, Any] | None = None
 
     async def listen(self) -> None:
         """Listen on the socket (replacing a stale one left by an earlier server)."""
+        self._closed.clear()
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -111,13 +114,21 @@ class AgentLink:
         return self._conn is not None
 
     async def wait_connected(self, timeout_s: float) -> None:
+        """Until the agent is connected; ``AgentUnavailableError`` past ``timeout_s``, or at
+        once when the link is closed meanwhile (its sandbox was destroyed)."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._connected, self._closed)]
         try:
-            async with asyncio.timeout(timeout_s):
-                await self._connected.wait()
-        except TimeoutError as exc:
-            raise AgentUnavailableError(
-                f"the agent of sandbox {self.sandbox_id} did not connect within {timeout_s:g} s"
-            ) from exc
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if self._connected.is_set():
+            return
+        if self._closed.is_set():
+            raise AgentUnavailableError(f"the link to the agent of {self.sandbox_id} was closed")
+        raise AgentUnavailableError(
+            f"the agent of sandbox {self.sandbox_id} did not connect within {timeout_s:g} s"
+        )
 
     def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
         """Only the process that connected first (the agent) may ever be the agent.
@@ -355,6 +366,7 @@ class AgentLink:
         return len(ids)
 
     async def aclose(self) -> None:
+        self._closed.set()
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -23,6 +23,7 @@ from sandcastle.domain.sandbox import (
     check_transition,
 )
 from sandcastle.errors import (
+    AgentUnavailableError,
     ConflictError,
     LimitExceededError,
     NotFoundError,
@@ -239,7 +240,15 @@ class SandboxService:
             await self._states.mark_dead(sandbox.id)
             raise ConflictError(f"sandbox {sandbox.id} is no longer running: its processes exited")
         if not link.connected:
-            await link.wait_connected(wait_s)
+            try:
+                await link.wait_connected(wait_s)
+            except AgentUnavailableError:
+                # Its agent went away because the sandbox ended meanwhile (destroyed at its
+                # deadline, say): that is the answer, not a failed gateway.
+                if self._states.ending(sandbox.id):
+                    raise ConflictError(f"sandbox {sandbox.id} is being destroyed") from None
+                (await self._sandboxes.get(sandbox.id)).require_running()
+                raise
         return link
 
     async def observe_oom(self, sandbox_id: str) -> int:

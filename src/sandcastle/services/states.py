@@ -47,6 +47,12 @@ class SandboxStates:
         self._prices = prices
         self._clock = clock
         self._ended = tuple(ended)
+        #: Sandboxes whose processes are being destroyed, before their record says so.
+        self._ending: set[str] = set()
+
+    def ending(self, sandbox_id: str) -> bool:
+        """Its processes are being destroyed (its agent link closes before the record moves)."""
+        return sandbox_id in self._ending
 
     async def set_status(
         self,
@@ -121,10 +127,14 @@ class SandboxStates:
 
     async def end(self, sandbox_id: str, reason: str | None) -> Sandbox:
         """Destroy the processes and record it ``destroyed`` (``reason``: why, if not asked)."""
-        await self._runtime.destroy(sandbox_id)
-        return await self.set_status(
-            sandbox_id, SandboxStatus.DESTROYED, reason=reason, destroyed_at=self._clock()
-        )
+        self._ending.add(sandbox_id)
+        try:
+            await self._runtime.destroy(sandbox_id)
+            return await self.set_status(
+                sandbox_id, SandboxStatus.DESTROYED, reason=reason, destroyed_at=self._clock()
+            )
+        finally:
+            self._ending.discard(sandbox_id)
 
     async def mark_dead(self, sandbox_id: str) -> None:
         """Its processes exited without being asked: ``error`` with what is known of why (a
