@@ -12,14 +12,16 @@ SYSTEM_TOOLS := bwrap:bubblewrap debootstrap:debootstrap slirp4netns:slirp4netns
 TEST_TEMPLATES := $(CURDIR)/build/templates
 ARGS ?=
 
-.PHONY: serve test system venv lint typecheck template-test clean
+.PHONY: serve test system postgres venv lint typecheck template-test clean
 
 serve: system venv
 	$(BIN)/sandcastle serve $(ARGS)
 
-# Lint and type-check come before the template build, so a lint error fails in seconds.
-test: system venv lint typecheck template-test
-	SANDCASTLE_TEST_TEMPLATES_DIR=$(TEST_TEMPLATES) $(BIN)/python -m pytest $(PYTEST_ARGS)
+# Lint and type-check come before the template build, so a lint error fails in seconds. The
+# suite starts a throw-away PostgreSQL cluster of its own (tests/pgcluster.py) and requires it.
+test: system postgres venv lint typecheck template-test
+	SANDCASTLE_TEST_TEMPLATES_DIR=$(TEST_TEMPLATES) SANDCASTLE_TEST_REQUIRE_POSTGRES=1 \
+	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Install the system packages we need, only when one is missing; then gVisor's runsc (from
 # bookworm-backports on Debian 12), which the server prefers to bubblewrap when it works.
@@ -34,6 +36,14 @@ system:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	fi
 	@scripts/ensure-runsc
+
+# Debian's PostgreSQL server for the test suite (its binaries live off PATH, under
+# /usr/lib/postgresql/<version>/bin); the server itself needs none unless pointed at one.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL for the test suite"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
+	}
 
 venv: $(VENV)/.installed
 
