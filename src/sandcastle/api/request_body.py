@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
+
+from sandcastle.domain.languages import LANGUAGE_PATTERN, check_spelling
 
 
 def _number_only(value: object) -> object:
@@ -30,6 +32,15 @@ Integer = Annotated[int, Strict(False), BeforeValidator(_number_only)]
 #: after the validator, where pydantic still enforces it but documents it as ``ge``, which JSON
 #: Schema does not know; inside the alias, before the validator, it is ``minimum``.
 PositiveInteger = Annotated[int, Field(ge=1), Strict(False), BeforeValidator(_number_only)]
+
+
+#: A language name ``execute`` accepts: checked as the body is read (a run's too, which would
+#: otherwise fail only when it starts), and documented as a pattern.
+Language = Annotated[
+    str,
+    AfterValidator(check_spelling),
+    Field(json_schema_extra={"pattern": LANGUAGE_PATTERN}),
+]
 
 
 class RequestBody(BaseModel):

@@ -9,9 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from sandcastle.api.bounded import EnvVars, Metadata
-from sandcastle.api.request_body import Integer, PositiveInteger, RequestBody
+from sandcastle.api.request_body import Integer, Language, PositiveInteger, RequestBody
 from sandcastle.domain.execution import ExecutionResult
-from sandcastle.domain.languages import LANGUAGE_PATTERN
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.domain.snapshot import Snapshot
 from sandcastle.errors import FieldError
@@ -243,7 +242,7 @@ class ExecuteBody(RequestBody):
     #: Bounded so any request fits one agent-channel frame, whatever its escaping.
     code: str = Field(max_length=2_000_000)
     context_id: str | None = None
-    language: str | None = Field(default=None, json_schema_extra={"pattern": LANGUAGE_PATTERN})
+    language: Language | None = None
     env_vars: EnvVars = None
     timeout_ms: Integer = Field(default=30_000, ge=1, le=3_600_000)
 

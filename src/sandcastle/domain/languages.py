@@ -29,9 +29,16 @@ LANGUAGE_PATTERN = "^(?:" + "|".join(_any_case(name) for name in sorted(LANGUAGE
 AVAILABLE = frozenset({"python", "typescript"})
 
 
+def check_spelling(language: str) -> str:
+    """``language`` if it is one of :data:`LANGUAGES` (any case); ``ValueError`` if not."""
+    if language.lower() not in LANGUAGES:
+        raise ValueError(f"unsupported language {language!r}; use one of {sorted(LANGUAGES)}")
+    return language
+
+
 def normalise_language(language: str | None) -> str:
     """The family of ``language`` (default python); a ``FieldError`` naming it if unknown."""
-    family = LANGUAGES.get((language or "python").lower())
+    family = LANGUAGES.get("python" if language is None else language.lower())
     if family is None:
         raise FieldError(
             "language", f"unsupported language {language!r}; use one of {sorted(LANGUAGES)}"

@@ -194,7 +194,7 @@ async def _execute_document(
     response_model_exclude_unset=True,
     openapi_extra={
         "requestBody": {
-            "required": True,
+            "required": False,  # no body is an empty file
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },

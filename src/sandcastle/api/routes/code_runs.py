@@ -14,10 +14,9 @@ from pydantic import BaseModel, Field
 
 from sandcastle.api.bounded import EnvVars
 from sandcastle.api.deps import PrincipalDep, ServicesDep
-from sandcastle.api.request_body import PositiveInteger, RequestBody
+from sandcastle.api.request_body import Language, PositiveInteger, RequestBody
 from sandcastle.api.schemas import ErrorOut, LogsOut, rfc3339
 from sandcastle.domain.execution import MIME_FIELDS
-from sandcastle.domain.languages import LANGUAGE_PATTERN
 from sandcastle.domain.runs import Artifact, Run, RunStatus
 from sandcastle.services.artifacts import previewable
 from sandcastle.services.runs import SubmitRun
@@ -28,9 +27,8 @@ router = APIRouter(prefix="/v1/sandboxes", tags=["code runs"])
 class RunCreateBody(RequestBody):
     #: Bounded so any request fits one agent-channel frame, whatever its escaping.
     code: str = Field(max_length=2_000_000)
-    language: str | None = Field(
+    language: Language | None = Field(
         default=None,
-        json_schema_extra={"pattern": LANGUAGE_PATTERN},
         description="Any spelling `execute` accepts; defaults to the context's language, or "
         "python for a new context.",
     )

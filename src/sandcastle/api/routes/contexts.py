@@ -12,18 +12,16 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from sandcastle.api.deps import PrincipalDep, ServicesDep
-from sandcastle.api.request_body import RequestBody
+from sandcastle.api.request_body import Language, RequestBody
 from sandcastle.api.schemas import ABSOLUTE_PATH, rfc3339
 from sandcastle.domain.context import Context, ContextStatus
-from sandcastle.domain.languages import LANGUAGE_PATTERN
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["contexts"])
 
 
 class ContextCreateBody(RequestBody):
-    language: str = Field(
+    language: Language = Field(
         default="python",
-        json_schema_extra={"pattern": LANGUAGE_PATTERN},
         description="Any spelling `execute` accepts: python, py, python3, typescript, ts, "
         "javascript, js, bun, node.",
     )

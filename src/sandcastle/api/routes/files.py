@@ -221,7 +221,8 @@ async def read_file(
     response_model=FileInfoOut,
     response_model_exclude_unset=True,
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/octet-stream": _BINARY}}
+        # No body is an empty file, like an empty one.
+        "requestBody": {"required": False, "content": {"application/octet-stream": _BINARY}}
     },
     responses={200: {"description": "An existing file was replaced."}},
 )
