@@ -189,6 +189,12 @@ class FakeAgent:
         context_id, language = str(params["context_id"]), str(params["language"])
         if language != "python":
             raise RequestFailed("invalid", f"unsupported language {language!r}")
+        if self.oom_next:
+            # The new kernel is the out-of-memory killer's victim, as in a full sandbox.
+            self.oom_next = False
+            if self._on_oom is not None:
+                self._on_oom()
+            raise RequestFailed("kernel_failed", "RuntimeError: Kernel died before replying")
         ctx = self.contexts.get(context_id)
         if ctx is None:
             ctx = FakeContext(context_id, language, params.get("cwd") or self.default_cwd)

@@ -380,3 +380,17 @@ async def test_an_execution_in_flight_when_its_sandbox_pauses_answers_409_at_onc
     assert (await harness.client.post(f"{base}/resume")).status_code == 200
     agent.gates["g"].set()
     assert (await harness.execute(sandbox_id, code="1+1"))["items"][0]["text"] == "2"
+
+
+async def test_a_context_whose_kernel_is_killed_starting_is_a_409_naming_the_memory(
+    harness: Harness,
+) -> None:
+    sandbox_id = (await harness.create())["id"]
+    harness.runtime.inject_oom(sandbox_id)
+    response = await harness.client.post(f"/v1/sandboxes/{sandbox_id}/contexts", json={})
+    body = assert_envelope(response, 409, "conflict_error")
+    assert "no memory left for another python context" in body["detail"]
+    assert "512 MB" in body["detail"]
+    # The sandbox and its agent are fine: the next context starts.
+    again = await harness.client.post(f"/v1/sandboxes/{sandbox_id}/contexts", json={})
+    assert again.status_code == 201, again.text

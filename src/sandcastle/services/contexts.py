@@ -15,7 +15,7 @@ from sandcastle.domain import ids
 from sandcastle.domain.context import VISIBLE_STATUSES, Context, ContextStatus
 from sandcastle.domain.languages import normalise_language
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus, normalise_cwd
-from sandcastle.errors import FieldError, InvalidRequestError, NotFoundError
+from sandcastle.errors import ConflictError, FieldError, InvalidRequestError, NotFoundError
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.services.auth import Principal
 from sandcastle.services.sandboxes import SandboxService
@@ -63,6 +63,7 @@ class ContextService:
             created_at=datetime.now(UTC),
         )
         await self._contexts.insert([row])
+        oom_before = (await self._sandboxes.runtime.poll(sandbox.id)).oom_kills
         params = {
             "context_id": row.id,
             "language": language,
@@ -76,6 +77,7 @@ class ContextService:
             field = _FIELD_ERRORS.get(exc.code)
             if field is not None:
                 raise FieldError(field, exc.message) from exc
+            await self._blame_memory(sandbox, language, oom_before, exc)
             raise
         except BaseException:
             # Cancelled or the link failed: the row must not stay "creating".
@@ -138,6 +140,7 @@ class ContextService:
         context = await self.find(sandbox_id, context_id)
         sandbox.require_running()
         link = await self._sandboxes.agent(sandbox)
+        oom_before = (await self._sandboxes.runtime.poll(sandbox.id)).oom_kills
         try:
             await link.call(method, {"context_id": context_id})
         except AgentRequestError as exc:
@@ -145,8 +148,21 @@ class ContextService:
                 raise NotFoundError(
                     f"context {context_id} not found in sandbox {sandbox_id}"
                 ) from exc
+            await self._blame_memory(sandbox, context.language, oom_before, exc)
             raise
         return context
+
+    async def _blame_memory(
+        self, sandbox: Sandbox, language: str, oom_before: int, exc: AgentRequestError
+    ) -> None:
+        """A kernel that died starting was the out-of-memory killer's victim if the sandbox's
+        count rose: the sandbox is full, which the caller can act on (not a broken gateway)."""
+        if await self._sandboxes.observe_oom(sandbox.id) > oom_before:
+            raise ConflictError(
+                f"sandbox {sandbox.id} has no memory left for another {language} context "
+                f"(its kernel was killed starting, over the {sandbox.config.memory_mb} MB "
+                "limit): delete a context, or create the sandbox with more memory_mb"
+            ) from exc
 
     async def _set_status(self, context_id: str, status: ContextStatus) -> None:
         await self._contexts.set_status([context_id], status)
