@@ -30,7 +30,7 @@ from typing import Any
 from sandcastle import waiting
 from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
-from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
+from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime, destroyed
 from sandcastle.runtime.channel import AgentLink
 
 #: IPython's display formatter: method → MIME type it fills in.
@@ -464,7 +464,7 @@ class FakeRuntime(Runtime):
         self.destroyed.append(sandbox_id)
         link = self._links.pop(sandbox_id, None)
         if link is not None:
-            await link.aclose()
+            await link.aclose(destroyed(sandbox_id))
         box = self._boxes.pop(sandbox_id, None)
         if box is not None:
             await self._stop_agent(box)

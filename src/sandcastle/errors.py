@@ -17,7 +17,9 @@ enter; the HTTP layer maps them to statuses and envelope ``type`` names in one t
     │   ├── AlreadyExistsError
     │   │   └── MemberExistsError      the user is a member of the org already
     │   ├── SandboxBusyError           code is running; the sandbox cannot be saved now
-    │   └── SandboxPausedError         paused while the request waited on its agent
+    │   ├── SandboxPausedError         paused while the request waited on its agent
+    │   ├── SandboxEndedError          destroyed while the request waited on its agent
+    │   └── SandboxMemoryFullError     no memory left for another context
     ├── QuotaExceededError             an org's quota or budget refuses the request
     │   ├── SandboxCapacityExceededError   the org runs its maximum of sandboxes
     │   ├── MemberLimitExceededError   the org has its maximum of members (or more)
@@ -92,6 +94,15 @@ class SandboxBusyError(ConflictError):
 class SandboxPausedError(ConflictError):
     """The sandbox was paused while a request waited on its agent: the code is frozen where it
     was and goes on when the sandbox resumes, but this request no longer waits for it."""
+
+
+class SandboxEndedError(ConflictError):
+    """The sandbox was destroyed while a request waited on its agent."""
+
+
+class SandboxMemoryFullError(ConflictError):
+    """A new kernel was the out-of-memory killer's victim as it started: the sandbox's memory
+    holds no further context."""
 
 
 class QuotaExceededError(SandcastleError):

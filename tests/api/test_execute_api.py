@@ -394,3 +394,20 @@ async def test_a_context_whose_kernel_is_killed_starting_is_a_409_naming_the_mem
     # The sandbox and its agent are fine: the next context starts.
     again = await harness.client.post(f"/v1/sandboxes/{sandbox_id}/contexts", json={})
     assert again.status_code == 201, again.text
+
+
+async def test_an_execution_in_flight_when_its_sandbox_is_destroyed_answers_409(
+    harness: Harness,
+) -> None:
+    sandbox_id = (await harness.create())["id"]
+    running = asyncio.create_task(
+        harness.client.post(
+            f"/v1/sandboxes/{sandbox_id}/execute", json={"code": "# gate: never\n1"}
+        )
+    )
+    await waiting(harness, sandbox_id, 1)
+    assert (await harness.client.delete(f"/v1/sandboxes/{sandbox_id}")).status_code == 200
+    async with asyncio.timeout(5):
+        response = await running
+    body = assert_envelope(response, 409, "conflict_error")
+    assert body["detail"] == f"sandbox {sandbox_id} was destroyed while this request ran"

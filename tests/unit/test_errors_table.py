@@ -75,6 +75,8 @@ EXPECTED = {
     errors.MemberExistsError: (409, "member_exists_error"),
     errors.SandboxBusyError: (409, "conflict_error"),
     errors.SandboxPausedError: (409, "conflict_error"),
+    errors.SandboxEndedError: (409, "conflict_error"),
+    errors.SandboxMemoryFullError: (409, "conflict_error"),
     errors.QuotaExceededError: (403, "forbidden_error"),
     errors.SandboxCapacityExceededError: (429, "org_sandbox_capacity_exceeded_error"),
     errors.MemberLimitExceededError: (403, "member_limit_exceeded_error"),
@@ -93,7 +95,7 @@ EXPECTED = {
 
 
 def test_the_expectations_cover_every_error_class() -> None:
-    assert len(ERROR_CLASSES) == 25
+    assert len(ERROR_CLASSES) == 27
     assert set(ERROR_CLASSES) <= set(EXPECTED)
 
 

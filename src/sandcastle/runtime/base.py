@@ -11,7 +11,7 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandcastle.errors import LimitExceededError, RuntimeBackendError
+from sandcastle.errors import LimitExceededError, RuntimeBackendError, SandboxEndedError
 from sandcastle.runtime.channel import AgentLink
 
 
@@ -149,3 +149,8 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release this process's hold (links, listeners); sandboxes keep running."""
+
+
+def destroyed(sandbox_id: str) -> SandboxEndedError:
+    """What a call waiting on the agent of a sandbox being destroyed answers."""
+    return SandboxEndedError(f"sandbox {sandbox_id} was destroyed while this request ran")

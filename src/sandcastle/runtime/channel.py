@@ -57,10 +57,10 @@ class _Connection:
             self.writer.write(protocol.encode(message))
             await self.writer.drain()
 
-    def fail_all(self, reason: str) -> None:
+    def fail_all(self, reason: str, error: Exception | None = None) -> None:
         for pending in self.pending.values():
             if not pending.reply.done():
-                pending.reply.set_exception(AgentUnavailableError(reason))
+                pending.reply.set_exception(error or AgentUnavailableError(reason))
             pending.events.put_nowait(None)
         self.pending.clear()
 
@@ -365,13 +365,15 @@ class AgentLink:
             conn.fail(request_id, error)
         return len(ids)
 
-    async def aclose(self) -> None:
+    async def aclose(self, error: Exception | None = None) -> None:
+        """Stop listening and drop the agent; calls in flight fail with ``error`` (say, that
+        the sandbox was destroyed), or as a link that closed."""
         self._closed.set()
         if self._server is not None:
             self._server.close()
             self._server = None
         if self._conn is not None:
-            self._conn.fail_all("the link was closed")
+            self._conn.fail_all("the link was closed", error)
             self._conn.writer.close()
             self._conn = None
         self._connected.clear()

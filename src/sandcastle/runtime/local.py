@@ -35,7 +35,7 @@ import sandcastle.agent
 from sandcastle.agent import layout
 from sandcastle.errors import RuntimeBackendError
 from sandcastle.runtime import cgroups, layers, network, tmpfs
-from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime
+from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime, destroyed
 from sandcastle.runtime.channel import AgentLink
 
 DEFAULT_RUN_DIR = Path("/run/sandcastle")
@@ -317,7 +317,7 @@ class LocalRuntime(Runtime):
     async def _destroy(self, sandbox_id: str) -> None:
         link = self._links.pop(sandbox_id, None)
         if link is not None:
-            await link.aclose()
+            await link.aclose(destroyed(sandbox_id))
         await self._stop_processes(sandbox_id)
         await asyncio.to_thread(self._group(sandbox_id).remove)
         await layers.remove(self._layer(sandbox_id))

@@ -15,7 +15,12 @@ from sandcastle.domain import ids
 from sandcastle.domain.context import VISIBLE_STATUSES, Context, ContextStatus
 from sandcastle.domain.languages import normalise_language
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus, normalise_cwd
-from sandcastle.errors import ConflictError, FieldError, InvalidRequestError, NotFoundError
+from sandcastle.errors import (
+    FieldError,
+    InvalidRequestError,
+    NotFoundError,
+    SandboxMemoryFullError,
+)
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.services.auth import Principal
 from sandcastle.services.sandboxes import SandboxService
@@ -158,7 +163,7 @@ class ContextService:
         """A kernel that died starting was the out-of-memory killer's victim if the sandbox's
         count rose: the sandbox is full, which the caller can act on (not a broken gateway)."""
         if await self._sandboxes.observe_oom(sandbox.id) > oom_before:
-            raise ConflictError(
+            raise SandboxMemoryFullError(
                 f"sandbox {sandbox.id} has no memory left for another {language} context "
                 f"(its kernel was killed starting, over the {sandbox.config.memory_mb} MB "
                 "limit): delete a context, or create the sandbox with more memory_mb"

@@ -40,6 +40,8 @@ from sandcastle.errors import (
     AgentError,
     ConflictError,
     NotFoundError,
+    SandboxEndedError,
+    SandboxMemoryFullError,
     SandboxPausedError,
     SandcastleError,
 )
@@ -193,6 +195,8 @@ class RunDispatcher:
             return _Outcome(RunStatus.FAILED, "the sandbox's agent did not start the context")
         except NotFoundError as exc:
             return _Outcome(RunStatus.FAILED, f"the run's context cannot be used: {exc.message}")
+        except SandboxMemoryFullError as exc:
+            return _Outcome(RunStatus.FAILED, f"could not start a context: {exc.message}")
         except (AgentError, ConflictError) as exc:
             return await self._lost(active, sandbox.id, exc, None)
         except SandcastleError as exc:
@@ -278,7 +282,7 @@ class RunDispatcher:
             return _Outcome(
                 RunStatus.FAILED, f"the run's context is gone: {error.message}", partial
             )
-        if isinstance(error, AgentError):
+        if isinstance(error, AgentError | SandboxEndedError):
             return await self._lost(active, sandbox.id, error, partial)
         if error is not None:
             raise error
