@@ -31,7 +31,9 @@ from tests.serverproc import ServerProcess
 BUDGET_S = int(os.environ.get("SANDCASTLE_FUZZ_BUDGET_S", "150"))
 #: Fixed, so a failure can be replayed; change it (or set the variable) to explore further.
 SEED = os.environ.get("SANDCASTLE_FUZZ_SEED", "20261203")
-#: Longer than any answer may take (an execution defaults to 30 s): past it, it hung.
+#: An answer slower than this fails the run (an execution defaults to 30 s)…
+MAX_RESPONSE_S = 60
+#: …and past this the request is abandoned: it hung.
 REQUEST_TIMEOUT_S = 120
 EXCLUDED = "positive_data_acceptance,ensure_resource_availability"
 
@@ -55,6 +57,7 @@ def test_the_api_holds_up_to_schemathesis(fuzzed: ServerProcess, tmp_path: Path)
         "--checks", "all", "--exclude-checks", EXCLUDED,
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-time", str(BUDGET_S),
+        "--max-response-time", str(MAX_RESPONSE_S),
         "--request-timeout", str(REQUEST_TIMEOUT_S),
         "--seed", SEED,
         "--workers", "1",

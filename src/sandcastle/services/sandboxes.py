@@ -229,7 +229,14 @@ class SandboxService:
         sandbox.require_running()
         if sandbox.hibernated:
             sandbox = await self._hibernation.wake(sandbox.id, sandbox.org_id)
-        link = self._runtime.link(sandbox.id) or await self._runtime.adopt(sandbox.id)
+        link = self._runtime.link(sandbox.id)
+        if link is None:
+            # No link: the sandbox may have ended since ``sandbox`` was read (its link goes
+            # first); adopting it would wait for an agent that is gone.
+            if self._states.ending(sandbox.id):
+                raise ConflictError(f"sandbox {sandbox.id} is being destroyed")
+            (await self._sandboxes.get(sandbox.id)).require_running()
+            link = await self._runtime.adopt(sandbox.id)
         if (
             link is not None
             and not link.connected
