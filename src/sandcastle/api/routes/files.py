@@ -32,9 +32,15 @@ from sandcastle.services.files import FileDownload, FileInfo
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["files"])
 
-#: What a JSON Schema can say of a sandbox path; the agent also refuses one over 4096 bytes
-#: of UTF-8, with a component over 255 bytes, or with ``..`` above ``/``.
-PATH_LIMITS: dict[str, Any] = {"min_length": 1, "max_length": 4096, "pattern": "^[^\\x00]*$"}
+#: What a JSON Schema can say of a sandbox path. The agent judges paths (NUL, over 4096 bytes
+#: of UTF-8, a component over 255, ``..`` above ``/``) and answers every operation alike with
+#: ``invalid_path``, so the schema's bounds are documented here but only a coarse length is
+#: enforced before the agent (4096 characters may be up to 16 KiB).
+PATH_LIMITS: dict[str, Any] = {
+    "min_length": 1,
+    "max_length": 16384,
+    "json_schema_extra": {"maxLength": 4096, "pattern": "^[^\\x00]*$"},
+}
 _PATH_DOC = (
     "Sandbox path, relative to the home: at most 4096 bytes of UTF-8, components at most 255, "
     "no NUL."
