@@ -2,8 +2,8 @@
 
 Pydantic's lax mode would take ``true`` for a number (``{"amount": true}`` topped up one credit),
 ``"5"`` for an integer and ``"yes"`` for a boolean. A client that sends those has a bug we
-should tell it about, not guess around. Enum fields keep lax mode (``Field(strict=False)``):
-JSON has no enums, so strict mode would refuse even the right string.
+should tell it about, not guess around. Choices are ``Literal`` strings, which strict mode
+takes as they are (an ``Enum`` field would need ``Field(strict=False)``: JSON has no enums).
 
 Integer fields are :data:`Integer`: JSON Schema's ``integer`` is any number without a
 fraction, so ``5.0`` is one (Python's ``json`` writes floats that way) while ``5.5``, ``true``
