@@ -41,15 +41,13 @@ async def one_client(client: httpx.AsyncClient, n: int, seen: collections.Counte
 async def test_concurrent_clients_get_no_server_error_and_leave_nothing_running(
     harness: Harness,
 ) -> None:
-    h = harness
-    if True:
-        seen: collections.Counter[str] = collections.Counter()
-        results = await asyncio.gather(
-            *(one_client(h.client, n, seen) for n in range(CLIENTS)), return_exceptions=True
-        )
-        failures = [repr(r) for r in results if isinstance(r, BaseException)]
-        assert failures == [], (failures[:3], seen)
-        listing = await h.client.get("/v1/sandboxes", params={"limit": 200, "status": ALL})
-        statuses = collections.Counter(s["status"] for s in listing.json()["items"])
-        assert statuses == {"destroyed": CLIENTS}, statuses
-        assert await h.runtime.list_sandboxes() == []
+    seen: collections.Counter[str] = collections.Counter()
+    results = await asyncio.gather(
+        *(one_client(harness.client, n, seen) for n in range(CLIENTS)), return_exceptions=True
+    )
+    failures = [repr(r) for r in results if isinstance(r, BaseException)]
+    assert failures == [], (failures[:3], seen)
+    listing = await harness.client.get("/v1/sandboxes", params={"limit": 200, "status": ALL})
+    statuses = collections.Counter(s["status"] for s in listing.json()["items"])
+    assert statuses == {"destroyed": CLIENTS}, statuses
+    assert await harness.runtime.list_sandboxes() == []

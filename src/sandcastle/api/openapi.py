@@ -11,7 +11,7 @@ parameters and body, and the part of the API it belongs to).
 
 from __future__ import annotations
 
-import json
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -134,7 +134,7 @@ def _masked_twin(schemas: dict[str, Any], name: str) -> str:
     sandbox itself)."""
     twin = f"{name}Masked"
     if twin not in schemas:
-        copied = json.loads(json.dumps(schemas[name]))
+        copied = copy.deepcopy(schemas[name])
         if name == _MASKED:
             copied.pop("required", None)
         copied["title"] = twin
