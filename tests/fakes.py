@@ -17,6 +17,7 @@ import ast
 import asyncio
 import base64
 import contextlib
+import functools
 import io
 import os
 import shutil
@@ -30,7 +31,7 @@ from typing import Any
 from sandcastle import waiting
 from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
-from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime, destroyed
+from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime, destroyed, paused
 from sandcastle.runtime.channel import AgentLink
 
 #: IPython's display formatter: method → MIME type it fills in.
@@ -454,17 +455,23 @@ class FakeRuntime(Runtime):
         if box is None or not box.alive:
             raise RuntimeBackendError(f"sandbox {sandbox_id} has no processes to pause")
         box.thawed.clear()
+        link = self._links.get(sandbox_id)
+        if link is not None:
+            link.freeze(functools.partial(paused, sandbox_id))
 
     async def resume(self, sandbox_id: str) -> None:
         box = self._boxes.get(sandbox_id)
         if box is not None:
             box.thawed.set()
+        link = self._links.get(sandbox_id)
+        if link is not None:
+            link.thaw()
 
     async def destroy(self, sandbox_id: str) -> None:
         self.destroyed.append(sandbox_id)
         link = self._links.pop(sandbox_id, None)
         if link is not None:
-            await link.aclose(destroyed(sandbox_id))
+            await link.aclose(functools.partial(destroyed, sandbox_id))
         box = self._boxes.pop(sandbox_id, None)
         if box is not None:
             await self._stop_agent(box)

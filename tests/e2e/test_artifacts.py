@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.code_runs import finished, submit
 from tests.e2e.executing import new_context, run
-from tests.e2e.test_code_runs import finished, submit
 
 CSP = "default-src 'none'; sandbox"
 

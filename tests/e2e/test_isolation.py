@@ -73,6 +73,9 @@ def test_memory_limit_kills_and_is_reported(api: httpx.Client, backend: str) -> 
     assert created.status_code == 201, created.text
     sandbox_id = created.json()["id"]
     try:
+        # What the OOM killer takes when the sandbox is full is a kernel, never the agent.
+        score = run(api, sandbox_id, code="open('/proc/self/oom_score_adj').read().strip()")
+        assert score["items"] == [{"is_primary": True, "text": "'500'"}], score
         hog = run(
             api,
             sandbox_id,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_code_runs import finished, submit
+from tests.e2e.code_runs import finished, submit
 from tests.e2e_fixtures import StoreFactory, running_server
 from tests.security.test_host_exposure import _host_bytes
 from tests.serverproc import ServerProcess

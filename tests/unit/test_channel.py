@@ -20,7 +20,12 @@ from typing import Any
 import pytest
 
 from sandcastle.agent import protocol
-from sandcastle.errors import AgentUnavailableError, SandcastleError
+from sandcastle.errors import (
+    AgentUnavailableError,
+    SandboxEndedError,
+    SandboxPausedError,
+    SandcastleError,
+)
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from tests.helpers import until
 
@@ -332,6 +337,69 @@ async def test_aclose_fails_pending_calls_and_stops_listening(link: AgentLink, p
     assert not link.connected
     with pytest.raises(OSError):
         await asyncio.open_unix_connection(str(link.socket_path))
+
+
+async def test_aclose_with_a_refusal_answers_it_now_and_to_every_later_call(
+    link: AgentLink, peer: Peer
+) -> None:
+    call = asyncio.create_task(link.call("file.write.chunk", {}))
+    await peer.request()
+    await link.aclose(lambda: SandboxEndedError("sandbox sb_00000001 was destroyed"))
+    with pytest.raises(SandboxEndedError, match="destroyed"):
+        await asyncio.wait_for(call, 2)
+    with pytest.raises(SandboxEndedError, match="destroyed"):  # not "not connected": a 502
+        await link.call("file.write.chunk", {})
+
+
+# --- a frozen sandbox -----------------------------------------------------------------------
+
+
+def frozen() -> SandboxPausedError:
+    return SandboxPausedError("sandbox sb_00000001 was paused while this ran")
+
+
+async def test_freeze_answers_calls_in_flight_without_cancelling_their_work(
+    link: AgentLink, peer: Peer
+) -> None:
+    calls = [asyncio.create_task(link.call("execute", {"n": n})) for n in range(2)]
+    requests = [await peer.request() for _ in calls]
+    assert link.freeze(frozen) == 2
+    for call in calls:
+        with pytest.raises(SandboxPausedError, match="paused while this ran"):
+            await asyncio.wait_for(call, 2)
+    # No ``cancel`` went to the agent: the work goes on after the thaw, its reply ignored.
+    link.thaw()
+    await peer.send(reply(requests[0], {"late": True}))
+    after = asyncio.create_task(link.call("ping", {}))
+    request = await peer.request()
+    assert request["method"] == "ping"
+    await peer.send(reply(request, {"pong": True}))
+    assert await after == {"pong": True}
+
+
+async def test_a_frozen_link_refuses_new_calls_until_the_thaw(link: AgentLink, peer: Peer) -> None:
+    link.freeze(frozen)
+    with pytest.raises(SandboxPausedError):
+        await link.call("file.write.chunk", {"handle": "h1"})
+    with pytest.raises(asyncio.TimeoutError):  # nothing was sent
+        await peer.recv()
+    link.thaw()
+    call = asyncio.create_task(link.call("ping", {}))
+    await peer.send(reply(await peer.request(), {}))
+    assert await call == {}
+
+
+async def test_calls_deferred_while_frozen_are_sent_at_the_thaw(
+    link: AgentLink, peer: Peer
+) -> None:
+    link.freeze(frozen)
+    link.after_thaw("file.write.abort", {"handle": "h1"})
+    with pytest.raises(asyncio.TimeoutError):
+        await peer.recv()
+    link.thaw()
+    request = await peer.request()
+    assert (request["method"], request["params"]) == ("file.write.abort", {"handle": "h1"})
+    await peer.send(reply(request, {}))
 
 
 # --- requests the host cannot send ------------------------------------------------------------

@@ -11,7 +11,12 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandcastle.errors import LimitExceededError, RuntimeBackendError, SandboxEndedError
+from sandcastle.errors import (
+    LimitExceededError,
+    RuntimeBackendError,
+    SandboxEndedError,
+    SandboxPausedError,
+)
 from sandcastle.runtime.channel import AgentLink
 
 
@@ -149,6 +154,14 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release this process's hold (links, listeners); sandboxes keep running."""
+
+
+def paused(sandbox_id: str) -> SandboxPausedError:
+    """What a call to the agent of a frozen sandbox answers (its code is not interrupted)."""
+    return SandboxPausedError(
+        f"sandbox {sandbox_id} was paused while this ran; its code is frozen where it was and"
+        " goes on when the sandbox resumes"
+    )
 
 
 def destroyed(sandbox_id: str) -> SandboxEndedError:

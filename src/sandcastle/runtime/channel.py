@@ -23,7 +23,7 @@ from typing import Any
 
 from sandcastle import waiting
 from sandcastle.agent import protocol
-from sandcastle.errors import AgentError, AgentUnavailableError, ProtocolError
+from sandcastle.errors import AgentError, AgentUnavailableError, ProtocolError, SandcastleError
 
 log = logging.getLogger("sandcastle.channel")
 
@@ -57,10 +57,10 @@ class _Connection:
             self.writer.write(protocol.encode(message))
             await self.writer.drain()
 
-    def fail_all(self, reason: str, error: Exception | None = None) -> None:
+    def fail_all(self, reason: str) -> None:
         for pending in self.pending.values():
             if not pending.reply.done():
-                pending.reply.set_exception(error or AgentUnavailableError(reason))
+                pending.reply.set_exception(AgentUnavailableError(reason))
             pending.events.put_nowait(None)
         self.pending.clear()
 
@@ -95,6 +95,12 @@ class AgentLink:
         self._connected = asyncio.Event()
         #: Set by ``aclose`` (the sandbox is destroyed, or the server lets go): nobody waits on.
         self._closed = asyncio.Event()
+        #: What every call answers instead of being sent: set while the sandbox is frozen
+        #: (``freeze``), and once it is destroyed (``aclose``).
+        self._refusal: Callable[[], Exception] | None = None
+        #: Calls refused while frozen that must still reach the agent (``after_thaw``).
+        self._deferred: list[tuple[str, dict[str, Any]]] = []
+        self._deferred_tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self.hello: dict[str, Any] | None = None
 
@@ -313,6 +319,8 @@ class AgentLink:
 
         Cancelling the caller sends ``cancel`` to the agent, which stops the work.
         """
+        if self._refusal is not None:
+            raise self._refusal()
         conn = self._conn
         if conn is None:
             raise AgentUnavailableError(f"the agent of sandbox {self.sandbox_id} is not connected")
@@ -353,30 +361,62 @@ class AgentLink:
         result = reply.get("result")
         return result if isinstance(result, dict) else {}
 
-    def abandon_calls(self, error: Exception) -> int:
-        """End every call in flight with ``error`` without cancelling its work in the agent
-        (the sandbox is being frozen: the agent could not answer, and the work goes on when it
-        thaws; its late reply is then ignored). Returns how many were ended."""
+    def freeze(self, refusal: Callable[[], Exception]) -> int:
+        """The sandbox is frozen: end every call in flight, and fail every new one until
+        ``thaw``, with ``refusal()``, without cancelling any work in the agent (a frozen agent
+        could not answer; the work goes on when it thaws and its late reply is ignored).
+
+        Without this, a request that began before the freeze (an upload between two chunks,
+        a run between two steps) would wait on the frozen agent until the resume. Returns how
+        many calls in flight were ended."""
+        self._refusal = refusal
+        return self._refuse_pending(refusal)
+
+    def thaw(self) -> None:
+        self._refusal = None
+        deferred, self._deferred = self._deferred, []
+        for method, params in deferred:
+            task = asyncio.get_running_loop().create_task(self._send_deferred(method, params))
+            self._deferred_tasks.add(task)
+            task.add_done_callback(self._deferred_tasks.discard)
+
+    def after_thaw(self, method: str, params: dict[str, Any]) -> None:
+        """Send a call when the frozen sandbox thaws, its answer unneeded: the cleanup of a
+        request the freeze cut (aborting a half-written upload, which would otherwise leave
+        its part file until the agent reaps the idle handle)."""
+        self._deferred.append((method, params))
+
+    async def _send_deferred(self, method: str, params: dict[str, Any]) -> None:
+        try:
+            await self.call(method, params)
+        except SandcastleError as exc:  # nobody awaits this; the agent reaps what is left
+            log.info("sandbox %s: %s after the thaw failed: %s", self.sandbox_id, method, exc)
+
+    async def aclose(self, refusal: Callable[[], Exception] | None = None) -> None:
+        """Stop listening and drop the agent. With ``refusal`` (the sandbox was destroyed,
+        say), calls in flight and every later one fail with ``refusal()``; without, as a link
+        that closed."""
+        self._closed.set()
+        if refusal is not None:
+            self._refusal = refusal
+            self._refuse_pending(refusal)
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._conn is not None:
+            self._conn.fail_all("the link was closed")
+            self._conn.writer.close()
+            self._conn = None
+        self._connected.clear()
+
+    def _refuse_pending(self, refusal: Callable[[], Exception]) -> int:
         conn = self._conn
         if conn is None:
             return 0
         ids = list(conn.pending)
         for request_id in ids:
-            conn.fail(request_id, error)
+            conn.fail(request_id, refusal())
         return len(ids)
-
-    async def aclose(self, error: Exception | None = None) -> None:
-        """Stop listening and drop the agent; calls in flight fail with ``error`` (say, that
-        the sandbox was destroyed), or as a link that closed."""
-        self._closed.set()
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        if self._conn is not None:
-            self._conn.fail_all("the link was closed", error)
-            self._conn.writer.close()
-            self._conn = None
-        self._connected.clear()
 
 
 class AgentRequestError(AgentError):

@@ -25,6 +25,7 @@ import abc
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -35,7 +36,7 @@ import sandcastle.agent
 from sandcastle.agent import layout
 from sandcastle.errors import RuntimeBackendError
 from sandcastle.runtime import cgroups, layers, network, tmpfs
-from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime, destroyed
+from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime, destroyed, paused
 from sandcastle.runtime.channel import AgentLink
 
 DEFAULT_RUN_DIR = Path("/run/sandcastle")
@@ -279,11 +280,14 @@ class LocalRuntime(Runtime):
     # --- observe, pause, destroy -----------------------------------------------------------
 
     async def adopt(self, sandbox_id: str) -> AgentLink | None:
-        if not self._group(sandbox_id).pids():
+        group = self._group(sandbox_id)
+        if not group.pids():
             return None
         link = self._links.get(sandbox_id)
         if link is None:
             link = self._new_link(sandbox_id)
+            if group.is_frozen():  # paused before this server started
+                link.freeze(functools.partial(paused, sandbox_id))
             await link.listen()
             self._links[sandbox_id] = link
         return link
@@ -303,9 +307,15 @@ class LocalRuntime(Runtime):
         if not group.pids():
             raise RuntimeBackendError(f"sandbox {sandbox_id} has no processes to pause")
         await asyncio.to_thread(group.freeze)
+        link = self._links.get(sandbox_id)
+        if link is not None:
+            link.freeze(functools.partial(paused, sandbox_id))
 
     async def resume(self, sandbox_id: str) -> None:
         await asyncio.to_thread(self._group(sandbox_id).thaw)
+        link = self._links.get(sandbox_id)
+        if link is not None:
+            link.thaw()
 
     async def destroy(self, sandbox_id: str) -> None:
         lock = self._destroy_locks.setdefault(sandbox_id, asyncio.Lock())
@@ -317,7 +327,7 @@ class LocalRuntime(Runtime):
     async def _destroy(self, sandbox_id: str) -> None:
         link = self._links.pop(sandbox_id, None)
         if link is not None:
-            await link.aclose(destroyed(sandbox_id))
+            await link.aclose(functools.partial(destroyed, sandbox_id))
         await self._stop_processes(sandbox_id)
         await asyncio.to_thread(self._group(sandbox_id).remove)
         await layers.remove(self._layer(sandbox_id))

@@ -31,6 +31,7 @@ from sandcastle.errors import (
     InvalidRequestError,
     LimitExceededError,
     NotFoundError,
+    SandboxPausedError,
     SandcastleError,
 )
 from sandcastle.runtime.channel import AgentLink, AgentRequestError
@@ -218,6 +219,8 @@ async def push_file(
             await asyncio.gather(*pending, return_exceptions=True)
             try:
                 await link.call("file.write.abort", {"handle": handle})
+            except SandboxPausedError:
+                link.after_thaw("file.write.abort", {"handle": handle})
             except SandcastleError as exc:
                 log.info("aborting a write handle failed (the agent reaps it): %s", exc)
         raise

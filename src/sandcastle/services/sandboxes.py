@@ -27,7 +27,6 @@ from sandcastle.errors import (
     ConflictError,
     LimitExceededError,
     NotFoundError,
-    SandboxPausedError,
 )
 from sandcastle.runtime.base import Runtime
 from sandcastle.runtime.channel import AgentLink
@@ -151,16 +150,7 @@ class SandboxService:
         current = await self._sandboxes.get(sandbox_id)
         check_transition(sandbox_id, current.status, SandboxStatus.PAUSED)
         await self._runtime.pause(sandbox_id)
-        # Whoever waits on the frozen agent would wait until the resume, or past their own
-        # deadline: answer them now. Their code is not interrupted; it goes on at the resume.
-        link = self._runtime.link(sandbox_id)
-        if link is not None:
-            link.abandon_calls(
-                SandboxPausedError(
-                    f"sandbox {sandbox_id} was paused while this ran ({reason.value}); its code"
-                    " is frozen where it was and goes on when the sandbox resumes"
-                )
-            )
+        # The runtime also answers whoever waits on the frozen agent (``AgentLink.freeze``).
         now = self._clock()
         return await self._states.metered_move(
             sandbox_id,
