@@ -8,9 +8,11 @@ and type; the server's peak RSS; and leftovers once the clients stopped and the 
 a reconcile pass: records not ``destroyed``, sandbox cgroups and processes still on the host.
 
     .venv/bin/python -m bench.bench_load --clients 50 --seconds 600 [--backend bwrap]
-        [--database-url postgresql+asyncpg://…]   # default: SQLite in a fresh data directory
+        [--database-url postgresql+asyncpg://… | --postgres]   # default: SQLite
 
-Run it by hand (it is not part of the suite); it starts and purges a server of its own.
+Run it by hand (it is not part of the suite); it starts and purges a server of its own, and with
+``--postgres`` a throw-away PostgreSQL cluster too (the test suite's, tuned for speed over
+durability: ``fsync`` off).
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from bench.common import p95
+from tests import pgcluster
 from tests.serverproc import ServerProcess
 
 PAYLOAD = os.urandom(1 << 20)
@@ -157,7 +161,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--backend", default="bwrap")
-    parser.add_argument("--database-url", default=None)
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument("--database-url", default=None)
+    store.add_argument("--postgres", action="store_true", help="start a throw-away cluster")
     args = parser.parse_args()
     env = {
         "SANDCASTLE_RUNTIME": args.backend,
@@ -166,14 +172,31 @@ def main() -> None:
         "SANDCASTLE_RATE_LIMIT_PER_S": "0",
         "SANDCASTLE_ORG_MAX_CONCURRENT_SANDBOXES": str(args.clients * 2),
     }
-    if args.database_url:
-        env["SANDCASTLE_DATABASE_URL"] = args.database_url
-    server = ServerProcess(Path(tempfile.mkdtemp(prefix="sandcastle-load-")) / "server", env=env)
-    server.start()
-    try:
+    workdir = Path(tempfile.mkdtemp(prefix="sandcastle-load-"))
+    workdir.chmod(0o755)  # the cluster runs as ``postgres``, which must reach its directory
+    with contextlib.ExitStack() as stack:
+        if args.postgres:
+            args.database_url = stack.enter_context(postgres(workdir / "postgres"))
+        if args.database_url:
+            env["SANDCASTLE_DATABASE_URL"] = args.database_url
+        server = ServerProcess(workdir / "server", env=env)
+        server.start()
+        stack.callback(server.purge)
         asyncio.run(drive(server, args.clients, args.seconds))
+
+
+@contextlib.contextmanager
+def postgres(directory: Path) -> Iterator[str]:
+    """A throw-away cluster with one empty database; its URL."""
+    bin_dir = pgcluster.bindir()
+    if bin_dir is None:
+        raise SystemExit("PostgreSQL's server is not installed (apt-get install postgresql)")
+    cluster = pgcluster.Cluster(directory, bin_dir)
+    cluster.start()
+    try:
+        yield asyncio.run(pgcluster.create_database(cluster.url, "load"))
     finally:
-        server.purge()
+        cluster.stop()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tests.api.conftest import AppFactory, Harness, assert_envelope
 
 URL = "/api/v1/org/acme/sandboxes"
@@ -165,3 +167,21 @@ async def test_a_limits_patch_that_names_nothing_changes_nothing(harness: Harnes
     response = await harness.client.patch("/v1/orgs/default/limits", json={})
     assert response.status_code == 200, response.text
     assert response.json() == before
+
+
+async def test_two_servers_on_one_postgresql_cannot_slip_past_the_capacity_together(
+    start_app: AppFactory, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("an SQLite store serves one server process")
+    # Two apps on one database and one host (the runtime is the machine's, shared): like two
+    # server processes, each with its own engine and its own in-process locks.
+    async with start_app() as first, start_app() as second:
+        _org, key = await first.add_org("acme")
+        await set_limits(first, "acme", max_concurrent_sandboxes=3)
+        async with first.as_key(key) as a, second.as_key(key) as b:
+            answers = await asyncio.gather(
+                *(client.post("/v1/sandboxes", json={}) for client in [a, b] * 8)
+            )
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [201] * 3 + [429] * 13, [r.text for r in answers]

@@ -1,6 +1,6 @@
 """Admission: whether a sandbox may be created, or resumed, now.
 
-A create (:meth:`Admission.place`, then :meth:`Admission.check_capacity`) checks, in this order:
+A create (:meth:`Admission.place`, then :meth:`Admission.creating`) checks, in this order:
 the project and workspace exist in the caller's org (404) and the key's project scope allows
 them (403); the org has credits (``usage_limit_exceeded_error``); the caller is within the org's
 member limit (``member_limit_exceeded_error``); the org runs fewer sandboxes than its maximum
@@ -9,6 +9,10 @@ sandbox's creator.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from sandcastle.config import Settings
 from sandcastle.domain.tenancy import OrgLimits, Placement
@@ -30,6 +34,20 @@ class Admission:
     def __init__(self, settings: Settings, store: TenancyStore) -> None:
         self._settings = settings
         self._store = store
+        self._create_locks: dict[str, asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def creating(self, org_id: str, limits: OrgLimits | None) -> AsyncIterator[None]:
+        """The org's capacity checked (when it has ``limits``), held for the caller to commit
+        its new row: the next create of the org, in this process or another on the same
+        database, waits and then counts it."""
+        async with (
+            self._create_locks.setdefault(org_id, asyncio.Lock()),
+            self._store.org_lock(org_id),
+        ):
+            if limits is not None:
+                await self.check_capacity(org_id, limits)
+            yield
 
     async def place(
         self, principal: Principal, project_id: str | None, workspace_id: str | None
@@ -83,7 +101,7 @@ class Admission:
 
     async def check_capacity(self, org_id: str, limits: OrgLimits) -> None:
         """Refuse a create when the org's live sandboxes (creating, running or paused: all hold
-        resources) are at its maximum. The caller serialises creates per org around this."""
+        resources) are at its maximum (see :meth:`creating`, which serialises creates)."""
         async with self._store.transaction() as tx:
             live = await tx.live_sandboxes(org_id)
         if live >= limits.max_concurrent_sandboxes:

@@ -69,7 +69,6 @@ class Provisioning:
         self._admission = admission
         self._clock = clock
         #: Creates of one org are admitted one at a time, so none slips past its capacity.
-        self._create_locks: dict[str, asyncio.Lock] = {}
 
     # --- where it runs ---------------------------------------------------------------------
 
@@ -98,9 +97,7 @@ class Provisioning:
     async def admitted(self, org_id: str, placement: Placement) -> AsyncIterator[None]:
         """The org's capacity checked, under its create lock: commit the new row inside, so
         the next create's check counts it."""
-        async with self._create_locks.setdefault(org_id, asyncio.Lock()):
-            if placement.limits is not None:
-                await self._admission.check_capacity(org_id, placement.limits)
+        async with self._admission.creating(org_id, placement.limits):
             yield
 
     # --- the record ------------------------------------------------------------------------

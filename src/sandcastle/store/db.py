@@ -38,6 +38,10 @@ class Database:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
         config = Config()

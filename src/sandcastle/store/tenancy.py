@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, select, update
+from sqlalchemy import Select, case, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -233,6 +233,11 @@ class TenancyTx:
         return int(count or 0)
 
 
+#: The first key of every org's advisory lock (the second is a hash of its id), so that other
+#: users of advisory locks on the same database cannot collide with ours.
+_ORG_LOCKS = 0x5C0A
+
+
 class TenancyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -241,6 +246,24 @@ class TenancyStore:
     async def transaction(self) -> AsyncIterator[TenancyTx]:
         async with self._db.session() as session:
             yield TenancyTx(session)
+
+    @contextlib.asynccontextmanager
+    async def org_lock(self, org_id: str) -> AsyncIterator[None]:
+        """Held across the steps of one change to ``org_id`` that must not interleave with
+        another server process's (a create's capacity check and the commit of its row).
+
+        On PostgreSQL, a transaction-scoped advisory lock on a connection of its own: the
+        guarded steps run in their own transactions meanwhile. SQLite is one process's store
+        (its writers are serialised anyway), so there the caller's in-process lock suffices."""
+        if not self._db.is_postgresql:
+            yield
+            return
+        async with self._db.session() as session:
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:space, hashtext(:org_id))"),
+                {"space": _ORG_LOCKS, "org_id": org_id},
+            )
+            yield
 
     @contextlib.asynccontextmanager
     async def inserting(self) -> AsyncIterator[TenancyTx]:
