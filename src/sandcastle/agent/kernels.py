@@ -32,7 +32,7 @@ from sandcastle.agent.context import (
     stop_kernel,
 )
 from sandcastle.agent.execution import Emit
-from sandcastle.agent.memguard import Victim
+from sandcastle.agent.memguard import Victim, expendable
 
 log = logging.getLogger("sandcastle.agent")
 
@@ -110,7 +110,7 @@ class Kernels:
         except BaseException:
             km.stderr_tail.close()
             raise
-        _expendable(kernel_pid(km))
+        expendable(kernel_pid(km))
         client = km.client()
         # No heartbeat channel: the agent asks the provisioner whether a kernel lives, and the
         # heartbeat's ping every second wakes a thread in both processes of every context, a
@@ -232,20 +232,3 @@ class Kernels:
             else:
                 task.cancel()
         self._spares.clear()
-
-
-#: A kernel's ``oom_score_adj``: when the sandbox's memory is full, the kernel's OOM killer takes
-#: the process with the highest score, and this bonus (half the sandbox's memory, in its units)
-#: makes that a kernel, never the agent, even while the agent is momentarily the larger (reading
-#: a big output, starting a spare). Raising a score needs no privilege.
-KERNEL_OOM_SCORE_ADJ = 500
-
-
-def _expendable(pid: int | None) -> None:
-    if pid is None:
-        return
-    try:
-        with open(f"/proc/{pid}/oom_score_adj", "w") as out:
-            out.write(str(KERNEL_OOM_SCORE_ADJ))
-    except OSError as exc:  # the kernel died already, or this /proc has no such file
-        log.info("cannot raise kernel %s's oom_score_adj: %s", pid, exc)

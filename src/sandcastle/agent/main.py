@@ -15,6 +15,7 @@ from sandcastle.agent.context import ContextGoneError, ContextSetupError
 from sandcastle.agent.files import AgentFiles
 from sandcastle.agent.kernels import Kernels
 from sandcastle.agent.memguard import MemoryGuard
+from sandcastle.agent.processes import AgentProcesses
 
 _AGENT_ONLY_ENV = (
     "PYTHONPATH",
@@ -25,11 +26,13 @@ _AGENT_ONLY_ENV = (
 )
 
 
-def kernel_env() -> dict[str, str]:
+def user_env() -> dict[str, str]:
     """The environment user code sees: the agent's, minus what only the agent needs."""
-    env = {k: v for k, v in os.environ.items() if k not in _AGENT_ONLY_ENV}
-    env["JUPYTER_PATH"] = _jupyter_dir()
-    return env
+    return {k: v for k, v in os.environ.items() if k not in _AGENT_ONLY_ENV}
+
+
+def kernel_env() -> dict[str, str]:
+    return {**user_env(), "JUPYTER_PATH": _jupyter_dir()}
 
 
 def _jupyter_dir() -> str:
@@ -128,18 +131,23 @@ async def amain() -> None:
     kernels.keep_spare("python")
     files = AgentFiles(home=layout.USER_HOME)
     files.remove_left_over()
+    processes = AgentProcesses(
+        env=user_env(), home=os.environ.get("SANDCASTLE_CWD", layout.USER_HOME)
+    )
     channel = AgentChannel(
         os.environ.get("SANDCASTLE_CHANNEL_SOCKET", layout.CHANNEL_SOCKET),
         sandbox_id,
-        {**build_handlers(kernels), **files.handlers()},
+        {**build_handlers(kernels), **files.handlers(), **processes.handlers()},
         lambda: kernels.context_ids,
         on_disconnect=files.drop_all,
     )
-    guard = asyncio.create_task(MemoryGuard(kernels.victims).run_forever())
+    guard = MemoryGuard(lambda: kernels.victims() + processes.victims())
+    guarding = asyncio.create_task(guard.run_forever())
     try:
         await channel.run_forever()
     finally:
-        guard.cancel()
+        guarding.cancel()
+        await processes.aclose()
         await files.aclose()
         await kernels.aclose()
 

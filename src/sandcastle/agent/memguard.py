@@ -249,3 +249,22 @@ class MemoryGuard:
             except OSError:
                 killed = False
             await asyncio.sleep(SETTLE_S if killed else self.next_look_s())
+
+
+#: The ``oom_score_adj`` of what the agent starts (kernels, processes): when the sandbox's memory
+#: is full, the kernel's OOM killer takes the process with the highest score, and this bonus
+#: (half the sandbox's memory, in its units) makes that one of them, never the agent, even while
+#: the agent is momentarily the larger (reading a big output, starting a spare). Raising a score
+#: needs no privilege.
+EXPENDABLE_OOM_SCORE_ADJ = 500
+
+
+def expendable(pid: int | None) -> None:
+    """Mark ``pid`` as what the OOM killer should take before the agent."""
+    if pid is None:
+        return
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as out:
+            out.write(str(EXPENDABLE_OOM_SCORE_ADJ))
+    except OSError as exc:  # it died already, or this /proc has no such file
+        log.info("cannot raise %s's oom_score_adj: %s", pid, exc)
