@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,10 @@ class Settings(BaseSettings):
     max_timeout_ms: int = Field(default=86_400_000, ge=1000)
     #: How long create waits for the agent to dial home before the sandbox is an error.
     agent_connect_timeout_s: float = Field(default=30.0, gt=0)
+    #: Sandboxes starting (launched or restored, until their agent dials home) at once; more
+    #: wait their turn. Starts compete for CPU: a hundred at once on two cores would each take
+    #: so long that they fail at the connect timeout, where in turn each takes a second or two.
+    starts_max_concurrent: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1), ge=1)
     #: Seconds between reconciliations of records against real processes and deadlines.
     reconcile_interval_s: float = Field(default=2.0, gt=0)
     #: A sandbox still ``creating`` this long after its record was made is abandoned by the

@@ -37,6 +37,7 @@ from sandcastle.services.members import MemberService
 from sandcastle.services.oplocks import OperationLocks
 from sandcastle.services.org_sandboxes import OrgSandboxes
 from sandcastle.services.pool import WarmPoolService
+from sandcastle.services.processes import ProcessService
 from sandcastle.services.provisioning import Provisioning
 from sandcastle.services.reconciler import Reconciler
 from sandcastle.services.run_dispatcher import RunDispatcher
@@ -72,6 +73,7 @@ class Services:
     contexts: ContextService
     pool: WarmPoolService
     files: FilesService
+    processes: ProcessService
     activity: ActivityTracker
     agent_api: AgentApiService
     runs: RunService
@@ -207,6 +209,7 @@ def build_services(
         contexts=contexts,
         pool=pool,
         files=files,
+        processes=ProcessService(sandboxes),
         activity=activity,
         agent_api=AgentApiService(sandboxes, executions, files, activity),
         runs=RunService(

@@ -14,6 +14,8 @@ from sqlalchemy import select
 
 from sandcastle.domain.sandbox import SandboxStatus, TimeoutAction
 from sandcastle.errors import AgentUnavailableError
+from sandcastle.runtime.base import LaunchSpec
+from sandcastle.runtime.channel import AgentLink
 from sandcastle.services.reconciler import Reconciler
 from sandcastle.store.models import SandboxRow
 from sandcastle.waiting import until
@@ -62,6 +64,29 @@ async def test_create_answers_with_the_documented_sandbox_object(harness: Harnes
     # Only while paused, only when a warm pool was considered, only when in error.
     for absent in ("snapshot_id", "warm_pool_checkout", "status_reason"):
         assert absent not in body
+
+
+async def test_sandboxes_start_a_few_at_a_time_and_the_rest_wait_their_turn(
+    start_app: AppFactory, runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launch = runtime.launch
+    starting = peak = 0
+
+    async def slow_launch(spec: LaunchSpec) -> AgentLink:
+        nonlocal starting, peak
+        starting += 1
+        peak = max(peak, starting)
+        try:
+            await asyncio.sleep(0.05)
+            return await launch(spec)
+        finally:
+            starting -= 1
+
+    monkeypatch.setattr(runtime, "launch", slow_launch)
+    async with start_app(starts_max_concurrent=2) as h:
+        answers = await asyncio.gather(*(h.client.post("/v1/sandboxes", json={}) for _ in range(6)))
+        assert [a.status_code for a in answers] == [201] * 6
+    assert peak == 2
 
 
 async def test_create_launches_the_template_with_the_resolved_config(harness: Harness) -> None:

@@ -54,9 +54,10 @@ OPERATOR_REACH = {
     ("GET", "/v1/orgs/{org}/credits"),
     ("POST", "/v1/orgs/{org}/credits"),
 }
-#: Path parameters that are not tenant resources: a file path inside the sandbox, and a
-#: template's name (templates are the server's; the sweep checks an absent one is a 404).
-PLAIN_PARAMS = {"path": "hello.txt", "name": "no-such-template"}
+#: Path parameters that are not tenant resources: a file path and a process id inside the
+#: sandbox, and a template's name (templates are the server's; the sweep checks an absent one
+#: is a 404).
+PLAIN_PARAMS = {"path": "hello.txt", "name": "no-such-template", "pid": "1"}
 #: Values for required body fields and query parameters, by name.
 SAMPLES: dict[str, Any] = {
     "code": "1",
@@ -70,6 +71,13 @@ SAMPLES: dict[str, Any] = {
     "role": "member",
     "amount": 1,
     "language": "python",
+    "cols": 80,
+    "rows": 24,
+}
+#: Bodies whose fields are all optional but which need one of several (a model's own rule).
+MODEL_SAMPLES: dict[str, dict[str, Any]] = {
+    "StartProcessBody": {"cmd": "true"},
+    "StdinBody": {"text": "x"},
 }
 #: Routes that read their body themselves (no body model): what to send them.
 RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -146,7 +154,7 @@ def request_parts(endpoint: Endpoint) -> dict[str, Any]:
                 if wire not in SAMPLES:
                     missing.append(f"body field {wire}")
                 body[wire] = SAMPLES.get(wire)
-        parts["json"] = body
+        parts["json"] = {**body, **MODEL_SAMPLES.get(model.__name__, {})}
     assert not missing, (
         f"{endpoint.method} {endpoint.path}: add samples for {missing} to SAMPLES in "
         "tests/api/test_tenant_isolation.py"

@@ -358,7 +358,8 @@ class AgentProcesses:
     async def _wait(self, proc: Process, timeout_s: float) -> None:
         if timeout_s > 0:
             try:
-                await asyncio.wait_for(asyncio.shield(proc.child.wait()), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await proc.child.wait()
             except TimeoutError:
                 proc.killed_by = "timeout"
                 with contextlib.suppress(ProcessLookupError):

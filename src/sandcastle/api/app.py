@@ -25,6 +25,7 @@ from sandcastle.api.routes import (
     health,
     org_sandboxes,
     orgs,
+    processes,
     sandboxes,
     snapshots,
     templates,
@@ -78,6 +79,7 @@ def create_app(
     app.include_router(execute.router)
     app.include_router(contexts.router)
     app.include_router(files.router)
+    app.include_router(processes.router)
     app.include_router(agent_api.router)
     app.include_router(code_runs.router)
     app.include_router(artifacts.router)

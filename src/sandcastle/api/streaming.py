@@ -1,5 +1,5 @@
-"""Streamed executions: typed events, their NDJSON/SSE encodings, and a response that notices
-a client that left.
+"""Streamed executions (and processes): typed events, their NDJSON/SSE encodings, and a response
+that notices a client that left.
 
 Events carry a ``type`` discriminator; the last one is always ``end_of_execution``. During
 silences a ``keepalive`` is sent (an SSE comment in SSE), so proxies and clients can tell a
@@ -147,16 +147,20 @@ class EventStreamResponse(Response):
         producer: Producer,
         *,
         media_type: str,
-        context_id: str,
         keepalive_s: float,
+        what: str,
+        last: Callable[[], BaseModel | None] = lambda: None,
     ) -> None:
+        """``what`` is streamed (for the log); ``last()`` is sent after the producer is done,
+        whether it succeeded or failed (an execution's ``end_of_execution``)."""
         # Not Response.__init__: it would announce a Content-Length for an empty body.
         self.status_code = 200
         self.media_type = media_type
         self.background = None
         self.init_headers({"Cache-Control": "no-store"})
         self._producer = producer
-        self._context_id = context_id
+        self._what = what
+        self._last = last
         self._keepalive_s = keepalive_s
         self._encode = encode_sse if media_type == SSE else encode_ndjson
         if media_type == SSE:
@@ -196,11 +200,13 @@ class EventStreamResponse(Response):
                 except SandcastleError as exc:
                     # The response has started: a failure of the platform (not of the code)
                     # can only be told as an event.
-                    log.warning("streamed execution in %s failed: %s", self._context_id, exc)
+                    log.warning("streamed %s failed: %s", self._what, exc)
                     await sender.send(
                         ErrorEvent(name=type(exc).__name__, value=exc.message, traceback="")
                     )
-                await sender.send(EndOfExecutionEvent(context_id=self._context_id))
+                last = self._last()
+                if last is not None:
+                    await sender.send(last)
 
         async with anyio.create_task_group() as group, receiver:
             group.start_soon(produce)

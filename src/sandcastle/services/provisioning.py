@@ -68,7 +68,7 @@ class Provisioning:
         self._states = states
         self._admission = admission
         self._clock = clock
-        #: Creates of one org are admitted one at a time, so none slips past its capacity.
+        self._starting = asyncio.Semaphore(settings.starts_max_concurrent)
 
     # --- where it runs ---------------------------------------------------------------------
 
@@ -196,8 +196,10 @@ class Provisioning:
         await self._sandboxes.insert(row)
         spec = self.launch_spec(row, rootfs)
         try:
-            link = await (start or self._runtime.launch)(spec)
-            await link.wait_connected(self._settings.agent_connect_timeout_s)
+            # The connect timeout counts from the launch, not from the wait for a turn.
+            async with self._starting:
+                link = await (start or self._runtime.launch)(spec)
+                await link.wait_connected(self._settings.agent_connect_timeout_s)
             if connected is not None:
                 await connected(link)
         except Exception as exc:

@@ -106,6 +106,7 @@ async def execute_stream(
     return streaming.EventStreamResponse(
         produce,
         media_type=streaming.SSE if streaming.SSE in accept else streaming.NDJSON,
-        context_id=prepared.context_id,
         keepalive_s=keepalive_ms / 1000,
+        what=f"execution in {prepared.context_id}",
+        last=lambda: streaming.EndOfExecutionEvent(context_id=prepared.context_id),
     )
