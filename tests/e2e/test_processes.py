@@ -151,8 +151,10 @@ def test_output_is_bounded_and_says_what_it_left_out(
     api: httpx.Client, sandbox: dict[str, Any]
 ) -> None:
     done = run(api, sandbox, shell="head -c 3000000 /dev/zero | tr '\\0' a")
-    assert len(done["stdout"]) == 1 << 20
-    assert done["truncated"]["stdout"] == 3_000_000 - (1 << 20)
+    # At most 1 MiB kept; what the sandbox dropped before the read began (it keeps 512 KiB
+    # for a late reader) or the server left out is counted, to the byte.
+    assert (1 << 19) <= len(done["stdout"]) <= 1 << 20 and set(done["stdout"]) == {"a"}
+    assert len(done["stdout"]) + done["truncated"]["stdout"] == 3_000_000
 
 
 def test_a_paused_sandbox_refuses_to_start_one(api: httpx.Client, sandbox: dict[str, Any]) -> None:

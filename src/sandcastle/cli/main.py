@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from sandcastle.cli import client_commands, server_commands, tenancy_commands
+from sandcastle.cli import client_commands, process_commands, server_commands, tenancy_commands
 
 app = typer.Typer(help="Sandcastle: self-hosted isolated sandboxes.", no_args_is_help=True)
 app.command("serve")(server_commands.serve)
@@ -16,6 +16,8 @@ app.add_typer(server_commands.template_app, name="template")
 app.command("info")(client_commands.info)
 app.add_typer(client_commands.sandbox_app, name="sandbox")
 app.command("exec")(client_commands.exec_code)
+app.command("run")(process_commands.run_command)
+app.command("sh")(process_commands.shell)
 app.add_typer(tenancy_commands.org_app, name="org")
 app.add_typer(tenancy_commands.project_app, name="project")
 app.add_typer(tenancy_commands.workspace_app, name="workspace")
