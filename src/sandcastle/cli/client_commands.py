@@ -38,13 +38,22 @@ def _request(method: str, url: str, key: str, path: str, **kwargs: Any) -> Any:
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc}")
     if response.status_code >= 400:
-        try:
-            body = response.json()
-            detail = body.get("detail") or body.get("message") or response.text
-        except ValueError:
-            detail = response.text
-        _fail(f"{response.status_code}: {detail}")
+        _fail(describe(response))
     return response.json()
+
+
+def describe(response: httpx.Response) -> str:
+    """One line for an error answer: status, detail, and the first field error if any."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{response.status_code}: {response.text}"
+    detail = str(body.get("detail") or body.get("message") or response.text)
+    errors = body.get("errors") or []
+    if errors and isinstance(errors[0], dict):
+        where = ".".join(str(part) for part in errors[0].get("loc", []))
+        detail += f" ({where}: {errors[0].get('msg')})" if where else f" ({errors[0].get('msg')})"
+    return f"{response.status_code}: {detail}"
 
 
 def info(url: UrlOpt = DEFAULT_URL) -> None:

@@ -24,7 +24,15 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from sandcastle.cli.client_commands import DEFAULT_URL, KeyOpt, UrlOpt, _fail, _request, err
+from sandcastle.cli.client_commands import (
+    DEFAULT_URL,
+    KeyOpt,
+    UrlOpt,
+    _fail,
+    _request,
+    describe,
+    err,
+)
 
 
 def _events(
@@ -35,7 +43,7 @@ def _events(
         with client.stream(method, path, **kwargs) as response:
             if response.status_code >= 400:
                 response.read()
-                _fail(f"{response.status_code}: {response.json().get('detail', response.text)}")
+                _fail(describe(response))
             for line in response.iter_lines():
                 if line:
                     event = json.loads(line)
@@ -109,6 +117,7 @@ def shell(
     if not os.isatty(0):
         _fail("sh needs a terminal on standard input (for a command, use `sandcastle run`)")
     cols, rows = os.get_terminal_size(0)
+    cols, rows = cols or 80, rows or 24  # a terminal that never had a size says 0 × 0
     base = f"/v1/sandboxes/{sandbox_id}/processes"
     body = {"cmd": command, "args": ["-i"], "pty": {"cols": cols, "rows": rows}, "timeout_ms": 0}
     started = _request("POST", url, key, base, json=body)
@@ -127,7 +136,7 @@ def shell(
 
     def resized(*_: object) -> None:
         size = os.get_terminal_size(0)
-        body = {"cols": size.columns, "rows": size.lines}
+        body = {"cols": size.columns or 80, "rows": size.lines or 24}
         with contextlib.suppress(typer.Exit):
             _request("POST", url, key, f"{base}/{pid}/resize", json=body)
 
