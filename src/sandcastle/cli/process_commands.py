@@ -145,7 +145,7 @@ def shell(
     signal.signal(signal.SIGWINCH, resized)
     signal.signal(signal.SIGUSR1, _shell_ended)
     saved = termios.tcgetattr(0)
-    tty.setraw(0)
+    tty.setraw(0, termios.TCSANOW)  # not TCSAFLUSH: keys typed ahead are the shell's
     try:
         with _client(url, key) as client:
             while reader.is_alive():
