@@ -279,3 +279,9 @@ def start_app(root: Path, runtime: FakeRuntime, database_url: str) -> AppFactory
 async def harness(start_app: AppFactory) -> AsyncIterator[Harness]:
     async with start_app() as h:
         yield h
+
+
+@pytest.fixture
+async def sandbox_id(harness: Harness) -> str:
+    """A running sandbox of the harness's app."""
+    return str((await harness.create())["id"])

@@ -41,11 +41,6 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 CSP = "default-src 'none'; sandbox"
 
 
-@pytest.fixture
-async def sandbox_id(harness: Harness) -> str:
-    return str((await harness.create())["id"])
-
-
 async def submit(h: Harness, sandbox_id: str, **body: Any) -> dict[str, Any]:
     response = await h.client.post(f"/v1/sandboxes/{sandbox_id}/code/runs", json=body)
     assert response.status_code == 202, response.text

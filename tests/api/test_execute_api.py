@@ -13,11 +13,6 @@ from tests.api.conftest import Harness, assert_envelope
 from tests.api.test_code_runs_api import waiting
 
 
-@pytest.fixture
-async def sandbox_id(harness: Harness) -> str:
-    return str((await harness.create())["id"])
-
-
 def execute_document(response: httpx.Response) -> list[dict[str, str]]:
     """``execute.txt``'s validation shape: ``{message, errors: [{field, error}]}``."""
     assert response.status_code == 422, response.text
@@ -343,17 +338,18 @@ async def test_oom_kill_is_reported_once_then_the_context_is_dead(
     assert sandbox["status"] == "running"  # an OOM kill ends a kernel, not the sandbox
 
 
-async def test_execution_waits_while_the_sandbox_is_frozen(
+async def test_an_execution_on_a_frozen_agent_is_refused_at_once_and_works_after_the_thaw(
     harness: Harness, sandbox_id: str
 ) -> None:
     ctx = (await harness.execute(sandbox_id, code="n = 1"))["context_id"]
     await harness.runtime.pause(sandbox_id)
     assert (await harness.runtime.poll(sandbox_id)).frozen
-    pending = asyncio.create_task(harness.execute(sandbox_id, code="n + 1", context_id=ctx))
-    await asyncio.sleep(0.05)
-    assert not pending.done()  # a frozen agent answers nothing
+    body = {"code": "n + 1", "context_id": ctx}
+    async with asyncio.timeout(5):  # a frozen agent could not answer: the link does, at once
+        refused = await harness.client.post(f"/v1/sandboxes/{sandbox_id}/execute", json=body)
+    assert "paused while" in assert_envelope(refused, 409, "conflict_error")["detail"]
     await harness.runtime.resume(sandbox_id)
-    result = await asyncio.wait_for(pending, 5)
+    result = await harness.execute(sandbox_id, code="n + 1", context_id=ctx)
     assert result["items"] == [{"is_primary": True, "text": "2"}]
     assert not (await harness.runtime.poll(sandbox_id)).frozen
 

@@ -1,18 +1,16 @@
 """Plain processes through HTTP on real sandboxes (docs/PROCESSES.md): run and wait, stream,
-background and reconnect, stdin, signals and timeouts, a terminal, bounds, and a server
-restart in the middle."""
+background and reconnect, stdin, signals and timeouts, a terminal, bounds. (A process across a
+server restart: tests/e2e/test_work_in_flight.py.)"""
 
 from __future__ import annotations
 
 import base64
-import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.e2e.executing import ndjson_events
-from tests.e2e_fixtures import HOST_ENV_MARKER, running_server
+from tests.e2e_fixtures import HOST_ENV_MARKER
 from tests.helpers import eventually as wait_for
 
 
@@ -163,24 +161,3 @@ def test_a_paused_sandbox_refuses_to_start_one(api: httpx.Client, sandbox: dict[
     assert refused.status_code == 409 and refused.json()["type"] == "conflict_error"
     assert api.post(f"/v1/sandboxes/{sandbox['id']}/resume").status_code == 200
     assert run(api, sandbox, cmd="true")["process"]["exit_code"] == 0
-
-
-def test_a_process_outlives_a_server_restart_and_is_reconnected_to(
-    tmp_path: Path, backend: str
-) -> None:
-    with running_server(tmp_path / "data", backend) as server:
-        with server.client() as api:
-            created = api.post("/v1/sandboxes", json={"timeout_ms": 600_000})
-            sandbox = created.json()
-            script = "echo before; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo after"
-            pid = start(api, sandbox, shell=script, timeout_ms=0)["pid"]
-        server.kill9()
-        server.start()
-        with server.client() as api:
-            assert api.get(url(sandbox, f"/{pid}")).json()["running"] is True
-            run(api, sandbox, cmd="touch", args=["/tmp/go"])
-            started = time.monotonic()
-            events = stream(api, url(sandbox, f"/{pid}/stream"))
-            assert time.monotonic() - started < 30
-            assert text_of(events, "stdout") == "before\nafter\n"
-            assert events[-1]["process"]["exit_code"] == 0

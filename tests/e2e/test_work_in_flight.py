@@ -1,5 +1,6 @@
 """Work in flight when its sandbox is paused, hibernated or deleted, its context restarted, or
-the server restarted: every request ends promptly with its documented result
+the server restarted (a background process lives on through that): every request ends
+promptly with its documented result
 (docs/LIFECYCLE.md, "Work in flight"), never hangs, and nothing is left half-made.
 
 Each test starts one of every kind of work at once — an execute, a streamed execute and a run,
@@ -267,6 +268,12 @@ def test_a_server_restart_cuts_every_request_and_the_sandbox_is_whole_after(
             assert created.status_code == 201, created.text
             flight = InFlight(server, created.json()["id"])
             flight.start(api)
+            # A background process too: it belongs to the sandbox, not to the server.
+            script = "echo before; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo after"
+            body = {"shell": script, "timeout_ms": 0}
+            process = api.post(f"/v1/sandboxes/{flight.sandbox_id}/processes", json=body)
+            assert process.status_code == 201, process.text
+            pid = process.json()["pid"]
         server.kill9()
         answered = flight.outcomes()
         for kind, answer in answered.items():
@@ -284,3 +291,11 @@ def test_a_server_restart_cuts_every_request_and_the_sandbox_is_whole_after(
                 after = run(api, sid, code="'alive'", context_id=flight.contexts[kind])
                 assert after["items"] == [{"is_primary": True, "text": "'alive'"}], after
             assert get_run(api, sid, flight.run_id)["completed_at"] is not None
+            # The process ran on, and its output is all there for a reader after the restart.
+            processes = f"/v1/sandboxes/{sid}/processes"
+            assert api.get(f"{processes}/{pid}").json()["running"] is True
+            run(api, sid, code="open('/tmp/go', 'w').close()", context_id=flight.contexts["run"])
+            with api.stream("GET", f"{processes}/{pid}/stream") as response:
+                events = [e for e in ndjson_events(response) if e["type"] != "keepalive"]
+            assert "".join(e["text"] for e in events if e["type"] == "stdout") == "before\nafter\n"
+            assert events[-1]["type"] == "end" and events[-1]["process"]["exit_code"] == 0

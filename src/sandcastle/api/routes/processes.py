@@ -8,7 +8,6 @@ stop the process (``DELETE`` or a signal does; its ``timeout_ms`` too).
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Annotated, Any
 
 from anyio.abc import ObjectSendStream
@@ -108,7 +107,7 @@ async def list_processes(
     return {"items": [process_out(p) for p in found]}
 
 
-@router.get("/{sandbox_id}/processes/{pid}", response_model=ProcessOut)
+@router.get("/{sandbox_id}/processes/{pid:int}", response_model=ProcessOut)
 async def get_process(
     sandbox_id: str, pid: Pid, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -116,7 +115,7 @@ async def get_process(
 
 
 @router.get(
-    "/{sandbox_id}/processes/{pid}/stream",
+    "/{sandbox_id}/processes/{pid:int}/stream",
     status_code=200,
     response_class=streaming.EventStreamResponse,
     responses=_STREAM_DOC,
@@ -135,7 +134,7 @@ async def reconnect_process(
     return _stream(request, services, principal, sandbox_id, found, keepalive_ms, first=False)
 
 
-@router.post("/{sandbox_id}/processes/{pid}/stdin", response_model=StdinOut)
+@router.post("/{sandbox_id}/processes/{pid:int}/stdin", response_model=StdinOut)
 async def write_stdin(
     sandbox_id: str, pid: Pid, body: StdinBody, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -145,13 +144,13 @@ async def write_stdin(
     else:
         try:
             data = base64.b64decode(body.data_b64 or "", validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or characters outside ASCII
             raise FieldError("data_b64", "is not valid base64") from exc
     written = await services.processes.write_stdin(principal, sandbox_id, pid, data)
     return {"written": written}
 
 
-@router.post("/{sandbox_id}/processes/{pid}/stdin/close", response_model=ProcessOut)
+@router.post("/{sandbox_id}/processes/{pid:int}/stdin/close", response_model=ProcessOut)
 async def close_stdin(
     sandbox_id: str, pid: Pid, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -160,7 +159,7 @@ async def close_stdin(
     return process_out(await services.processes.get(principal, sandbox_id, pid))
 
 
-@router.post("/{sandbox_id}/processes/{pid}/signal", response_model=ProcessOut)
+@router.post("/{sandbox_id}/processes/{pid:int}/signal", response_model=ProcessOut)
 async def signal_process(
     sandbox_id: str, pid: Pid, body: SignalBody, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -168,7 +167,7 @@ async def signal_process(
     return process_out(await services.processes.signal(principal, sandbox_id, pid, body.signal))
 
 
-@router.post("/{sandbox_id}/processes/{pid}/resize", response_model=ProcessOut)
+@router.post("/{sandbox_id}/processes/{pid:int}/resize", response_model=ProcessOut)
 async def resize_terminal(
     sandbox_id: str, pid: Pid, body: TerminalSize, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -177,7 +176,7 @@ async def resize_terminal(
     return process_out(resized)
 
 
-@router.delete("/{sandbox_id}/processes/{pid}", response_model=ProcessOut)
+@router.delete("/{sandbox_id}/processes/{pid:int}", response_model=ProcessOut)
 async def kill_process(
     sandbox_id: str, pid: Pid, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
