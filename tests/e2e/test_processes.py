@@ -161,3 +161,18 @@ def test_a_paused_sandbox_refuses_to_start_one(api: httpx.Client, sandbox: dict[
     assert refused.status_code == 409 and refused.json()["type"] == "conflict_error"
     assert api.post(f"/v1/sandboxes/{sandbox['id']}/resume").status_code == 200
     assert run(api, sandbox, cmd="true")["process"]["exit_code"] == 0
+
+
+def test_a_process_that_fills_the_memory_dies_and_the_sandbox_lives(api: httpx.Client) -> None:
+    created = api.post("/v1/sandboxes", json={"memory_mb": 256})
+    assert created.status_code == 201, created.text
+    sandbox = created.json()
+    try:
+        hog = "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))"
+        done = run(api, sandbox, cmd="python3", args=["-c", hog], timeout_ms=120_000)
+        assert done["process"]["signal"] == "SIGKILL", done
+        assert done["process"]["killed_by"] is None  # the OOM killer, not the timeout
+        after = run(api, sandbox, shell="echo alive")
+        assert after["stdout"] == "alive\n"
+    finally:
+        api.delete(f"/v1/sandboxes/{sandbox['id']}")

@@ -111,6 +111,11 @@ def from_agent(event: dict[str, Any]) -> BaseModel | None:
     return None
 
 
+def media_type_for(accept: str) -> str:
+    """SSE when the client's ``Accept`` asks for it, else NDJSON."""
+    return SSE if SSE in accept else NDJSON
+
+
 def encode_ndjson(event: BaseModel) -> bytes:
     return _json(event) + b"\n"
 

@@ -24,7 +24,7 @@ from sandcastle.runtime.channel import AgentLink, AgentRequestError
 from sandcastle.services.auth import Principal
 from sandcastle.services.sandboxes import SandboxService
 
-#: What ``run`` keeps of each stream; the rest is counted, and a marker says so.
+#: What ``run`` keeps of each stream; the rest is counted in ``Gathered.truncated``.
 RUN_OUTPUT_CHARS = 1 << 20
 #: The shell of a ``shell`` command (Debian's templates all have it).
 SHELL = "/bin/bash"
@@ -96,6 +96,9 @@ class Gathered:
     stderr: str = ""
     #: Characters of each stream left out (past ``RUN_OUTPUT_CHARS``, or dropped by the agent).
     truncated: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    _terminal: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
 
     async def add(self, stream: str, text: str) -> None:
         kept = getattr(self, stream)
@@ -104,7 +107,7 @@ class Gathered:
         self.truncated[stream] += max(0, len(text) - room)
 
     async def add_terminal(self, data: bytes) -> None:
-        await self.add("stdout", data.decode("utf-8", "replace"))
+        await self.add("stdout", self._terminal.decode(data))
 
     async def add_dropped(self, count: int) -> None:
         self.truncated["stdout"] += count

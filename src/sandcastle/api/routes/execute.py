@@ -102,10 +102,9 @@ async def execute_stream(
 
         await services.executions.run(prepared, on_event=forward)
 
-    accept = request.headers.get("accept", "")
     return streaming.EventStreamResponse(
         produce,
-        media_type=streaming.SSE if streaming.SSE in accept else streaming.NDJSON,
+        media_type=streaming.media_type_for(request.headers.get("accept", "")),
         keepalive_s=keepalive_ms / 1000,
         what=f"execution in {prepared.context_id}",
         last=lambda: streaming.EndOfExecutionEvent(context_id=prepared.context_id),

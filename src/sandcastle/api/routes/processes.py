@@ -213,10 +213,9 @@ def _stream(
         ended = await services.processes.connect(principal, sandbox_id, pid, output)
         await sender.send(EndEvent.model_validate({"process": process_out(ended)}))
 
-    accept = request.headers.get("accept", "")
     return streaming.EventStreamResponse(
         produce,
-        media_type=streaming.SSE if streaming.SSE in accept else streaming.NDJSON,
+        media_type=streaming.media_type_for(request.headers.get("accept", "")),
         keepalive_s=keepalive_ms / 1000,
         what=f"process {pid} of {sandbox_id}",
     )
