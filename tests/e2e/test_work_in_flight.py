@@ -1,11 +1,12 @@
 """Work in flight when its sandbox is paused, hibernated or deleted, its context restarted, or
-the server restarted (a background process lives on through that): every request ends
+the server restarted: every request ends
 promptly with its documented result
 (docs/LIFECYCLE.md, "Work in flight"), never hangs, and nothing is left half-made.
 
 Each test starts one of every kind of work at once — an execute, a streamed execute and a run,
-each in its own context and held at a gate file, and an upload held between two chunks — then
-does the one thing to the sandbox, and checks every outcome.
+each in its own context and held at a gate file, a background process held at the same gate
+and read through its stream, and an upload held between two chunks — then does the one thing
+to the sandbox, and checks every outcome.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ from tests.serverproc import ServerProcess
 PROMPTLY_S = 20.0
 CHUNK = 1 << 20
 UPLOAD = "/home/user/in-flight/upload.bin"
+#: A background process held at the same gate, read through its stream.
+GATED_PROCESS = {
+    "shell": "echo started; while [ ! -e /tmp/gate ]; do sleep 0.05; done; echo done",
+    "timeout_ms": 0,
+}
 
 
 def marked_gate(marker: str) -> str:
@@ -49,10 +55,12 @@ class InFlight:
     sandbox_id: str
     contexts: dict[str, str] = field(default_factory=dict)
     run_id: str = ""
+    pid: int = 0
     body_started: threading.Event = field(default_factory=threading.Event)
     body_gate: threading.Event = field(default_factory=threading.Event)
+    process_read: threading.Event = field(default_factory=threading.Event)
     pool: concurrent.futures.ThreadPoolExecutor = field(
-        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(3)
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(4)
     )
     futures: dict[str, concurrent.futures.Future[Any]] = field(default_factory=dict)
 
@@ -63,6 +71,10 @@ class InFlight:
         self.futures["execute"] = self.pool.submit(self._execute)
         self.futures["stream"] = self.pool.submit(self._stream)
         self.futures["upload"] = self.pool.submit(self._upload)
+        started = api.post(f"/v1/sandboxes/{sid}/processes", json=GATED_PROCESS)
+        assert started.status_code == 201, started.text
+        self.pid = started.json()["pid"]
+        self.futures["process"] = self.pool.submit(self._read_process)
         self.run_id = submit(
             api, sid, context_id=self.contexts["run"], code=marked_gate("run"), timeout_secs=120
         )["id"]
@@ -70,6 +82,7 @@ class InFlight:
         for marker in ("execute", "stream", "run"):
             assert wait_for(partial(self._exists, api, f"/tmp/{marker}"), timeout=60), marker
         assert self.body_started.wait(60), "the upload did not start"
+        assert self.process_read.wait(60), "the process's reader got nothing"
 
     def outcomes(self) -> dict[str, Any]:
         """What each request answered (the upload's body is let go first)."""
@@ -99,6 +112,20 @@ class InFlight:
             try:
                 with client.stream("POST", url, json=body) as response:
                     return response.status_code, list(ndjson_events(response))
+            except httpx.TransportError as exc:
+                return exc
+
+    def _read_process(self) -> tuple[int, list[dict[str, Any]]] | httpx.TransportError:
+        url = f"/v1/sandboxes/{self.sandbox_id}/processes/{self.pid}/stream"
+        events: list[dict[str, Any]] = []
+        with self.server.client() as client:
+            try:
+                with client.stream("GET", url) as response:
+                    for event in ndjson_events(response):
+                        events.append(event)
+                        if event["type"] == "stdout":
+                            self.process_read.set()
+                    return response.status_code, events
             except httpx.TransportError as exc:
                 return exc
 
@@ -134,6 +161,26 @@ def stream_failed(answer: Any, name: str) -> None:
     assert types[-1] == "end_of_execution", events
     errors = [e for e in events if e["type"] == "error"]
     assert [e["name"] for e in errors] == [name], events
+
+
+def reader_cut(answer: Any, name: str) -> None:
+    """A process stream that ended with the platform's ``error`` event ``name`` (no ``end``:
+    the process was not over)."""
+    assert isinstance(answer, tuple), answer
+    status, events = answer
+    assert status == 200
+    last = [e for e in events if e["type"] != "keepalive"][-1]
+    assert (last["type"], last.get("name")) == ("error", name), events
+
+
+def process_ended(answer: Any) -> None:
+    """A process stream that saw the whole output and the exit."""
+    assert isinstance(answer, tuple), answer
+    status, events = answer
+    assert status == 200
+    text = "".join(e["text"] for e in events if e["type"] == "stdout")
+    assert text == "started\ndone\n", events
+    assert events[-1]["type"] == "end" and events[-1]["process"]["exit_code"] == 0, events
 
 
 def no_upload_left(api: httpx.Client, sandbox_id: str) -> None:
@@ -179,6 +226,7 @@ def test_pause_answers_everything_in_flight_and_the_code_goes_on_at_the_resume(
     refused(answered["execute"], "conflict_error", "paused while this ran")
     stream_failed(answered["stream"], "SandboxPausedError")
     refused(answered["upload"], "conflict_error", "paused while this ran")
+    reader_cut(answered["process"], "SandboxPausedError")
     ran = finished(api, sid, flight.run_id)
     assert ran["status"] == "failed", ran
     assert ran["failure_reason"].startswith("the sandbox was paused while the run was running")
@@ -190,6 +238,8 @@ def test_pause_answers_everything_in_flight_and_the_code_goes_on_at_the_resume(
     for kind in ("execute", "stream", "run"):
         after = run(api, sid, code="'free'", context_id=flight.contexts[kind])
         assert after["items"] == [{"is_primary": True, "text": "'free'"}], (kind, after)
+    with api.stream("GET", f"/v1/sandboxes/{sid}/processes/{flight.pid}/stream") as again:
+        process_ended((again.status_code, list(ndjson_events(again))))  # it went on too
 
 
 def test_hibernate_is_refused_while_anything_runs_and_nothing_is_disturbed(
@@ -211,6 +261,7 @@ def test_hibernate_is_refused_while_anything_runs_and_nothing_is_disturbed(
     assert {"type": "result", "text": "'stream done'"}.items() <= events[-2].items(), events
     assert answered["upload"].status_code == 201, answered["upload"]
     assert finished(api, sid, flight.run_id)["status"] == "succeeded"
+    process_ended(answered["process"])
     size = api.get(f"/v1/sandboxes/{sid}/files/stat", params={"path": UPLOAD}).json()["size"]
     assert size == 2 * CHUNK
     hibernated = api.post(f"/v1/sandboxes/{sid}/hibernate")  # and once it is all done, it can
@@ -232,6 +283,7 @@ def test_delete_answers_everything_in_flight_at_once(
     upload = answered["upload"]
     if isinstance(upload, httpx.Response):  # else the server closed it: also an answer
         refused(upload, "conflict_error", "destroyed")
+    reader_cut(answered["process"], "SandboxEndedError")
     ran = finished(api, sid, flight.run_id)
     assert ran["status"] == "cancelled" and ran["failure_reason"] == "the sandbox was destroyed"
 
@@ -244,6 +296,7 @@ def test_restarting_a_context_ends_its_work_and_no_other(
     for kind in ("execute", "stream", "run"):
         restarted = api.post(f"/v1/sandboxes/{sid}/contexts/{flight.contexts[kind]}/restart")
         assert restarted.status_code == 200, restarted.text
+    open_gate(api, sid, "gate")  # for the process, which no context restart touches
     answered = flight.outcomes()
 
     assert answered["execute"].status_code == 200, answered["execute"].text
@@ -252,8 +305,9 @@ def test_restarting_a_context_ends_its_work_and_no_other(
     ran = finished(api, sid, flight.run_id)
     assert ran["status"] == "failed", ran
     assert ran["execution"]["error"]["name"] == "ContextRestartedError", ran
-    # The upload belongs to no context.
+    # The upload and the process belong to no context.
     assert answered["upload"].status_code == 201, answered["upload"]
+    process_ended(answered["process"])
     for kind in ("execute", "stream", "run"):  # fresh kernels, at once usable
         after = run(api, sid, code="'fresh'", context_id=flight.contexts[kind])
         assert after["items"] == [{"is_primary": True, "text": "'fresh'"}]
@@ -268,12 +322,6 @@ def test_a_server_restart_cuts_every_request_and_the_sandbox_is_whole_after(
             assert created.status_code == 201, created.text
             flight = InFlight(server, created.json()["id"])
             flight.start(api)
-            # A background process too: it belongs to the sandbox, not to the server.
-            script = "echo before; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo after"
-            body = {"shell": script, "timeout_ms": 0}
-            process = api.post(f"/v1/sandboxes/{flight.sandbox_id}/processes", json=body)
-            assert process.status_code == 201, process.text
-            pid = process.json()["pid"]
         server.kill9()
         answered = flight.outcomes()
         for kind, answer in answered.items():
@@ -291,11 +339,10 @@ def test_a_server_restart_cuts_every_request_and_the_sandbox_is_whole_after(
                 after = run(api, sid, code="'alive'", context_id=flight.contexts[kind])
                 assert after["items"] == [{"is_primary": True, "text": "'alive'"}], after
             assert get_run(api, sid, flight.run_id)["completed_at"] is not None
-            # The process ran on, and its output is all there for a reader after the restart.
-            processes = f"/v1/sandboxes/{sid}/processes"
-            assert api.get(f"{processes}/{pid}").json()["running"] is True
-            run(api, sid, code="open('/tmp/go', 'w').close()", context_id=flight.contexts["run"])
-            with api.stream("GET", f"{processes}/{pid}/stream") as response:
-                events = [e for e in ndjson_events(response) if e["type"] != "keepalive"]
-            assert "".join(e["text"] for e in events if e["type"] == "stdout") == "before\nafter\n"
-            assert events[-1]["type"] == "end" and events[-1]["process"]["exit_code"] == 0
+            # The process belongs to the sandbox, not to the server: it ran on, and its whole
+            # output is there for a reader after the restart.
+            process = f"/v1/sandboxes/{sid}/processes/{flight.pid}"
+            assert api.get(process).json()["running"] is True
+            open_gate(api, sid, "gate")
+            with api.stream("GET", f"{process}/stream") as again:
+                process_ended((again.status_code, list(ndjson_events(again))))
