@@ -97,6 +97,10 @@ def test_hibernate_and_resume_keep_every_kind_of_state(
 ) -> None:
     sid = sandbox["id"]
     ctx = _prepared(api, sid)
+    # A background process nobody is reading is saved with the rest, and goes on after.
+    script = "echo before; while [ ! -e /tmp/wake ]; do sleep 0.05; done; echo after"
+    process = api.post(f"/v1/sandboxes/{sid}/processes", json={"shell": script, "timeout_ms": 0})
+    assert process.status_code == 201, process.text
     hibernated = api.post(f"/v1/sandboxes/{sid}/hibernate")
     assert hibernated.status_code == 200, hibernated.text
     body = hibernated.json()
@@ -111,6 +115,13 @@ def test_hibernate_and_resume_keep_every_kind_of_state(
     assert resumed.json()["status"] == "running"
     assert "snapshot_id" not in resumed.json() or resumed.json()["snapshot_id"] is None
     _expect_kept(_state(api, sid, ctx), lines="line one\nline two\n")
+    processes = f"/v1/sandboxes/{sid}/processes/{process.json()['pid']}"
+    assert api.get(processes).json()["running"] is True
+    run(api, sid, code="open('/tmp/wake', 'w').close()", context_id=ctx)
+    with api.stream("GET", f"{processes}/stream") as response:
+        events = [json.loads(line) for line in response.iter_lines() if line]
+    assert "".join(e["text"] for e in events if e["type"] == "stdout") == "before\nafter\n"
+    assert events[-1]["type"] == "end" and events[-1]["process"]["exit_code"] == 0
 
 
 def test_auto_resume_wakes_a_hibernated_sandbox_on_use(

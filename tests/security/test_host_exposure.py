@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from sandcastle.runtime.local import instance_name
+from tests.e2e.code_runs import finished, submit
 from tests.e2e.executing import run
-from tests.e2e.test_code_runs import finished, submit
 from tests.e2e_fixtures import HOST_ENV_MARKER
 from tests.security.test_attacks import value
 from tests.serverproc import ServerProcess, templates_dir
