@@ -352,6 +352,10 @@ class AgentLink:
                 await asyncio.shield(conn.send({"type": "cancel", "id": request_id}))
             raise
         except OSError as exc:
+            if self._refusal is not None:
+                # The link was closed (or frozen) while this request was being written: the
+                # broken pipe is a consequence; what happened to the sandbox is the answer.
+                raise self._refusal() from exc
             raise AgentUnavailableError(f"the agent link failed: {exc}") from exc
         finally:
             conn.pending.pop(request_id, None)
