@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     min_free_disk_mb: int = Field(default=1024, ge=0)
 
     default_template: str = "python"
+    #: E2B template names (``templateID``) → ours; E2B's stock names not listed here
+    #: (``base``, ``code-interpreter-v1``...) mean ``default_template``. JSON in the environment.
+    e2b_templates: dict[str, str] = Field(default_factory=dict)
     default_vcpus: int = Field(default=1, ge=1)
     default_memory_mb: int = Field(default=512, ge=64)
     default_disk_mb: int = Field(default=1024, ge=64)

@@ -33,6 +33,8 @@ from sandcastle.api.routes import (
 from sandcastle.api.schemas import ExecuteOut
 from sandcastle.config import Settings
 from sandcastle.domain.clock import utcnow
+from sandcastle.e2b import app as e2b_app
+from sandcastle.e2b.routing import E2BRouting
 from sandcastle.runtime.base import Runtime
 from sandcastle.store.db import Database
 from sandcastle.wiring import build_services
@@ -91,4 +93,10 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ActivityMiddleware, tracker=services.activity)
     app.add_middleware(HostRoutingMiddleware, domain=settings.sandbox_domain)
+    # Outermost: E2B's calls (docs/E2B.md) never reach our own API's routes or middleware.
+    app.add_middleware(
+        E2BRouting,
+        domain=settings.sandbox_domain,
+        **e2b_app.surfaces(services, app.state.ratelimit),
+    )
     return app

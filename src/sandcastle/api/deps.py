@@ -11,7 +11,7 @@ from sandcastle.api.ratelimit import RateLimiter
 from sandcastle.services.auth import Principal, authenticate
 from sandcastle.wiring import Services
 
-__all__ = ["Services", "get_principal", "get_services"]
+__all__ = ["Services", "check_rate", "get_principal", "get_services", "principal_for_key"]
 
 
 def get_services(request: Request) -> Services:
@@ -26,11 +26,19 @@ async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    return await principal_for_key(request, credentials.credentials if credentials else None)
+
+
+async def principal_for_key(request: Request, key: str | None) -> Principal:
+    """The principal of an API key, however it was presented, within its rate limit."""
     services = get_services(request)
-    principal = await authenticate(
-        services.tenancy_store, credentials.credentials if credentials else None
-    )
-    settings = services.settings
+    principal = await authenticate(services.tenancy_store, key)
+    check_rate(request, principal)
+    return principal
+
+
+def check_rate(request: Request, principal: Principal) -> None:
+    settings = get_services(request).settings
     ratelimit: RateLimiter = request.app.state.ratelimit
     ratelimit.check(
         principal.key_id,
@@ -39,7 +47,6 @@ async def get_principal(
         else principal.rate_limit_per_s,
         principal.rate_limit_burst or settings.rate_limit_burst,
     )
-    return principal
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -155,9 +155,11 @@ class EventStreamResponse(Response):
         keepalive_s: float,
         what: str,
         last: Callable[[], BaseModel | None] = lambda: None,
+        encode: Callable[[BaseModel], bytes] | None = None,
     ) -> None:
         """``what`` is streamed (for the log); ``last()`` is sent after the producer is done,
-        whether it succeeded or failed (an execution's ``end_of_execution``)."""
+        whether it succeeded or failed (an execution's ``end_of_execution``). ``encode`` writes
+        an event (by default as ``media_type`` says)."""
         # Not Response.__init__: it would announce a Content-Length for an empty body.
         self.status_code = 200
         self.media_type = media_type
@@ -167,7 +169,7 @@ class EventStreamResponse(Response):
         self._what = what
         self._last = last
         self._keepalive_s = keepalive_s
-        self._encode = encode_sse if media_type == SSE else encode_ndjson
+        self._encode = encode or (encode_sse if media_type == SSE else encode_ndjson)
         if media_type == SSE:
             # Nginx and friends buffer responses unless told otherwise.
             self.headers["X-Accel-Buffering"] = "no"

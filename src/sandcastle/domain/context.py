@@ -31,3 +31,5 @@ class Context:
     cwd: str | None
     status: ContextStatus
     created_at: datetime
+    #: A role the context plays for a client (the E2B default context of its language), if any.
+    label: str | None = None

@@ -108,6 +108,9 @@ class Sandbox:
     paused_at: datetime | None = None
     internet: bool = False
     traffic_access_token: str | None = None
+    envd_access_token: str | None = None
+    #: Environment variables every process and execution in the sandbox starts with.
+    env: dict[str, str] = field(default_factory=dict)
     warm_pool_checkout: WarmPoolCheckout | None = None
     oom_kills: int = 0
     #: The memory image of a hibernated sandbox (``paused`` with no processes); else None.

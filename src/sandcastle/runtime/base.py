@@ -46,6 +46,8 @@ class ProcessState:
     alive: bool
     oom_kills: int = 0
     memory_bytes: int = 0
+    #: Of ``memory_bytes``, the page cache (reclaimable).
+    memory_cache_bytes: int = 0
     frozen: bool = False
     cpu_seconds: float = 0.0
 

@@ -106,6 +106,19 @@ class SandboxCgroup:
         except FileNotFoundError:
             return 0
 
+    def memory_cache_bytes(self) -> int:
+        """Of :meth:`memory_bytes`, the page cache (files read and written, tmpfs): memory the
+        kernel may take back, unlike the processes' own."""
+        try:
+            text = (self.path("memory") / "memory.stat").read_text()
+        except FileNotFoundError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "total_cache":
+                return int(value)
+        return 0
+
     def freeze(self) -> None:
         self._write("freezer", "freezer.state", "FROZEN")
         self._wait_freezer("FROZEN")

@@ -298,6 +298,7 @@ class LocalRuntime(Runtime):
             alive=bool(group.pids()),
             oom_kills=group.oom_kills(),
             memory_bytes=group.memory_bytes(),
+            memory_cache_bytes=group.memory_cache_bytes(),
             frozen=group.is_frozen(),
             cpu_seconds=group.cpu_seconds(),
         )

@@ -56,7 +56,13 @@ class ContextService:
         return await self.start(link, sandbox, family, want_cwd or sandbox.cwd)
 
     async def start(
-        self, link: AgentLink, sandbox: Sandbox, language: str, cwd: str | None
+        self,
+        link: AgentLink,
+        sandbox: Sandbox,
+        language: str,
+        cwd: str | None,
+        *,
+        label: str | None = None,
     ) -> Context:
         """Write the row, then have the agent start the kernel (``language`` is a family)."""
         row = Context(
@@ -66,6 +72,7 @@ class ContextService:
             cwd=cwd,
             status=ContextStatus.CREATING,
             created_at=datetime.now(UTC),
+            label=label,
         )
         await self._contexts.insert([row])
         oom_before = (await self._sandboxes.runtime.poll(sandbox.id)).oom_kills
@@ -100,6 +107,19 @@ class ContextService:
         """The sandbox's visible contexts, oldest first."""
         await self._sandboxes.get(principal, sandbox_id)
         return await self._contexts.of_sandbox(sandbox_id, VISIBLE_STATUSES)
+
+    async def labelled(
+        self, principal: Principal, sandbox_id: str, language: str, label: str
+    ) -> Context:
+        """The oldest visible context of ``language`` (a family) with ``label``, started with
+        that label if there is none. Callers serialise calls per sandbox and label."""
+        sandbox = await self._sandboxes.get(principal, sandbox_id)
+        for context in await self._contexts.of_sandbox(sandbox_id, VISIBLE_STATUSES):
+            if context.label == label and context.language == language:
+                return context
+        sandbox.require_running()
+        link = await self._sandboxes.agent(sandbox)
+        return await self.start(link, sandbox, language, sandbox.cwd, label=label)
 
     async def get(self, principal: Principal, sandbox_id: str, context_id: str) -> Context:
         await self._sandboxes.get(principal, sandbox_id)

@@ -111,7 +111,8 @@ class ExecutionService:
             "context_id": context_id,
             "code": request.code,
             "timeout_ms": request.timeout_ms,
-            "env_vars": request.env_vars or {},
+            # The sandbox's own environment, then the execution's.
+            "env_vars": {**sandbox.env, **(request.env_vars or {})},
         }
         # Only the cgroup's counter here (no database on the hot path); it is recorded on the
         # sandbox only if the execution died.

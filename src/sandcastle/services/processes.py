@@ -40,6 +40,11 @@ _ERRORS: dict[str, type[SandcastleError]] = {
 }
 
 
+#: Takes each of the agent's events for a process: ``output`` (``stream``, ``data_b64``) and
+#: ``dropped`` (``bytes`` the agent could not keep for a slow reader).
+OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class ProcessSpec:
     argv: list[str]
@@ -120,9 +125,11 @@ class ProcessService:
     async def start(
         self, principal: Principal, sandbox_id: str, spec: ProcessSpec
     ) -> dict[str, Any]:
+        sandbox = await self._sandboxes.get(principal, sandbox_id)
         params: dict[str, Any] = {
             "argv": spec.argv,
-            "env": spec.env,
+            # The sandbox's own environment, then the process's.
+            "env": {**sandbox.env, **spec.env},
             "cwd": spec.cwd,
             "tag": spec.tag,
             "stdin": spec.stdin,
@@ -130,12 +137,13 @@ class ProcessService:
         }
         if spec.pty is not None:
             params["pty"] = {"cols": spec.pty[0], "rows": spec.pty[1]}
-        return await self._call(principal, sandbox_id, "process.start", params)
+        return await self._request(await self._sandboxes.agent(sandbox), "process.start", params)
 
     async def connect(
-        self, principal: Principal, sandbox_id: str, pid: int, output: Output
+        self, principal: Principal, sandbox_id: str, pid: int, output: OnEvent
     ) -> dict[str, Any]:
-        """Stream the process's output to ``output`` until it exits; its final state."""
+        """Stream the process's output events to ``output`` until it exits (an :class:`Output`
+        decodes them); its final state."""
         return await self._call(principal, sandbox_id, "process.connect", {"pid": pid}, output)
 
     async def run(self, principal: Principal, sandbox_id: str, spec: ProcessSpec) -> Gathered:
@@ -188,9 +196,16 @@ class ProcessService:
         sandbox_id: str,
         method: str,
         params: dict[str, Any],
-        on_event: Output | None = None,
+        on_event: OnEvent | None = None,
     ) -> dict[str, Any]:
-        link = await self._link(principal, sandbox_id)
+        return await self._request(
+            await self._link(principal, sandbox_id), method, params, on_event
+        )
+
+    @staticmethod
+    async def _request(
+        link: AgentLink, method: str, params: dict[str, Any], on_event: OnEvent | None = None
+    ) -> dict[str, Any]:
         try:
             return await link.call(method, params, on_event=on_event)
         except AgentRequestError as exc:

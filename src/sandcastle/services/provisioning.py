@@ -50,6 +50,8 @@ class CreateSandbox:
     sandbox_kind: str = "runtime"
     #: Resume the sandbox, once hibernated, on the first request that needs its agent.
     auto_resume: bool = False
+    #: Environment variables every process and execution in the sandbox starts with.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class Provisioning:
@@ -136,6 +138,7 @@ class Provisioning:
             "timeout_ms": timeout_ms,
             "timeout_action": request.timeout_action.value,
             "auto_resume": request.auto_resume,
+            "env_json": dict(request.env),
         }
 
     def new_row(
@@ -159,6 +162,7 @@ class Provisioning:
             oom_kills_seen=0,
             internet=internet,
             traffic_access_token=secrets.token_urlsafe(24),
+            envd_access_token=secrets.token_urlsafe(24),
             metadata_json=values.pop("metadata_json", {}),
             timeout_action=values.pop("timeout_action", TimeoutAction.DESTROY.value),
             **values,

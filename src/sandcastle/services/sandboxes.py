@@ -76,6 +76,12 @@ class SandboxService:
             principal.org_id, sandbox_id, member_id=principal.sandbox_member
         )
 
+    async def find_by_id(self, sandbox_id: str) -> Sandbox | None:
+        """A tenant's sandbox by id alone, for a caller that proves its right to it another way
+        (the sandbox's own access token, ``docs/E2B.md``); warm-pool entries are nobody's."""
+        sandbox = await self._sandboxes.find(sandbox_id)
+        return None if sandbox is None or not sandbox.org_id else sandbox
+
     async def list(
         self,
         principal: Principal,

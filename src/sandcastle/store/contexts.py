@@ -19,6 +19,7 @@ def to_context(row: ContextRow) -> Context:
         cwd=row.cwd,
         status=ContextStatus(row.status),
         created_at=row.created_at,
+        label=row.label,
     )
 
 
@@ -30,6 +31,7 @@ def _row(context: Context) -> ContextRow:
         cwd=context.cwd,
         status=context.status.value,
         created_at=context.created_at,
+        label=context.label,
     )
 
 

@@ -181,6 +181,10 @@ class SandboxRow(Base):
     oom_kills_seen: Mapped[int] = mapped_column(Integer, default=0)
     internet: Mapped[bool] = mapped_column(Boolean, default=False)
     traffic_access_token: Mapped[str | None] = mapped_column(String(64))
+    #: What E2B's clients send as ``X-Access-Token`` to reach the sandbox's daemon (docs/E2B.md).
+    envd_access_token: Mapped[str | None] = mapped_column(String(64))
+    #: Environment variables every process and execution in the sandbox starts with.
+    env_json: Mapped[dict[str, str] | None] = mapped_column("env", JSON)
     paused_at: Mapped[datetime | None]
     #: Set when create considered a warm pool: whether it was a hit, and the pool's id.
     warm_pool_hit: Mapped[bool | None] = mapped_column(Boolean)
@@ -256,6 +260,8 @@ class ContextRow(Base):
     cwd: Mapped[str | None] = mapped_column(String(4096))
     status: Mapped[str] = mapped_column(String(16), default="creating")
     created_at: Mapped[datetime]
+    #: A role the context plays for a client, e.g. the E2B default context of its language.
+    label: Mapped[str | None] = mapped_column(String(32))
 
 
 class RunRow(Base):

@@ -62,6 +62,8 @@ def to_sandbox(row: SandboxRow) -> Sandbox:
         paused_at=row.paused_at,
         internet=row.internet,
         traffic_access_token=row.traffic_access_token,
+        envd_access_token=row.envd_access_token,
+        env=dict(row.env_json or {}),
         warm_pool_checkout=(
             None
             if row.warm_pool_hit is None or row.warm_pool_id is None

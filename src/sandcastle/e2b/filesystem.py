@@ -1,0 +1,210 @@
+"""envd's ``filesystem.Filesystem`` Connect service over our files service.
+
+Served by connectrpc's ASGI application with the message and service stubs E2B's own SDK wheel
+ships (``e2b.envd.filesystem``), so the wire format (Connect, JSON or binary, enveloped
+streams) is the library's, not ours. Each call proves its right to the sandbox with its token
+(``access.py``); our errors become Connect codes (``errors.connect_error``).
+
+``WatchDir`` polls the directory (every :data:`WATCH_POLL_S`): the agent has no change
+notification, and a poll sees what a sandbox did however it did it. Changes between two polls
+that undo each other are not seen; a directory of more than 10,000 entries is watched in part.
+E2B's polled watchers (``CreateWatcher`` and friends) answer ``unimplemented``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Literal, TypeVar
+
+from connectrpc.request import RequestContext
+from e2b.envd.filesystem import filesystem_connect
+from e2b.envd.filesystem import filesystem_pb as pb
+from protobuf import Oneof
+from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
+
+from sandcastle.api.ratelimit import RateLimiter
+from sandcastle.e2b.access import ENVD_PORT, SandboxCall
+from sandcastle.e2b.errors import connect_error
+from sandcastle.e2b.sandbox_calls import admit
+from sandcastle.errors import AlreadyExistsError, SandcastleError
+from sandcastle.services.files import FileInfo
+from sandcastle.wiring import Services
+
+#: Entries a listing returns at most, over all its depths.
+MAX_ENTRIES = 10_000
+WATCH_POLL_S = 0.5
+#: Silence after which a watch sends a keepalive.
+WATCH_KEEPALIVE_S = 15.0
+
+T = TypeVar("T")
+
+_TYPES = {"file": pb.FileType.FILE, "dir": pb.FileType.DIRECTORY}
+_MODE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+
+
+def entry_info(info: FileInfo) -> pb.EntryInfo:
+    symlink = info.type == "symlink"
+    entry = pb.EntryInfo(
+        name=info.name,
+        type=_TYPES.get(info.type, pb.FileType.FILE),
+        path=info.path,
+        size=info.size,
+        mode=info.mode & 0o7777,
+        permissions=stat.filemode(_MODE_BITS.get(info.type, 0) | (info.mode & 0o7777)),
+        owner="user",
+        group="user",
+        modified_time=Timestamp.from_datetime(info.mtime),
+        is_symlink=symlink,
+    )
+    if info.target is not None:
+        entry.symlink_target = info.target
+    return entry
+
+
+class Filesystem(filesystem_connect.Filesystem):
+    def __init__(self, services: Services, ratelimit: RateLimiter) -> None:
+        self._services = services
+        self._ratelimit = ratelimit
+
+    async def _call(self, ctx: RequestContext[Any, Any]) -> SandboxCall:
+        return await admit(self._services, self._ratelimit, ctx.request_headers, ENVD_PORT)
+
+    async def _run(
+        self, ctx: RequestContext[Any, Any], body: Callable[[SandboxCall], Awaitable[T]]
+    ) -> T:
+        try:
+            return await body(await self._call(ctx))
+        except SandcastleError as exc:
+            raise connect_error(exc) from exc
+
+    async def stat(self, request: pb.StatRequest, ctx: RequestContext[Any, Any]) -> pb.StatResponse:
+        async def body(call: SandboxCall) -> pb.StatResponse:
+            info = await self._services.files.stat(call.principal, call.sandbox_id, request.path)
+            return pb.StatResponse(entry=entry_info(info))
+
+        return await self._run(ctx, body)
+
+    async def make_dir(
+        self, request: pb.MakeDirRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.MakeDirResponse:
+        async def body(call: SandboxCall) -> pb.MakeDirResponse:
+            created, info = await self._services.files.mkdir(
+                call.principal, call.sandbox_id, request.path
+            )
+            if not created:
+                raise AlreadyExistsError(f"directory {info.path} already exists")
+            return pb.MakeDirResponse(entry=entry_info(info))
+
+        return await self._run(ctx, body)
+
+    async def move(self, request: pb.MoveRequest, ctx: RequestContext[Any, Any]) -> pb.MoveResponse:
+        async def body(call: SandboxCall) -> pb.MoveResponse:
+            info = await self._services.files.rename(
+                call.principal,
+                call.sandbox_id,
+                request.source,
+                request.destination,
+                overwrite=True,
+            )
+            return pb.MoveResponse(entry=entry_info(info))
+
+        return await self._run(ctx, body)
+
+    async def remove(
+        self, request: pb.RemoveRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.RemoveResponse:
+        async def body(call: SandboxCall) -> pb.RemoveResponse:
+            await self._services.files.delete(call.principal, call.sandbox_id, request.path)
+            return pb.RemoveResponse()
+
+        return await self._run(ctx, body)
+
+    async def list_dir(
+        self, request: pb.ListDirRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.ListDirResponse:
+        async def body(call: SandboxCall) -> pb.ListDirResponse:
+            entries = await self._walk(call, request.path, max(1, request.depth))
+            return pb.ListDirResponse(entries=[entry_info(e) for e in entries])
+
+        return await self._run(ctx, body)
+
+    async def _walk(self, call: SandboxCall, root: str, depth: int) -> list[FileInfo]:
+        """Entries under ``root`` down to ``depth`` levels (symlinks not followed), breadth
+        first, at most :data:`MAX_ENTRIES`."""
+        found: list[FileInfo] = []
+        level = [root]
+        for _ in range(depth):
+            below: list[str] = []
+            for directory in level:
+                room = MAX_ENTRIES - len(found)
+                if room <= 0:
+                    return found
+                listing = await self._services.files.list(
+                    call.principal, call.sandbox_id, directory, limit=room
+                )
+                found += listing.entries
+                below += [e.path for e in listing.entries if e.type == "dir"]
+            level = below
+        return found
+
+    async def watch_dir(
+        self, request: pb.WatchDirRequest, ctx: RequestContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchDirResponse]:
+        try:
+            call = await self._call(ctx)
+            depth = 64 if request.recursive else 1
+            seen = await self._state(call, request.path, depth)
+        except SandcastleError as exc:
+            raise connect_error(exc) from exc
+        yield pb.WatchDirResponse(
+            event=Oneof[Literal["start"], pb.WatchDirResponse.StartEvent](
+                "start", pb.WatchDirResponse.StartEvent()
+            )
+        )
+        quiet_s = 0.0
+        while True:
+            await asyncio.sleep(WATCH_POLL_S)
+            try:
+                now = await self._state(call, request.path, depth)
+            except SandcastleError as exc:
+                raise connect_error(exc) from exc
+            events = list(_changes(seen, now, request.include_entry))
+            seen = now
+            for event in events:
+                yield pb.WatchDirResponse(
+                    event=Oneof[Literal["filesystem"], pb.FilesystemEvent]("filesystem", event)
+                )
+            quiet_s = 0.0 if events else quiet_s + WATCH_POLL_S
+            if quiet_s >= WATCH_KEEPALIVE_S:
+                quiet_s = 0.0
+                yield pb.WatchDirResponse(
+                    event=Oneof[Literal["keepalive"], pb.WatchDirResponse.KeepAlive](
+                        "keepalive", pb.WatchDirResponse.KeepAlive()
+                    )
+                )
+
+    async def _state(self, call: SandboxCall, root: str, depth: int) -> dict[str, FileInfo]:
+        return {posixpath.relpath(e.path, root): e for e in await self._walk(call, root, depth)}
+
+
+def _changes(
+    before: dict[str, FileInfo], after: dict[str, FileInfo], include_entry: bool
+) -> Iterator[pb.FilesystemEvent]:
+    for name, info in after.items():
+        old = before.get(name)
+        if old is None:
+            kind = pb.EventType.CREATE
+        elif (old.size, old.mtime) != (info.size, info.mtime):
+            kind = pb.EventType.WRITE
+        elif old.mode != info.mode:
+            kind = pb.EventType.CHMOD
+        else:
+            continue
+        yield pb.FilesystemEvent(
+            name=name, type=kind, entry=entry_info(info) if include_entry else None
+        )
+    for name in before.keys() - after.keys():
+        yield pb.FilesystemEvent(name=name, type=pb.EventType.REMOVE)
