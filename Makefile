@@ -12,14 +12,14 @@ SYSTEM_TOOLS := bwrap:bubblewrap debootstrap:debootstrap slirp4netns:slirp4netns
 TEST_TEMPLATES := $(CURDIR)/build/templates
 ARGS ?=
 
-.PHONY: serve test system postgres venv lint typecheck template-test clean
+.PHONY: serve test system postgres e2b-js venv lint typecheck template-test clean
 
 serve: system venv
 	$(BIN)/sandcastle serve $(ARGS)
 
 # Lint and type-check come before the template build, so a lint error fails in seconds. The
 # suite starts a throw-away PostgreSQL cluster of its own (tests/pgcluster.py) and requires it.
-test: system postgres venv lint typecheck template-test
+test: system postgres e2b-js venv lint typecheck template-test
 	SANDCASTLE_TEST_TEMPLATES_DIR=$(TEST_TEMPLATES) SANDCASTLE_TEST_REQUIRE_POSTGRES=1 \
 	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -44,6 +44,19 @@ postgres:
 	  echo "installing PostgreSQL for the test suite"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
 	}
+
+# E2B's JavaScript SDK, which the suite drives against the server (tests/e2b_js): Node from
+# Debian when missing, the SDK at the versions its lock file pins.
+E2B_JS := tests/e2b_js
+e2b-js: $(E2B_JS)/node_modules/.installed
+
+$(E2B_JS)/node_modules/.installed: $(E2B_JS)/package.json $(E2B_JS)/package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Node.js for the E2B JavaScript SDK tests"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
+	}
+	cd $(E2B_JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 venv: $(VENV)/.installed
 

@@ -112,7 +112,9 @@ class AgentChannel:
                         return
                 elif message["type"] == "request":
                     request_id = int(message["id"])
-                    task = asyncio.create_task(self._handle(message, send))
+                    task = asyncio.create_task(
+                        self._handle(message, send), name=str(message.get("method"))
+                    )
                     tasks[request_id] = task
                     task.add_done_callback(_forget(tasks, request_id))
                 elif message["type"] == "cancel":
@@ -131,11 +133,14 @@ class AgentChannel:
         send: Callable[[Any], Awaitable[None]],
     ) -> bool:
         reply: protocol.Reply
-        if tasks:
+        # A reader of a process's output only watches: it is cut off (the process itself is
+        # saved with the rest), or a watched process would keep its sandbox awake for ever.
+        busy = [task for task in tasks.values() if task.get_name() not in WATCHING_METHODS]
+        if busy:
             reply = {
                 "type": "reply",
                 "id": request_id,
-                "error": {"code": "busy", "message": f"{len(tasks)} requests are in progress"},
+                "error": {"code": "busy", "message": f"{len(busy)} requests are in progress"},
             }
             await send(reply)
             return False
@@ -193,6 +198,10 @@ class AgentChannel:
                 await send(failed)
         except OSError:
             pass  # the link is gone; the host fails the request itself
+
+
+#: Requests that only watch (a process's output), which a detach cuts off instead of waiting.
+WATCHING_METHODS = frozenset({"process.connect"})
 
 
 def _forget(tasks: dict[int, asyncio.Task[None]], request_id: int) -> Callable[[object], None]:

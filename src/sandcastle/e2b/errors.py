@@ -56,6 +56,8 @@ def error_response(
 
 def for_exception(exc: errors.SandcastleError) -> JSONResponse:
     status, _ = lookup(exc)
+    if status == 422:
+        status = 400  # E2B's API answers every invalid request 400
     headers = None
     if isinstance(exc, errors.RateLimitedError):
         headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
