@@ -49,7 +49,7 @@ def routes(router_routes: list[Any]) -> list[tuple[str, str]]:
         (method, route.path)
         for route in router_routes
         if isinstance(route, APIRoute)
-        for method in route.methods
+        for method in route.methods or ()
     )
 
 
