@@ -60,6 +60,9 @@ async def upload(
     """A raw body (``application/octet-stream``) to ``path``, or a form whose parts each go to
     ``path`` (one part) or to their own file name (a path, relative ones under the home)."""
     check_user(username)
+    if request.headers.get("content-encoding", "identity").lower() != "identity":
+        # Stored as sent would be a corrupt file: refused, so the client can send it plain.
+        raise InvalidRequestError("compressed uploads are not supported: send the bytes plain")
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/"):
         if not path:
