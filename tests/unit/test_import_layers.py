@@ -22,6 +22,8 @@ FORBIDDEN = {
                 "fastapi", "starlette", "sqlalchemy"),
     # The composition root builds services for the server, the CLI and the benches alike.
     "wiring": ("sandcastle.api", "sandcastle.cli", "fastapi", "starlette"),
+    # E2B's surface is another HTTP layer over the same services (docs/E2B.md).
+    "e2b": ("sandcastle.store", "sandcastle.runtime", "sandcastle.cli", "sqlalchemy"),
 }  # fmt: skip
 
 
