@@ -23,12 +23,46 @@ from tests.serverproc import ServerProcess, templates_dir
 HOST_ENV_MARKER = ("SERVER_ONLY_SECRET", "host-env-" + os.urandom(8).hex())
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+#: The modules that run on bubblewrap + PostgreSQL too: those whose outcome the store decides
+#: (status changes and their compare-and-sets, recovery after a restart, the run queue,
+#: snapshots, the pool, tenancy and quotas). The others exercise the sandbox itself, which the
+#: store never touches; they run on each backend, on SQLite.
+STORE_MODULES = frozenset(
+    {
+        "test_sandbox_lifecycle.py",
+        "test_lifecycle_ops.py",
+        "test_work_in_flight.py",
+        "test_restart.py",
+        "test_code_runs.py",
+        "test_snapshots.py",
+        "test_pool_and_network.py",
+        "test_purge.py",
+        "test_template_pins.py",
+        "test_tenancy.py",
+        "test_org_quotas.py",
+        "test_roles.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept, dropped = [], []
     for item in items:
         if "tests/e2e" in str(item.fspath) or "tests/security" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
         if "tests/security" in str(item.fspath):
             item.add_marker(pytest.mark.security)
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and str(callspec.params.get("deployment", "")).endswith(
+            "+postgresql"
+        )
+        if on_postgres and item.path.name not in STORE_MODULES:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def backends() -> list[str]:

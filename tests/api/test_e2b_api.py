@@ -315,3 +315,13 @@ async def test_contexts_are_created_listed_and_deleted(harness: Harness) -> None
         assert deleted.status_code == 204
         assert (await sandbox.get("/contexts")).json() == []
         assert_e2b_error(await sandbox.post("/contexts", json={"language": "cobol"}), 400)
+
+
+async def test_the_control_plane_answers_on_the_api_host_of_the_sandbox_domain(
+    harness: Harness,
+) -> None:
+    # E2B_DOMAIN=<domain> sends control-plane calls to https://api.<domain>.
+    host = f"api.{harness.settings.sandbox_domain}"
+    async with e2b_client(harness, Host=host) as e2b:
+        created = await create(e2b)
+        assert (await e2b.get(f"/sandboxes/{created['sandboxID']}")).status_code == 200

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.serverproc import ServerProcess
 
 
@@ -14,9 +12,3 @@ def e2b_environment(server: ServerProcess) -> dict[str, str]:
         "E2B_SANDBOX_URL": server.url,
         "E2B_API_KEY": server.admin_key,
     }
-
-
-def only_sqlite(deployment: str) -> None:
-    """The SDK scenarios run once per backend: the store under them is covered elsewhere."""
-    if deployment.endswith("+postgresql"):
-        pytest.skip("E2B's SDKs run once per backend (on SQLite); the store is tested apart")

@@ -28,7 +28,7 @@ from tests.e2e_fixtures import running_server
 from tests.serverproc import ServerProcess
 
 #: Seconds of fuzzing (every phase, stateful included); CI's whole suite must stay ~30 min.
-BUDGET_S = int(os.environ.get("SANDCASTLE_FUZZ_BUDGET_S", "150"))
+BUDGET_S = int(os.environ.get("SANDCASTLE_FUZZ_BUDGET_S", "90"))
 #: Fixed, so a failure can be replayed; change it (or set the variable) to explore further.
 SEED = os.environ.get("SANDCASTLE_FUZZ_SEED", "20261203")
 #: An answer slower than this fails the run (an execution defaults to 30 s)…

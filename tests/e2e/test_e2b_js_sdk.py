@@ -12,17 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.e2b_env import e2b_environment, only_sqlite
+from tests.e2e.e2b_env import e2b_environment
 from tests.serverproc import ServerProcess
 
 SCENARIO = Path(__file__).resolve().parents[1] / "e2b_js"
 STEPS = ["code", "files", "commands", "control"]
 
 
-def test_the_javascript_sdk_scenario_passes(
-    server: ServerProcess, deployment: str, backend: str
-) -> None:
-    only_sqlite(deployment)
+def test_the_javascript_sdk_scenario_passes(server: ServerProcess, backend: str) -> None:
     node = shutil.which("node")
     if node is None or not (SCENARIO / "node_modules" / "@e2b" / "code-interpreter").is_dir():
         pytest.fail("Node and the E2B JavaScript SDK are needed: run `make test` (make e2b-js)")

@@ -11,13 +11,12 @@ import pytest
 from e2b import CommandExitException, FileType, NotFoundException
 from e2b_code_interpreter import Sandbox
 
-from tests.e2e.e2b_env import e2b_environment, only_sqlite
+from tests.e2e.e2b_env import e2b_environment
 from tests.serverproc import ServerProcess
 
 
 @pytest.fixture
-def e2b_env(server: ServerProcess, deployment: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    only_sqlite(deployment)
+def e2b_env(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in e2b_environment(server).items():
         monkeypatch.setenv(name, value)
 
