@@ -181,3 +181,23 @@ async def parse(body: AsyncIterable[bytes], boundary: bytes) -> AsyncIterator[Ev
         for event in parser.feed(chunk):
             yield event
     parser.close()
+
+
+async def part_content(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    """The content of the part that just started, read from ``events`` up to its end (the
+    iteration then goes on with the next part)."""
+    async for item in events:
+        if isinstance(item, PartEnd):
+            return
+        if isinstance(item, PartData):
+            yield item.data
+
+
+async def file_parts(
+    events: AsyncIterator[Event],
+) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+    """The file name and content of each part that has a file name (plain form fields are
+    skipped); read the content before asking for the next part."""
+    async for event in events:
+        if isinstance(event, PartStart) and event.filename is not None:
+            yield event.filename, part_content(events)

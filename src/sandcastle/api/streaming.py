@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from sandcastle.api.schemas import ExecuteItemOut
 from sandcastle.domain.execution import to_error, to_item
 from sandcastle.errors import SandcastleError
+from sandcastle.services.executions import ExecutionService, PreparedExecution
 
 log = logging.getLogger("sandcastle.api")
 
@@ -109,6 +110,20 @@ def from_agent(event: dict[str, Any]) -> BaseModel | None:
     if kind == "execution_count" and isinstance(event.get("value"), int):
         return ExecutionCountEvent(execution_count=event["value"])
     return None
+
+
+def execution_events(executions: ExecutionService, prepared: PreparedExecution) -> Producer:
+    """A producer that runs ``prepared`` and sends each of its events as a stream event."""
+
+    async def produce(sender: ObjectSendStream[BaseModel]) -> None:
+        async def forward(event: dict[str, Any]) -> None:
+            converted = from_agent(event)
+            if converted is not None:
+                await sender.send(converted)
+
+        await executions.run(prepared, on_event=forward)
+
+    return produce
 
 
 def media_type_for(accept: str) -> str:

@@ -75,21 +75,11 @@ async def upload(
     written: list[dict[str, Any]] = []
     events = multipart.parse(request_body(request), boundary)
     try:
-        async for event in events:
-            if not isinstance(event, multipart.PartStart) or event.filename is None:
-                continue
-            target = path if path and not written else event.filename
+        async for filename, content in multipart.file_parts(events):
+            target = path if path and not written else filename
             if not target:
                 raise InvalidRequestError("a file part has no name and no path was given")
-
-            async def part_body() -> AsyncIterator[bytes]:
-                async for item in events:
-                    if isinstance(item, multipart.PartEnd):
-                        return
-                    if isinstance(item, multipart.PartData):
-                        yield item.data
-
-            written.append(await _write(call, services, target, part_body()))
+            written.append(await _write(call, services, target, content))
     except multipart.MultipartError as exc:
         raise InvalidRequestError(str(exc)) from exc
     if not written:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import posixpath
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, TypeVar
 
 from connectrpc.request import RequestContext
@@ -25,13 +25,11 @@ from e2b.envd.filesystem import filesystem_pb as pb
 from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
-from sandcastle.api.ratelimit import RateLimiter
-from sandcastle.e2b.access import ENVD_PORT, SandboxCall
+from sandcastle.e2b.access import SandboxCall
 from sandcastle.e2b.errors import connect_error
-from sandcastle.e2b.sandbox_calls import admit
+from sandcastle.e2b.sandbox_calls import EnvdRpc
 from sandcastle.errors import AlreadyExistsError, SandcastleError
 from sandcastle.services.files import FileInfo
-from sandcastle.wiring import Services
 
 #: Entries a listing returns at most, over all its depths.
 MAX_ENTRIES = 10_000
@@ -64,22 +62,7 @@ def entry_info(info: FileInfo) -> pb.EntryInfo:
     return entry
 
 
-class Filesystem(filesystem_connect.Filesystem):
-    def __init__(self, services: Services, ratelimit: RateLimiter) -> None:
-        self._services = services
-        self._ratelimit = ratelimit
-
-    async def _call(self, ctx: RequestContext[Any, Any]) -> SandboxCall:
-        return await admit(self._services, self._ratelimit, ctx.request_headers, ENVD_PORT)
-
-    async def _run(
-        self, ctx: RequestContext[Any, Any], body: Callable[[SandboxCall], Awaitable[T]]
-    ) -> T:
-        try:
-            return await body(await self._call(ctx))
-        except SandcastleError as exc:
-            raise connect_error(exc) from exc
-
+class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
     async def stat(self, request: pb.StatRequest, ctx: RequestContext[Any, Any]) -> pb.StatResponse:
         async def body(call: SandboxCall) -> pb.StatResponse:
             info = await self._services.files.stat(call.principal, call.sandbox_id, request.path)

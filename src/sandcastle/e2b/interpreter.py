@@ -15,7 +15,6 @@ import time
 import weakref
 from typing import Any
 
-from anyio.abc import ObjectSendStream
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -119,16 +118,8 @@ async def execute(
     )
     prepared = await services.executions.prepare(call.principal, call.sandbox_id, wanted)
 
-    async def produce(sender: ObjectSendStream[BaseModel]) -> None:
-        async def forward(event: dict[str, Any]) -> None:
-            converted = streaming.from_agent(event)
-            if converted is not None:
-                await sender.send(converted)
-
-        await services.executions.run(prepared, on_event=forward)
-
     return streaming.EventStreamResponse(
-        produce,
+        streaming.execution_events(services.executions, prepared),
         media_type=streaming.NDJSON,
         keepalive_s=KEEPALIVE_S,
         what=f"execution in {prepared.context_id}",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Literal, TypeVar
 
 from connectrpc.request import RequestContext
@@ -20,14 +20,11 @@ from e2b.envd.process import process_connect
 from e2b.envd.process import process_pb as pb
 from protobuf import Oneof
 
-from sandcastle.api.ratelimit import RateLimiter
-from sandcastle.e2b.access import ENVD_PORT, SandboxCall
+from sandcastle.e2b.access import SandboxCall
 from sandcastle.e2b.errors import connect_error
-from sandcastle.e2b.sandbox_calls import admit
-from sandcastle.e2b.users import check_basic_user
+from sandcastle.e2b.sandbox_calls import EnvdRpc
 from sandcastle.errors import InvalidRequestError, NotFoundError, SandcastleError
 from sandcastle.services.processes import ProcessSpec
-from sandcastle.wiring import Services
 
 #: Events held between the agent and a slow client before the agent's reader waits.
 _BUFFER = 256
@@ -63,23 +60,7 @@ def process_info(process: dict[str, Any]) -> pb.ProcessInfo:
     return info
 
 
-class Process(process_connect.Process):
-    def __init__(self, services: Services, ratelimit: RateLimiter) -> None:
-        self._services = services
-        self._ratelimit = ratelimit
-
-    async def _call(self, ctx: RequestContext[Any, Any]) -> SandboxCall:
-        check_basic_user(ctx.request_headers.get("authorization"))
-        return await admit(self._services, self._ratelimit, ctx.request_headers, ENVD_PORT)
-
-    async def _run(
-        self, ctx: RequestContext[Any, Any], body: Callable[[SandboxCall], Awaitable[T]]
-    ) -> T:
-        try:
-            return await body(await self._call(ctx))
-        except SandcastleError as exc:
-            raise connect_error(exc) from exc
-
+class Process(EnvdRpc, process_connect.Process):
     async def _pid(self, call: SandboxCall, selector: pb.ProcessSelector | None) -> int:
         choice = selector.selector if selector is not None else None
         if choice is None:

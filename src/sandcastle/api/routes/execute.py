@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from anyio.abc import ObjectSendStream
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
 
 from sandcastle.api import streaming
 from sandcastle.api.deps import PrincipalDep, ServicesDep
@@ -94,16 +92,8 @@ async def execute_stream(
     """
     prepared = await services.executions.prepare(principal, sandbox_id, _request(body))
 
-    async def produce(sender: ObjectSendStream[BaseModel]) -> None:
-        async def forward(event: dict[str, Any]) -> None:
-            converted = streaming.from_agent(event)
-            if converted is not None:
-                await sender.send(converted)
-
-        await services.executions.run(prepared, on_event=forward)
-
     return streaming.EventStreamResponse(
-        produce,
+        streaming.execution_events(services.executions, prepared),
         media_type=streaming.media_type_for(request.headers.get("accept", "")),
         keepalive_s=keepalive_ms / 1000,
         what=f"execution in {prepared.context_id}",

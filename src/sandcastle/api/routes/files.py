@@ -304,23 +304,13 @@ async def upload_files(
     written: list[dict[str, Any]] = []
     events = multipart.parse(request_body(request), boundary)
     try:
-        async for event in events:
-            if not isinstance(event, multipart.PartStart) or event.filename is None:
-                continue
-            name = _plain_name(event.filename)
-
-            async def part_body() -> AsyncIterator[bytes]:
-                async for item in events:
-                    if isinstance(item, multipart.PartEnd):
-                        return
-                    if isinstance(item, multipart.PartData):
-                        yield item.data
-
+        async for filename, content in multipart.file_parts(events):
+            name = _plain_name(filename)
             _, info = await services.files.write(
                 principal,
                 sandbox_id,
                 posixpath.join(path, name),
-                part_body(),
+                content,
                 exclusive=not overwrite,
             )
             written.append(file_out(info))
