@@ -5,10 +5,17 @@ saved. Each test is a step of one user's session with one sandbox."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
-from e2b import CommandExitException, FileType, NotFoundException
+from e2b import (
+    CommandExitException,
+    FilesystemEventType,
+    FileType,
+    NotFoundException,
+    PtySize,
+)
 from e2b_code_interpreter import Sandbox
 
 from tests.e2e.e2b_env import e2b_environment
@@ -90,6 +97,35 @@ def test_commands_stream_fail_and_run_in_the_background(sbx: Sandbox) -> None:
     sbx.commands.send_stdin(background.pid, "ping\n")
     assert background.kill() is True
     assert background.pid not in {p.pid for p in sbx.commands.list()}
+
+
+def test_a_watched_directory_a_terminal_and_a_reconnected_command(sbx: Sandbox) -> None:
+    watcher = (
+        sbx.files.watch_dir("/home/user/watched")
+        if sbx.files.make_dir("/home/user/watched")
+        else None
+    )
+    assert watcher is not None
+    sbx.files.write("/home/user/watched/new.txt", "1")
+    seen: list[tuple[str, FilesystemEventType]] = []
+    for _ in range(50):
+        seen += [(e.name, e.type) for e in watcher.get_new_events()]
+        if ("new.txt", FilesystemEventType.CREATE) in seen:
+            break
+        time.sleep(0.1)
+    assert ("new.txt", FilesystemEventType.CREATE) in seen
+    watcher.stop()
+
+    terminal = sbx.pty.create(PtySize(rows=24, cols=80))
+    sbx.pty.send_stdin(terminal.pid, b"stty size\n")
+    sbx.pty.resize(terminal.pid, PtySize(rows=30, cols=100))
+    sbx.pty.send_stdin(terminal.pid, b"stty size; exit\n")
+    screen: list[bytes] = []
+    assert terminal.wait(on_pty=screen.append).exit_code == 0
+    assert b"24 80" in b"".join(screen) and b"30 100" in b"".join(screen)
+
+    counting = sbx.commands.run("for i in 1 2 3; do echo $i; sleep 0.3; done", background=True)
+    assert sbx.commands.connect(counting.pid).wait().stdout.endswith("3\n")
 
 
 def test_the_control_plane_knows_the_sandbox(sbx: Sandbox) -> None:

@@ -5,18 +5,15 @@ ships (``e2b.envd.filesystem``), so the wire format (Connect, JSON or binary, en
 streams) is the library's, not ours. Each call proves its right to the sandbox with its token
 (``access.py``); our errors become Connect codes (``errors.connect_error``).
 
-``WatchDir`` polls the directory (every :data:`WATCH_POLL_S`): the agent has no change
-notification, and a poll sees what a sandbox did however it did it. Changes between two polls
-that undo each other are not seen; a directory of more than 10,000 entries is watched in part.
-E2B's polled watchers (``CreateWatcher`` and friends) answer ``unimplemented``.
+Watches (``WatchDir`` and E2B's polled watchers) poll the directory: see ``watching.py``. A
+directory of more than 10,000 entries is listed, and watched, in part.
 """
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, Literal, TypeVar
 
 from connectrpc.request import RequestContext
@@ -25,15 +22,19 @@ from e2b.envd.filesystem import filesystem_pb as pb
 from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
+from sandcastle.api.ratelimit import RateLimiter
+from sandcastle.e2b import watching
 from sandcastle.e2b.access import SandboxCall
 from sandcastle.e2b.errors import connect_error
 from sandcastle.e2b.sandbox_calls import EnvdRpc
 from sandcastle.errors import AlreadyExistsError, SandcastleError
 from sandcastle.services.files import FileInfo
+from sandcastle.wiring import Services
 
 #: Entries a listing returns at most, over all its depths.
 MAX_ENTRIES = 10_000
-WATCH_POLL_S = 0.5
+#: How deep a recursive watch looks.
+WATCH_DEPTH = 64
 #: Silence after which a watch sends a keepalive.
 WATCH_KEEPALIVE_S = 15.0
 
@@ -63,6 +64,10 @@ def entry_info(info: FileInfo) -> pb.EntryInfo:
 
 
 class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
+    def __init__(self, services: Services, ratelimit: RateLimiter) -> None:
+        super().__init__(services, ratelimit)
+        self._watchers = watching.Watchers()
+
     async def stat(self, request: pb.StatRequest, ctx: RequestContext[Any, Any]) -> pb.StatResponse:
         async def body(call: SandboxCall) -> pb.StatResponse:
             info = await self._services.files.stat(call.principal, call.sandbox_id, request.path)
@@ -138,8 +143,8 @@ class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
     ) -> AsyncIterator[pb.WatchDirResponse]:
         try:
             call = await self._call(ctx)
-            depth = 64 if request.recursive else 1
-            seen = await self._state(call, request.path, depth)
+            listing = self._listing(call, request.path, request.recursive)
+            first = await listing()
         except SandcastleError as exc:
             raise connect_error(exc) from exc
         yield pb.WatchDirResponse(
@@ -147,47 +152,59 @@ class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
                 "start", pb.WatchDirResponse.StartEvent()
             )
         )
+        describe = entry_info if request.include_entry else None
         quiet_s = 0.0
-        while True:
-            await asyncio.sleep(WATCH_POLL_S)
-            try:
-                now = await self._state(call, request.path, depth)
-            except SandcastleError as exc:
-                raise connect_error(exc) from exc
-            events = list(_changes(seen, now, request.include_entry))
-            seen = now
-            for event in events:
-                yield pb.WatchDirResponse(
-                    event=Oneof[Literal["filesystem"], pb.FilesystemEvent]("filesystem", event)
-                )
-            quiet_s = 0.0 if events else quiet_s + WATCH_POLL_S
-            if quiet_s >= WATCH_KEEPALIVE_S:
-                quiet_s = 0.0
-                yield pb.WatchDirResponse(
-                    event=Oneof[Literal["keepalive"], pb.WatchDirResponse.KeepAlive](
-                        "keepalive", pb.WatchDirResponse.KeepAlive()
+        try:
+            async for events in watching.poll(listing, first, describe):
+                for event in events:
+                    yield pb.WatchDirResponse(
+                        event=Oneof[Literal["filesystem"], pb.FilesystemEvent]("filesystem", event)
                     )
-                )
+                quiet_s = 0.0 if events else quiet_s + watching.POLL_S
+                if quiet_s >= WATCH_KEEPALIVE_S:
+                    quiet_s = 0.0
+                    yield pb.WatchDirResponse(
+                        event=Oneof[Literal["keepalive"], pb.WatchDirResponse.KeepAlive](
+                            "keepalive", pb.WatchDirResponse.KeepAlive()
+                        )
+                    )
+        except SandcastleError as exc:
+            raise connect_error(exc) from exc
 
-    async def _state(self, call: SandboxCall, root: str, depth: int) -> dict[str, FileInfo]:
-        return {posixpath.relpath(e.path, root): e for e in await self._walk(call, root, depth)}
+    async def create_watcher(
+        self, request: pb.CreateWatcherRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.CreateWatcherResponse:
+        async def body(call: SandboxCall) -> pb.CreateWatcherResponse:
+            listing = self._listing(call, request.path, request.recursive)
+            describe = entry_info if request.include_entry else None
+            watcher_id = self._watchers.create(call.sandbox_id, listing, await listing(), describe)
+            return pb.CreateWatcherResponse(watcher_id=watcher_id)
 
+        return await self._run(ctx, body)
 
-def _changes(
-    before: dict[str, FileInfo], after: dict[str, FileInfo], include_entry: bool
-) -> Iterator[pb.FilesystemEvent]:
-    for name, info in after.items():
-        old = before.get(name)
-        if old is None:
-            kind = pb.EventType.CREATE
-        elif (old.size, old.mtime) != (info.size, info.mtime):
-            kind = pb.EventType.WRITE
-        elif old.mode != info.mode:
-            kind = pb.EventType.CHMOD
-        else:
-            continue
-        yield pb.FilesystemEvent(
-            name=name, type=kind, entry=entry_info(info) if include_entry else None
-        )
-    for name in before.keys() - after.keys():
-        yield pb.FilesystemEvent(name=name, type=pb.EventType.REMOVE)
+    async def get_watcher_events(
+        self, request: pb.GetWatcherEventsRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.GetWatcherEventsResponse:
+        async def body(call: SandboxCall) -> pb.GetWatcherEventsResponse:
+            events = self._watchers.take(call.sandbox_id, request.watcher_id)
+            return pb.GetWatcherEventsResponse(events=events)
+
+        return await self._run(ctx, body)
+
+    async def remove_watcher(
+        self, request: pb.RemoveWatcherRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.RemoveWatcherResponse:
+        async def body(call: SandboxCall) -> pb.RemoveWatcherResponse:
+            await self._watchers.remove(call.sandbox_id, request.watcher_id)
+            return pb.RemoveWatcherResponse()
+
+        return await self._run(ctx, body)
+
+    def _listing(self, call: SandboxCall, root: str, recursive: bool) -> watching.Listing:
+        depth = WATCH_DEPTH if recursive else 1
+
+        async def listing() -> dict[str, FileInfo]:
+            entries = await self._walk(call, root, depth)
+            return {posixpath.relpath(e.path, root): e for e in entries}
+
+        return listing
