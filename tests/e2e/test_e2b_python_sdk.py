@@ -100,12 +100,8 @@ def test_commands_stream_fail_and_run_in_the_background(sbx: Sandbox) -> None:
 
 
 def test_a_watched_directory_a_terminal_and_a_reconnected_command(sbx: Sandbox) -> None:
-    watcher = (
-        sbx.files.watch_dir("/home/user/watched")
-        if sbx.files.make_dir("/home/user/watched")
-        else None
-    )
-    assert watcher is not None
+    assert sbx.files.make_dir("/home/user/watched")
+    watcher = sbx.files.watch_dir("/home/user/watched")
     sbx.files.write("/home/user/watched/new.txt", "1")
     seen: list[tuple[str, FilesystemEventType]] = []
     for _ in range(50):
