@@ -12,14 +12,14 @@ SYSTEM_TOOLS := bwrap:bubblewrap debootstrap:debootstrap slirp4netns:slirp4netns
 TEST_TEMPLATES := $(CURDIR)/build/templates
 ARGS ?=
 
-.PHONY: serve test system postgres e2b-js venv lint typecheck template-test clean
+.PHONY: serve test system postgres e2b-js browser venv lint typecheck template-test clean
 
 serve: system venv
 	$(BIN)/sandcastle serve $(ARGS)
 
 # Lint and type-check come before the template build, so a lint error fails in seconds. The
 # suite starts a throw-away PostgreSQL cluster of its own (tests/pgcluster.py) and requires it.
-test: system postgres e2b-js venv lint typecheck template-test
+test: system postgres e2b-js browser venv lint typecheck template-test
 	SANDCASTLE_TEST_TEMPLATES_DIR=$(TEST_TEMPLATES) SANDCASTLE_TEST_REQUIRE_POSTGRES=1 \
 	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -43,6 +43,13 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing PostgreSQL for the test suite"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
+	}
+
+# Debian's Chromium, in which the suite renders /docs and /redoc offline.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Chromium for the API documents' test"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	}
 
 # E2B's JavaScript SDK, which the suite drives against the server (tests/e2b_js): Node from

@@ -5,9 +5,12 @@ server restart: tests/e2e/test_work_in_flight.py.)"""
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.executing import ndjson_events
 from tests.e2e_fixtures import HOST_ENV_MARKER
@@ -178,3 +181,30 @@ def test_a_process_that_fills_the_memory_dies_and_the_sandbox_lives(api: httpx.C
         assert after["stdout"] == "alive\n"
     finally:
         api.delete(f"/v1/sandboxes/{sandbox['id']}")
+
+
+def test_a_reader_alone_does_not_hold_a_hibernate_back(
+    api: httpx.Client, sandbox: dict[str, Any], backend: str
+) -> None:
+    if backend != "gvisor":
+        pytest.skip("only gVisor saves memory")
+    started = start(api, sandbox, shell="echo first; sleep 3; echo second", timeout_ms=0)
+    read: dict[str, Any] = {}
+
+    def reader() -> None:
+        read["events"] = stream(api, url(sandbox, f"/{started['pid']}/stream"))
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(reader)
+        wait_for(lambda: api.get(url(sandbox, f"/{started['pid']}")).json()["running"])
+        time.sleep(0.5)  # the reader is connected and has had the first line
+        hibernated = api.post(f"/v1/sandboxes/{sandbox['id']}/hibernate")
+        assert hibernated.status_code == 200, hibernated.text
+        reading.result(timeout=30)
+    # The reader was cut off with the sandbox's fate, before the process ended.
+    assert text_of(read["events"], "stdout").startswith("first\n")
+    assert read["events"][-1]["type"] == "error", read["events"]
+    assert api.post(f"/v1/sandboxes/{sandbox['id']}/resume").status_code == 200
+    events = stream(api, url(sandbox, f"/{started['pid']}/stream"))
+    assert "second\n" in text_of(events, "stdout")
+    assert events[-1]["type"] == "end" and events[-1]["process"]["exit_code"] == 0

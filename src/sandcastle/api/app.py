@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from sandcastle import __version__
 from sandcastle.api import errors, openapi
@@ -64,7 +65,9 @@ def create_app(
         async with services.running(on_admin_key):
             yield
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc with their scripts served from the package, not a CDN, so
+    # they work on a host without internet.
+    app = FastAPIOffline(
         title="Sandcastle",
         version=__version__,
         description="Self-hosted isolated sandboxes with stateful REPL contexts.",
