@@ -12,7 +12,7 @@ SYSTEM_TOOLS := bwrap:bubblewrap debootstrap:debootstrap slirp4netns:slirp4netns
 TEST_TEMPLATES := $(CURDIR)/build/templates
 ARGS ?=
 
-.PHONY: serve test system postgres e2b-js browser venv lint typecheck template-test clean
+.PHONY: serve test system postgres e2b-js browser venv lint typecheck template-test spec clean
 
 serve: system venv
 	$(BIN)/sandcastle serve $(ARGS)
@@ -82,6 +82,11 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+# Write the OpenAPI document the server serves to spec/openapi.json (the suite checks they agree).
+spec: venv
+	SANDCASTLE_TEST_WRITE_SPEC=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/api/test_openapi_contract.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

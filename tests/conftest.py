@@ -13,7 +13,12 @@ from tests.serverproc import REPO
 pytest_plugins = ["tests.e2e_fixtures"]
 
 #: Variables the test harness itself sets; everything else SANDCASTLE_* is removed per test.
-_KEEP = {"SANDCASTLE_TEST_TEMPLATES_DIR", pgcluster.URL_VARIABLE, pgcluster.REQUIRE_VARIABLE}
+_KEEP = {
+    "SANDCASTLE_TEST_TEMPLATES_DIR",
+    "SANDCASTLE_TEST_WRITE_SPEC",
+    pgcluster.URL_VARIABLE,
+    pgcluster.REQUIRE_VARIABLE,
+}
 _CLUSTER = pytest.StashKey[pgcluster.Cluster]()
 
 
