@@ -8,6 +8,14 @@ import { Sandbox, CommandExitError } from '@e2b/code-interpreter'
 
 const passed = (step, detail = {}) => console.log(JSON.stringify({ step, ...detail }))
 
+async function eventually(check, seconds = 10) {
+  const end = Date.now() + seconds * 1000
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`still not true after ${seconds} s: ${check}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
 const sbx = await Sandbox.create({ timeoutMs: 300_000, metadata: { scenario: 'js' }, envs: { GREETING: 'hello' } })
 try {
   // Code: state persists in the default context, errors are results, charts are PNGs.
@@ -62,7 +70,8 @@ try {
   const bg = await sbx.commands.run('sleep 600', { background: true })
   assert.ok((await sbx.commands.list()).some((p) => p.pid === bg.pid))
   assert.equal(await bg.kill(), true)
-  assert.ok(!(await sbx.commands.list()).some((p) => p.pid === bg.pid))
+  // The signal is sent; the process is gone once the sandbox has reaped it.
+  await eventually(async () => !(await sbx.commands.list()).some((p) => p.pid === bg.pid))
   passed('commands')
 
   // Control plane: timeout, info, list, connect.
