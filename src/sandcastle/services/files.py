@@ -233,17 +233,14 @@ class FilesService:
     def __init__(self, sandboxes: SandboxService) -> None:
         self._sandboxes = sandboxes
 
-    async def link(self, principal: Principal, sandbox_id: str) -> AgentLink:
-        """The agent of the caller's running sandbox (``NotFoundError`` for other tenants')."""
-        sandbox = await self._sandboxes.get(principal, sandbox_id)
-        return await self._sandboxes.agent(sandbox)
-
     async def list(
         self, principal: Principal, sandbox_id: str, path: str, *, limit: int = 10_000
     ) -> Listing:
         """A directory's entries by name (at most ``limit``; ``truncated`` says if cut)."""
         reply = await call(
-            await self.link(principal, sandbox_id), "file.list", {"path": path, "limit": limit}
+            await self._sandboxes.agent_of(principal, sandbox_id),
+            "file.list",
+            {"path": path, "limit": limit},
         )
         return Listing(
             path=str(reply["path"]),
@@ -252,25 +249,31 @@ class FilesService:
         )
 
     async def stat(self, principal: Principal, sandbox_id: str, path: str) -> FileInfo:
-        reply = await call(await self.link(principal, sandbox_id), "file.stat", {"path": path})
+        reply = await call(
+            await self._sandboxes.agent_of(principal, sandbox_id), "file.stat", {"path": path}
+        )
         return FileInfo.from_agent(reply)
 
     async def mkdir(
         self, principal: Principal, sandbox_id: str, path: str
     ) -> tuple[bool, FileInfo]:
         """Create a directory and its parents; ``(created, info)``."""
-        reply = await call(await self.link(principal, sandbox_id), "file.mkdir", {"path": path})
+        reply = await call(
+            await self._sandboxes.agent_of(principal, sandbox_id), "file.mkdir", {"path": path}
+        )
         return bool(reply["created"]), FileInfo.from_agent(reply["info"])
 
     async def delete(self, principal: Principal, sandbox_id: str, path: str) -> None:
         """Delete a file, a symlink (not its target) or a directory with everything in it."""
-        await call(await self.link(principal, sandbox_id), "file.delete", {"path": path})
+        await call(
+            await self._sandboxes.agent_of(principal, sandbox_id), "file.delete", {"path": path}
+        )
 
     async def rename(
         self, principal: Principal, sandbox_id: str, source: str, target: str, *, overwrite: bool
     ) -> FileInfo:
         reply = await call(
-            await self.link(principal, sandbox_id),
+            await self._sandboxes.agent_of(principal, sandbox_id),
             "file.rename",
             {"from": source, "to": target, "overwrite": overwrite},
         )
@@ -278,7 +281,7 @@ class FilesService:
 
     async def open_read(self, principal: Principal, sandbox_id: str, path: str) -> FileDownload:
         """Open a regular file for streaming; iterate :meth:`FileDownload.chunks` once."""
-        link = await self.link(principal, sandbox_id)
+        link = await self._sandboxes.agent_of(principal, sandbox_id)
         reply = await call(link, "file.read.open", {"path": path})
         return FileDownload(link, str(reply["handle"]), FileInfo.from_agent(reply["info"]))
 
@@ -298,7 +301,7 @@ class FilesService:
         going away, nothing is left behind. ``exclusive`` refuses an existing file (before any
         byte is sent, and again atomically at the end).
         """
-        link = await self.link(principal, sandbox_id)
+        link = await self._sandboxes.agent_of(principal, sandbox_id)
         opened = await call(
             link, "file.write.open", {"path": path, "exclusive": exclusive, "parents": True}
         )

@@ -186,10 +186,6 @@ class ProcessService:
         params = {"pid": pid, "cols": cols, "rows": rows}
         return await self._call(principal, sandbox_id, "process.resize", params)
 
-    async def _link(self, principal: Principal, sandbox_id: str) -> AgentLink:
-        sandbox = await self._sandboxes.get(principal, sandbox_id)
-        return await self._sandboxes.agent(sandbox)
-
     async def _call(
         self,
         principal: Principal,
@@ -199,7 +195,7 @@ class ProcessService:
         on_event: OnEvent | None = None,
     ) -> dict[str, Any]:
         return await self._request(
-            await self._link(principal, sandbox_id), method, params, on_event
+            await self._sandboxes.agent_of(principal, sandbox_id), method, params, on_event
         )
 
     @staticmethod

@@ -217,6 +217,10 @@ class SandboxService:
 
     # --- agent -----------------------------------------------------------------------------
 
+    async def agent_of(self, principal: Principal, sandbox_id: str) -> AgentLink:
+        """The agent of the caller's running sandbox (``NotFoundError`` for other tenants')."""
+        return await self.agent(await self.get(principal, sandbox_id))
+
     async def agent(self, sandbox: Sandbox, *, wait_s: float = 10.0) -> AgentLink:
         """The running sandbox's agent link, waiting briefly for an agent that is redialing.
 

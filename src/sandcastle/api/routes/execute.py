@@ -32,17 +32,7 @@ async def execute(
     Without ``context_id`` a new context is created; its id is in the response. An exception in
     the code is a result (``error``), not an HTTP error.
     """
-    context_id, result = await services.executions.execute(
-        principal,
-        sandbox_id,
-        ExecuteRequest(
-            code=body.code,
-            context_id=body.context_id,
-            language=body.language,
-            env_vars=body.env_vars,
-            timeout_ms=body.timeout_ms,
-        ),
-    )
+    context_id, result = await services.executions.execute(principal, sandbox_id, _request(body))
     return execute_out(context_id, result)
 
 
