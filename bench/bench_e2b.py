@@ -8,13 +8,14 @@ For each backend, one server (no warm pool), one sandbox, and in it:
 
 - ``1+1``: ``sandbox.run_code`` in the default context (E2B's ``/execute``, NDJSON) beside one
   ``POST /v1/sandboxes/{id}/execute`` in a warm context of our own;
-- ``true``: ``sandbox.commands.run`` (Connect ``process.Process/Start``, a stream) beside
-  ``POST …/processes/run``;
+- ``true``: ``sandbox.commands.run`` (Connect ``process.Process/Start``, a stream; the SDK runs
+  ``/bin/bash -l -c true``) beside ``POST …/processes/run`` of the same login shell;
 - ``1 MiB write`` and ``read``: ``sandbox.files`` (multipart ``POST /files``, ``GET /files``)
   beside ``PUT``/``GET …/files/content``;
 - ``create``: ``Sandbox.create`` beside ``POST /v1/sandboxes`` (cold: no pool).
 
-Prints medians and p95 (nearest rank) in milliseconds.
+Each pair is taken in turn, one call of each per round. Prints medians and p95 (nearest rank)
+in milliseconds.
 """
 
 from __future__ import annotations
@@ -38,9 +39,19 @@ def timed(action: Callable[[], Any]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def sample(action: Callable[[], Any], iterations: int) -> list[float]:
-    action()  # the first call pays for imports and connections
-    return [timed(action) for _ in range(iterations)]
+def pair(
+    e2b: Callable[[], Any], ours: Callable[[], Any], iterations: int
+) -> tuple[list[float], list[float]]:
+    """Both, taken in turn (so neither gets the quieter moments), after one call each that
+    pays for imports and connections."""
+    e2b()
+    ours()
+    first: list[float] = []
+    second: list[float] = []
+    for _ in range(iterations):
+        first.append(timed(e2b))
+        second.append(timed(ours))
+    return first, second
 
 
 def measure(backend: str, iterations: int) -> dict[str, tuple[list[float], list[float]]]:
@@ -70,16 +81,15 @@ def measure(backend: str, iterations: int) -> dict[str, tuple[list[float], list[
             def e2b_execute() -> None:
                 assert sbx.run_code("1+1").text == "2"
 
-            figures["1+1"] = (sample(e2b_execute, iterations), sample(ours_execute, iterations))
+            figures["1+1"] = pair(e2b_execute, ours_execute, iterations)
 
             def ours_true() -> None:
-                done = api.post(f"/v1/sandboxes/{sid}/processes/run", json={"cmd": "true"})
+                # What E2B's SDK runs for a command: a login shell.
+                body = {"cmd": "/bin/bash", "args": ["-l", "-c", "true"]}
+                done = api.post(f"/v1/sandboxes/{sid}/processes/run", json=body)
                 assert done.json()["process"]["exit_code"] == 0, done.text
 
-            figures["true"] = (
-                sample(lambda: sbx.commands.run("true"), iterations),
-                sample(ours_true, iterations),
-            )
+            figures["true"] = pair(lambda: sbx.commands.run("true"), ours_true, iterations)
 
             def ours_write() -> None:
                 url = f"/v1/sandboxes/{sid}/files/content"
@@ -90,13 +100,13 @@ def measure(backend: str, iterations: int) -> dict[str, tuple[list[float], list[
                 url = f"/v1/sandboxes/{sid}/files/content"
                 assert api.get(url, params={"path": "/home/user/ours.bin"}).content == payload
 
-            figures["1 MiB write"] = (
-                sample(lambda: sbx.files.write("/home/user/e2b.bin", payload), iterations),
-                sample(ours_write, iterations),
+            figures["1 MiB write"] = pair(
+                lambda: sbx.files.write("/home/user/e2b.bin", payload), ours_write, iterations
             )
-            figures["1 MiB read"] = (
-                sample(lambda: sbx.files.read("/home/user/e2b.bin", format="bytes"), iterations),
-                sample(ours_read, iterations),
+            figures["1 MiB read"] = pair(
+                lambda: sbx.files.read("/home/user/e2b.bin", format="bytes"),
+                ours_read,
+                iterations,
             )
             sbx.kill()
 
@@ -108,7 +118,7 @@ def measure(backend: str, iterations: int) -> dict[str, tuple[list[float], list[
                 api.delete(f"/v1/sandboxes/{created['id']}")
 
             creates = max(3, iterations // 5)
-            figures["create (cold)"] = (sample(e2b_create, creates), sample(ours_create, creates))
+            figures["create (cold)"] = pair(e2b_create, ours_create, creates)
     finally:
         server.destroy_all()
         server.purge()
