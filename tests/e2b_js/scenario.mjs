@@ -54,6 +54,11 @@ try {
   assert.equal(await sbx.files.exists('/home/user/renamed.txt'), false)
   assert.equal(await sbx.files.makeDir('/home/user/made'), true)
   assert.equal(await sbx.files.makeDir('/home/user/made'), false)
+  const seen = []
+  const watcher = await sbx.files.watchDir('/home/user/made', (e) => seen.push(e))
+  await sbx.files.write('/home/user/made/new.txt', 'x')
+  await eventually(async () => seen.some((e) => e.name === 'new.txt' && e.type === 'create'))
+  await watcher.stop()
   passed('files')
 
   // Commands: output, callbacks, exit codes, cwd, background + kill.

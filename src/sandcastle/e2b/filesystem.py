@@ -11,10 +11,11 @@ directory of more than 10,000 entries is listed, and watched, in part.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import stat
 from collections.abc import AsyncIterator
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from connectrpc.request import RequestContext
 from e2b.envd.filesystem import filesystem_connect
@@ -38,7 +39,6 @@ WATCH_DEPTH = 64
 #: Silence after which a watch sends a keepalive.
 WATCH_KEEPALIVE_S = 15.0
 
-T = TypeVar("T")
 
 _TYPES = {"file": pb.FileType.FILE, "dir": pb.FileType.DIRECTORY}
 _MODE_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
@@ -155,19 +155,22 @@ class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
         describe = entry_info if request.include_entry else None
         quiet_s = 0.0
         try:
-            async for events in watching.poll(listing, first, describe):
-                for event in events:
-                    yield pb.WatchDirResponse(
-                        event=Oneof[Literal["filesystem"], pb.FilesystemEvent]("filesystem", event)
-                    )
-                quiet_s = 0.0 if events else quiet_s + watching.POLL_S
-                if quiet_s >= WATCH_KEEPALIVE_S:
-                    quiet_s = 0.0
-                    yield pb.WatchDirResponse(
-                        event=Oneof[Literal["keepalive"], pb.WatchDirResponse.KeepAlive](
-                            "keepalive", pb.WatchDirResponse.KeepAlive()
+            async with contextlib.aclosing(watching.poll(listing, first, describe)) as polls:
+                async for events in polls:
+                    for event in events:
+                        yield pb.WatchDirResponse(
+                            event=Oneof[Literal["filesystem"], pb.FilesystemEvent](
+                                "filesystem", event
+                            )
                         )
-                    )
+                    quiet_s = 0.0 if events else quiet_s + watching.POLL_S
+                    if quiet_s >= WATCH_KEEPALIVE_S:
+                        quiet_s = 0.0
+                        yield pb.WatchDirResponse(
+                            event=Oneof[Literal["keepalive"], pb.WatchDirResponse.KeepAlive](
+                                "keepalive", pb.WatchDirResponse.KeepAlive()
+                            )
+                        )
         except SandcastleError as exc:
             raise connect_error(exc) from exc
 

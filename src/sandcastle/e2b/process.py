@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Literal
 
 from connectrpc.request import RequestContext
 from e2b.envd.process import process_connect
@@ -29,8 +29,6 @@ from sandcastle.services.processes import ProcessSpec
 #: Events held between the agent and a slow client before the agent's reader waits.
 _BUFFER = 256
 _SIGNALS = {pb.Signal.SIGTERM: "SIGTERM", pb.Signal.SIGKILL: "SIGKILL"}
-
-T = TypeVar("T")
 
 
 def end_event(process: dict[str, Any]) -> pb.ProcessEvent:
@@ -99,8 +97,9 @@ class Process(EnvdRpc, process_connect.Process):
             process = await self._services.processes.start(call.principal, call.sandbox_id, spec)
         except SandcastleError as exc:
             raise connect_error(exc) from exc
-        async for event in self._follow(call, int(process["pid"])):
-            yield pb.StartResponse(event=event)
+        async with contextlib.aclosing(self._follow(call, int(process["pid"]))) as events:
+            async for event in events:
+                yield pb.StartResponse(event=event)
 
     async def connect(
         self, request: pb.ConnectRequest, ctx: RequestContext[Any, Any]
@@ -110,10 +109,11 @@ class Process(EnvdRpc, process_connect.Process):
             pid = await self._pid(call, request.process)
         except SandcastleError as exc:
             raise connect_error(exc) from exc
-        async for event in self._follow(call, pid):
-            yield pb.ConnectResponse(event=event)
+        async with contextlib.aclosing(self._follow(call, pid)) as events:
+            async for event in events:
+                yield pb.ConnectResponse(event=event)
 
-    async def _follow(self, call: SandboxCall, pid: int) -> AsyncIterator[pb.ProcessEvent]:
+    async def _follow(self, call: SandboxCall, pid: int) -> AsyncGenerator[pb.ProcessEvent]:
         """The start event, the output as it comes, then the end; the reader is stopped (the
         process is not) when the client goes away."""
         yield pb.ProcessEvent(
@@ -154,7 +154,11 @@ class Process(EnvdRpc, process_connect.Process):
                     call.principal, call.sandbox_id, pid, on_event
                 )
             finally:
-                await queue.put(None)
+                # The end mark, for a consumer still reading. Not when cancelled: the consumer
+                # went away, and a full queue would hold this task (and its closing) for ever.
+                task = asyncio.current_task()
+                if task is None or not task.cancelling():
+                    await queue.put(None)
 
         reader = asyncio.create_task(read())
         try:
@@ -167,8 +171,9 @@ class Process(EnvdRpc, process_connect.Process):
             yield end_event(final)
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, SandcastleError):
-                await reader
+            # Waits for the reader without taking on its outcome (and without swallowing a
+            # cancellation of this stream itself).
+            await asyncio.wait({reader})
 
     # --- unary -------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from e2b.envd.filesystem import filesystem_pb as pb
@@ -62,7 +62,7 @@ def changes(
 
 async def poll(
     listing: Listing, first: dict[str, FileInfo], describe: Describe | None
-) -> AsyncIterator[list[pb.FilesystemEvent]]:
+) -> AsyncGenerator[list[pb.FilesystemEvent]]:
     """The changes since ``first``, one list per poll (empty when nothing changed); a listing
     that fails ends it with that error."""
     seen = first
