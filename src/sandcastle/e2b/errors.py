@@ -7,7 +7,9 @@ on what a failure is; only the body differs, because E2B's SDKs read ``message``
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -46,6 +48,15 @@ def connect_error(exc: errors.SandcastleError) -> ConnectError:
         if cls in CONNECT_CODES:
             return ConnectError(CONNECT_CODES[cls], exc.message)
     return ConnectError(Code.INTERNAL, exc.message)
+
+
+@contextlib.contextmanager
+def connect_errors() -> Iterator[None]:
+    """Our errors raised inside, as the Connect errors a Connect handler must raise."""
+    try:
+        yield
+    except errors.SandcastleError as exc:
+        raise connect_error(exc) from exc
 
 
 def error_response(

@@ -3,7 +3,7 @@
 Served by connectrpc's ASGI application with the message and service stubs E2B's own SDK wheel
 ships (``e2b.envd.filesystem``), so the wire format (Connect, JSON or binary, enveloped
 streams) is the library's, not ours. Each call proves its right to the sandbox with its token
-(``access.py``); our errors become Connect codes (``errors.connect_error``).
+(``access.py``); our errors become Connect codes (``errors.connect_errors``).
 
 Watches (``WatchDir`` and E2B's polled watchers) poll the directory: see ``watching.py``. A
 directory of more than 10,000 entries is listed, and watched, in part.
@@ -26,9 +26,9 @@ from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 from sandcastle.api.ratelimit import RateLimiter
 from sandcastle.e2b import watching
 from sandcastle.e2b.access import SandboxCall
-from sandcastle.e2b.errors import connect_error
+from sandcastle.e2b.errors import connect_errors
 from sandcastle.e2b.sandbox_calls import EnvdRpc
-from sandcastle.errors import AlreadyExistsError, SandcastleError
+from sandcastle.errors import AlreadyExistsError
 from sandcastle.services.files import FileInfo
 from sandcastle.wiring import Services
 
@@ -69,16 +69,16 @@ class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
         self._watchers = watching.Watchers()
 
     async def stat(self, request: pb.StatRequest, ctx: RequestContext[Any, Any]) -> pb.StatResponse:
-        async def body(call: SandboxCall) -> pb.StatResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             info = await self._services.files.stat(call.principal, call.sandbox_id, request.path)
             return pb.StatResponse(entry=entry_info(info))
-
-        return await self._run(ctx, body)
 
     async def make_dir(
         self, request: pb.MakeDirRequest, ctx: RequestContext[Any, Any]
     ) -> pb.MakeDirResponse:
-        async def body(call: SandboxCall) -> pb.MakeDirResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             created, info = await self._services.files.mkdir(
                 call.principal, call.sandbox_id, request.path
             )
@@ -86,10 +86,9 @@ class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
                 raise AlreadyExistsError(f"directory {info.path} already exists")
             return pb.MakeDirResponse(entry=entry_info(info))
 
-        return await self._run(ctx, body)
-
     async def move(self, request: pb.MoveRequest, ctx: RequestContext[Any, Any]) -> pb.MoveResponse:
-        async def body(call: SandboxCall) -> pb.MoveResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             info = await self._services.files.rename(
                 call.principal,
                 call.sandbox_id,
@@ -99,25 +98,21 @@ class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
             )
             return pb.MoveResponse(entry=entry_info(info))
 
-        return await self._run(ctx, body)
-
     async def remove(
         self, request: pb.RemoveRequest, ctx: RequestContext[Any, Any]
     ) -> pb.RemoveResponse:
-        async def body(call: SandboxCall) -> pb.RemoveResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             await self._services.files.delete(call.principal, call.sandbox_id, request.path)
             return pb.RemoveResponse()
-
-        return await self._run(ctx, body)
 
     async def list_dir(
         self, request: pb.ListDirRequest, ctx: RequestContext[Any, Any]
     ) -> pb.ListDirResponse:
-        async def body(call: SandboxCall) -> pb.ListDirResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             entries = await self._walk(call, request.path, max(1, request.depth))
             return pb.ListDirResponse(entries=[entry_info(e) for e in entries])
-
-        return await self._run(ctx, body)
 
     async def _walk(self, call: SandboxCall, root: str, depth: int) -> list[FileInfo]:
         """Entries under ``root`` down to ``depth`` levels (symlinks not followed), breadth
@@ -141,12 +136,10 @@ class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
     async def watch_dir(
         self, request: pb.WatchDirRequest, ctx: RequestContext[Any, Any]
     ) -> AsyncIterator[pb.WatchDirResponse]:
-        try:
+        with connect_errors():
             call = await self._call(ctx)
             listing = self._listing(call, request.path, request.recursive)
             first = await listing()
-        except SandcastleError as exc:
-            raise connect_error(exc) from exc
         yield pb.WatchDirResponse(
             event=Oneof[Literal["start"], pb.WatchDirResponse.StartEvent](
                 "start", pb.WatchDirResponse.StartEvent()
@@ -154,7 +147,7 @@ class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
         )
         describe = entry_info if request.include_entry else None
         quiet_s = 0.0
-        try:
+        with connect_errors():
             async with contextlib.aclosing(watching.poll(listing, first, describe)) as polls:
                 async for events in polls:
                     for event in events:
@@ -171,37 +164,32 @@ class Filesystem(EnvdRpc, filesystem_connect.Filesystem):
                                 "keepalive", pb.WatchDirResponse.KeepAlive()
                             )
                         )
-        except SandcastleError as exc:
-            raise connect_error(exc) from exc
 
     async def create_watcher(
         self, request: pb.CreateWatcherRequest, ctx: RequestContext[Any, Any]
     ) -> pb.CreateWatcherResponse:
-        async def body(call: SandboxCall) -> pb.CreateWatcherResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             listing = self._listing(call, request.path, request.recursive)
             describe = entry_info if request.include_entry else None
             watcher_id = self._watchers.create(call.sandbox_id, listing, await listing(), describe)
             return pb.CreateWatcherResponse(watcher_id=watcher_id)
 
-        return await self._run(ctx, body)
-
     async def get_watcher_events(
         self, request: pb.GetWatcherEventsRequest, ctx: RequestContext[Any, Any]
     ) -> pb.GetWatcherEventsResponse:
-        async def body(call: SandboxCall) -> pb.GetWatcherEventsResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             events = self._watchers.take(call.sandbox_id, request.watcher_id)
             return pb.GetWatcherEventsResponse(events=events)
-
-        return await self._run(ctx, body)
 
     async def remove_watcher(
         self, request: pb.RemoveWatcherRequest, ctx: RequestContext[Any, Any]
     ) -> pb.RemoveWatcherResponse:
-        async def body(call: SandboxCall) -> pb.RemoveWatcherResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             await self._watchers.remove(call.sandbox_id, request.watcher_id)
             return pb.RemoveWatcherResponse()
-
-        return await self._run(ctx, body)
 
     def _listing(self, call: SandboxCall, root: str, recursive: bool) -> watching.Listing:
         depth = WATCH_DEPTH if recursive else 1

@@ -21,9 +21,9 @@ from e2b.envd.process import process_pb as pb
 from protobuf import Oneof
 
 from sandcastle.e2b.access import SandboxCall
-from sandcastle.e2b.errors import connect_error
+from sandcastle.e2b.errors import connect_errors
 from sandcastle.e2b.sandbox_calls import EnvdRpc
-from sandcastle.errors import InvalidRequestError, NotFoundError, SandcastleError
+from sandcastle.errors import InvalidRequestError, NotFoundError
 from sandcastle.services.processes import ProcessSpec
 
 #: Events held between the agent and a slow client before the agent's reader waits.
@@ -90,13 +90,11 @@ class Process(EnvdRpc, process_connect.Process):
             timeout_ms=0,
         )
 
-        try:
+        with connect_errors():
             call = await self._call(ctx)
             if not config.cmd:
                 raise InvalidRequestError("process.cmd is required")
             process = await self._services.processes.start(call.principal, call.sandbox_id, spec)
-        except SandcastleError as exc:
-            raise connect_error(exc) from exc
         async with contextlib.aclosing(self._follow(call, int(process["pid"]))) as events:
             async for event in events:
                 yield pb.StartResponse(event=event)
@@ -104,11 +102,9 @@ class Process(EnvdRpc, process_connect.Process):
     async def connect(
         self, request: pb.ConnectRequest, ctx: RequestContext[Any, Any]
     ) -> AsyncIterator[pb.ConnectResponse]:
-        try:
+        with connect_errors():
             call = await self._call(ctx)
             pid = await self._pid(call, request.process)
-        except SandcastleError as exc:
-            raise connect_error(exc) from exc
         async with contextlib.aclosing(self._follow(call, pid)) as events:
             async for event in events:
                 yield pb.ConnectResponse(event=event)
@@ -164,10 +160,8 @@ class Process(EnvdRpc, process_connect.Process):
         try:
             while (item := await queue.get()) is not None:
                 yield item
-            try:
+            with connect_errors():
                 final = await reader
-            except SandcastleError as exc:
-                raise connect_error(exc) from exc
             yield end_event(final)
         finally:
             reader.cancel()
@@ -178,25 +172,24 @@ class Process(EnvdRpc, process_connect.Process):
     # --- unary -------------------------------------------------------------------------------
 
     async def list(self, request: pb.ListRequest, ctx: RequestContext[Any, Any]) -> pb.ListResponse:
-        async def body(call: SandboxCall) -> pb.ListResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             found = await self._services.processes.list(call.principal, call.sandbox_id)
             return pb.ListResponse(processes=[process_info(p) for p in found if p.get("running")])
-
-        return await self._run(ctx, body)
 
     async def send_input(
         self, request: pb.SendInputRequest, ctx: RequestContext[Any, Any]
     ) -> pb.SendInputResponse:
-        async def body(call: SandboxCall) -> pb.SendInputResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             await self._write(call, request.process, request.input)
             return pb.SendInputResponse()
-
-        return await self._run(ctx, body)
 
     async def stream_input(
         self, request: AsyncIterator[pb.StreamInputRequest], ctx: RequestContext[Any, Any]
     ) -> pb.StreamInputResponse:
-        async def body(call: SandboxCall) -> pb.StreamInputResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             selector: pb.ProcessSelector | None = None
             async for message in request:
                 event = message.event.value if message.event is not None else None
@@ -207,8 +200,6 @@ class Process(EnvdRpc, process_connect.Process):
                         raise InvalidRequestError("input before the stream's start event")
                     await self._write(call, selector, event.input)
             return pb.StreamInputResponse()
-
-        return await self._run(ctx, body)
 
     async def _write(
         self, call: SandboxCall, selector: pb.ProcessSelector | None, data: pb.ProcessInput | None
@@ -223,7 +214,8 @@ class Process(EnvdRpc, process_connect.Process):
     async def send_signal(
         self, request: pb.SendSignalRequest, ctx: RequestContext[Any, Any]
     ) -> pb.SendSignalResponse:
-        async def body(call: SandboxCall) -> pb.SendSignalResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             name = _SIGNALS.get(request.signal) if request.signal is not None else None
             if name is None:
                 raise InvalidRequestError("signal must be SIGNAL_SIGTERM or SIGNAL_SIGKILL")
@@ -231,22 +223,20 @@ class Process(EnvdRpc, process_connect.Process):
             await self._services.processes.signal(call.principal, call.sandbox_id, pid, name)
             return pb.SendSignalResponse()
 
-        return await self._run(ctx, body)
-
     async def close_stdin(
         self, request: pb.CloseStdinRequest, ctx: RequestContext[Any, Any]
     ) -> pb.CloseStdinResponse:
-        async def body(call: SandboxCall) -> pb.CloseStdinResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             pid = await self._pid(call, request.process)
             await self._services.processes.close_stdin(call.principal, call.sandbox_id, pid)
             return pb.CloseStdinResponse()
 
-        return await self._run(ctx, body)
-
     async def update(
         self, request: pb.UpdateRequest, ctx: RequestContext[Any, Any]
     ) -> pb.UpdateResponse:
-        async def body(call: SandboxCall) -> pb.UpdateResponse:
+        with connect_errors():
+            call = await self._call(ctx)
             pid = await self._pid(call, request.process)
             if request.pty is not None and request.pty.size is not None:
                 size = request.pty.size
@@ -254,5 +244,3 @@ class Process(EnvdRpc, process_connect.Process):
                     call.principal, call.sandbox_id, pid, size.cols, size.rows
                 )
             return pb.UpdateResponse()
-
-        return await self._run(ctx, body)

@@ -3,8 +3,8 @@ the rate limit (per sandbox), and the sandbox's activity recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from connectrpc.request import RequestContext
 from fastapi import Depends, Request
@@ -12,12 +12,8 @@ from fastapi import Depends, Request
 from sandcastle.api.deps import get_services
 from sandcastle.api.ratelimit import RateLimiter
 from sandcastle.e2b.access import ENVD_PORT, INTERPRETER_PORT, SandboxCall, authorise
-from sandcastle.e2b.errors import connect_error
 from sandcastle.e2b.users import check_basic_user
-from sandcastle.errors import SandcastleError
 from sandcastle.wiring import Services
-
-T = TypeVar("T")
 
 
 async def admit(
@@ -48,7 +44,7 @@ InterpreterCall = Annotated[SandboxCall, Depends(interpreter_call)]
 
 class EnvdRpc:
     """What the calls of envd's Connect services share: admission (the user a call names must
-    be the sandbox's one user), and our errors as Connect errors."""
+    be the sandbox's one user). Each call runs under ``errors.connect_errors``."""
 
     def __init__(self, services: Services, ratelimit: RateLimiter) -> None:
         self._services = services
@@ -57,11 +53,3 @@ class EnvdRpc:
     async def _call(self, ctx: RequestContext[Any, Any]) -> SandboxCall:
         check_basic_user(ctx.request_headers.get("authorization"))
         return await admit(self._services, self._ratelimit, ctx.request_headers, ENVD_PORT)
-
-    async def _run(
-        self, ctx: RequestContext[Any, Any], body: Callable[[SandboxCall], Awaitable[T]]
-    ) -> T:
-        try:
-            return await body(await self._call(ctx))
-        except SandcastleError as exc:
-            raise connect_error(exc) from exc
