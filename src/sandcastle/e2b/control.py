@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from sandcastle.api.deps import ServicesDep, principal_for_key
+from sandcastle.api.schemas import rfc3339
 from sandcastle.domain.sandbox import ListFilter, Sandbox, SandboxStatus, TimeoutAction
 from sandcastle.e2b import schemas
 from sandcastle.e2b.mapping import e2b_state, template_for
@@ -42,7 +43,8 @@ PrincipalDep = Annotated[Principal, Depends(e2b_principal)]
 
 
 def _time(moment: datetime | None) -> str:
-    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """E2B's times are never null: a sandbox with no deadline ends "now" as far as it knows."""
+    return str(rfc3339(moment or datetime.now(UTC)))
 
 
 def _connection(services: ServicesDep, sandbox: Sandbox) -> dict[str, Any]:
@@ -266,8 +268,7 @@ async def pause(sandbox_id: str, principal: PrincipalDep, services: ServicesDep)
     sandbox = _live(await services.sandboxes.get(principal, sandbox_id))
     if sandbox.status is SandboxStatus.PAUSED:
         raise ConflictError(f"sandbox {sandbox_id} is already paused")
-    backend = services.sandboxes.runtime.backend(sandbox.runtime or None)
-    if backend.supports_memory_snapshots and not sandbox.internet:
+    if services.sandboxes.can_hibernate(sandbox):
         await services.sandboxes.hibernate(principal, sandbox_id)
     else:
         await services.sandboxes.pause(principal, sandbox_id)

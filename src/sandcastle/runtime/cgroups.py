@@ -77,16 +77,20 @@ class SandboxCgroup:
     def exists(self) -> bool:
         return self.path("pids").exists()
 
-    def oom_kills(self) -> int:
+    def _counter(self, file: str, name: str) -> int:
+        """One ``name value`` line of a memory controller file (0 if absent)."""
         try:
-            text = (self.path("memory") / "memory.oom_control").read_text()
+            text = (self.path("memory") / file).read_text()
         except FileNotFoundError:
             return 0
         for line in text.splitlines():
             key, _, value = line.partition(" ")
-            if key == "oom_kill":
+            if key == name:
                 return int(value)
         return 0
+
+    def oom_kills(self) -> int:
+        return self._counter("memory.oom_control", "oom_kill")
 
     def cpu_seconds(self) -> float:
         try:
@@ -109,15 +113,7 @@ class SandboxCgroup:
     def memory_cache_bytes(self) -> int:
         """Of :meth:`memory_bytes`, the page cache (files read and written, tmpfs): memory the
         kernel may take back, unlike the processes' own."""
-        try:
-            text = (self.path("memory") / "memory.stat").read_text()
-        except FileNotFoundError:
-            return 0
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "total_cache":
-                return int(value)
-        return 0
+        return self._counter("memory.stat", "total_cache")
 
     def freeze(self) -> None:
         self._write("freezer", "freezer.state", "FROZEN")

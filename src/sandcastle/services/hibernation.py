@@ -28,7 +28,7 @@ from sandcastle.runtime.base import Runtime
 from sandcastle.services.admission import Admission
 from sandcastle.services.diskspace import ensure_free
 from sandcastle.services.images import MemoryImages
-from sandcastle.services.limits import require_memory_snapshots
+from sandcastle.services.limits import require_memory_snapshots, saves_memory
 from sandcastle.services.oplocks import OperationLocks
 from sandcastle.services.provisioning import Provisioning
 from sandcastle.services.states import SandboxStates
@@ -72,8 +72,9 @@ class Hibernation:
         return await finish(self._hibernate(sandbox.id, PauseReason.USER))
 
     def can_hibernate(self, sandbox: Sandbox) -> bool:
-        """Whether its backend saves memory (else a deadline destroys it instead)."""
-        return self._provisioning.backend_of(sandbox.runtime).supports_memory_snapshots
+        """Whether its backend saves its memory (else a deadline destroys it instead)."""
+        backend = self._provisioning.backend_of(sandbox.runtime)
+        return saves_memory(backend, internet=sandbox.internet)
 
     async def at_deadline(self, sandbox_id: str) -> bool:
         """The reconciler's ``timeout_action: hibernate``. A busy sandbox (or one in another

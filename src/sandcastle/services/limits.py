@@ -89,6 +89,13 @@ def check_timeout(
         require_memory_snapshots(runtime, "timeout_action 'hibernate'", internet=internet)
 
 
+def saves_memory(runtime: Runtime, *, internet: bool = False) -> bool:
+    """Whether ``runtime`` can save a sandbox's memory (one with the internet, if it has it)."""
+    return runtime.supports_memory_snapshots and (
+        not internet or runtime.supports_memory_snapshots_with_internet
+    )
+
+
 def require_memory_snapshots(runtime: Runtime, what: str, *, internet: bool = False) -> None:
     """``what`` (hibernate, snapshots, forks) needs a backend that saves memory (of a sandbox
     with the internet, if it has it)."""

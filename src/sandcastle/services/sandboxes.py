@@ -211,6 +211,10 @@ class SandboxService:
             return sandbox
         return await self._states.end(sandbox_id, reason=None)
 
+    def can_hibernate(self, sandbox: Sandbox) -> bool:
+        """Whether the sandbox's backend can save its memory."""
+        return self._hibernation.can_hibernate(sandbox)
+
     async def hibernate(self, principal: Principal, sandbox_id: str) -> Sandbox:
         """Save a running (or freezer-paused) sandbox's memory and end its processes."""
         return await self._hibernation.hibernate(await self.get(principal, sandbox_id))
