@@ -12,14 +12,15 @@ SYSTEM_TOOLS := bwrap:bubblewrap debootstrap:debootstrap slirp4netns:slirp4netns
 TEST_TEMPLATES := $(CURDIR)/build/templates
 ARGS ?=
 
-.PHONY: serve test system postgres e2b-js browser venv lint typecheck template-test spec clean
+.PHONY: serve test system postgres e2b-js leap0-sdk browser venv lint typecheck template-test spec sdk-sync \
+	clean
 
 serve: system venv
 	$(BIN)/sandcastle serve $(ARGS)
 
 # Lint and type-check come before the template build, so a lint error fails in seconds. The
 # suite starts a throw-away PostgreSQL cluster of its own (tests/pgcluster.py) and requires it.
-test: system postgres e2b-js browser venv lint typecheck template-test
+test: system postgres e2b-js leap0-sdk browser venv lint typecheck template-test
 	SANDCASTLE_TEST_TEMPLATES_DIR=$(TEST_TEMPLATES) SANDCASTLE_TEST_REQUIRE_POSTGRES=1 \
 	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -65,20 +66,32 @@ $(E2B_JS)/node_modules/.installed: $(E2B_JS)/package.json $(E2B_JS)/package-lock
 	cd $(E2B_JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Leap0's Python SDK, which the suite drives against the server (tests/leap0): a venv of its own,
+# since leap0 0.8.0 requires websockets<16 and would downgrade the server's; every package
+# pinned exactly in the requirements file.
+LEAP0_VENV := build/leap0-venv
+leap0-sdk: $(LEAP0_VENV)/.installed
+
+$(LEAP0_VENV)/.installed: tests/leap0/requirements.txt
+	$(PYTHON) -m venv $(LEAP0_VENV)
+	$(LEAP0_VENV)/bin/python -m pip install --upgrade pip
+	$(LEAP0_VENV)/bin/python -m pip install -r tests/leap0/requirements.txt
+	touch $@
+
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml sdk/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e ./sdk/python -e '.[dev]'
 	touch $@
 
 template-test: system venv
 	SANDCASTLE_TEMPLATES_DIR=$(TEST_TEMPLATES) $(BIN)/sandcastle template build python --if-missing
 
 lint: venv
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src sdk tests bench
+	$(BIN)/ruff format --check src sdk tests bench
 
 typecheck: venv
 	$(BIN)/mypy
@@ -87,6 +100,10 @@ typecheck: venv
 spec: venv
 	SANDCASTLE_TEST_WRITE_SPEC=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
 	  tests/api/test_openapi_contract.py
+
+# Rewrite the SDK's synchronous face from its asynchronous one (the suite checks they agree).
+sdk-sync: venv
+	$(BIN)/python sdk/python/tools/generate_sync.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -6,13 +6,15 @@ is ``--org`` (or ``SANDCASTLE_ORG``, default ``default``). A new key is printed 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated
 
-import httpx
 import typer
+from pydantic import BaseModel
 from rich.table import Table
 
-from sandcastle.cli.client_commands import DEFAULT_URL, KeyOpt, UrlOpt, _fail, err, out
+from sandcastle.cli.connection import DEFAULT_URL, KeyOpt, UrlOpt, connected, err, out
+from sandcastle_sdk.models import NewKey
 
 OrgOpt = Annotated[str, typer.Option("--org", envvar="SANDCASTLE_ORG", help="Org slug.")]
 DEFAULT_ORG = "default"
@@ -24,34 +26,17 @@ member_app = typer.Typer(help="Members of an org and their roles.", no_args_is_h
 key_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 
 
-def _request(method: str, url: str, key: str, path: str, **kwargs: Any) -> Any:
-    """One call; exits 1 with one line on any error; ``None`` for a 204."""
-    try:
-        with httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
-        ) as client:
-            response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach {url}: {exc}")
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail") or response.text
-        except ValueError:
-            detail = response.text
-        _fail(f"{response.status_code}: {detail}")
-    return None if response.status_code == 204 else response.json()
-
-
-def _table(columns: list[str], rows: list[dict[str, Any]]) -> None:
+def _table(columns: list[str], rows: Sequence[BaseModel]) -> None:
     table = Table(*columns)
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        values = row.model_dump(mode="json")
+        table.add_row(*("" if values.get(c) is None else str(values.get(c)) for c in columns))
     out.print(table)
 
 
-def _print_new_key(key: dict[str, Any]) -> None:
+def _print_new_key(key: NewKey) -> None:
     err.print("[yellow]the key is shown this once; store it now[/]")
-    out.print(key["key"])
+    out.print(key.key)
 
 
 # --- org --------------------------------------------------------------------------------------
@@ -60,10 +45,9 @@ def _print_new_key(key: dict[str, Any]) -> None:
 @org_app.command("list")
 def org_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = "") -> None:
     """The org your key acts in."""
-    _table(
-        ["slug", "name", "role", "credit_balance", "created_at"],
-        _request("GET", url, key, "/v1/orgs")["items"],
-    )
+    with connected(url, key) as client:
+        orgs = client.orgs.list()
+    _table(["slug", "name", "role", "credit_balance", "created_at"], orgs)
 
 
 @org_app.command("create")
@@ -74,18 +58,18 @@ def org_create(
     key: KeyOpt = "",
 ) -> None:
     """Create an org you own; prints the new org's owner key (once)."""
-    body: dict[str, Any] = {"slug": slug}
-    if name:
-        body["name"] = name
-    created = _request("POST", url, key, "/v1/orgs", json=body)
-    err.print(f"org [bold]{created['org']['slug']}[/] created")
-    _print_new_key(created["key"])
+    with connected(url, key) as client:
+        created = client.orgs.create(slug, name=name)
+    err.print(f"org [bold]{created.org.slug}[/] created")
+    _print_new_key(created.key)
 
 
 @org_app.command("get")
 def org_get(org: OrgOpt = DEFAULT_ORG, url: UrlOpt = DEFAULT_URL, key: KeyOpt = "") -> None:
     """The org, its credit balance and limits, as JSON."""
-    out.print_json(data=_request("GET", url, key, f"/v1/orgs/{org}"))
+    with connected(url, key) as client:
+        found = client.orgs.use(org).get()
+    out.print_json(found.model_dump_json())
 
 
 @org_app.command("limits")
@@ -101,28 +85,25 @@ def org_limits(
     key: KeyOpt = "",
 ) -> None:
     """Override the org's limits (operators only); prints the effective limits."""
-    body = {
-        name: value
-        for name, value in (
-            ("max_concurrent_sandboxes", max_concurrent_sandboxes),
-            ("max_members", max_members),
-            ("max_vcpus", max_vcpus),
-            ("max_memory_mb", max_memory_mb),
-            ("rate_limit_per_s", rate_limit_per_s),
-            ("rate_limit_burst", rate_limit_burst),
+    with connected(url, key) as client:
+        updated = client.orgs.use(org).set_limits(
+            max_concurrent_sandboxes=max_concurrent_sandboxes,
+            max_members=max_members,
+            max_vcpus=max_vcpus,
+            max_memory_mb=max_memory_mb,
+            rate_limit_per_s=rate_limit_per_s,
+            rate_limit_burst=rate_limit_burst,
         )
-        if value is not None
-    }
-    updated = _request("PATCH", url, key, f"/v1/orgs/{org}/limits", json=body)
-    out.print_json(data=updated["limits"])
+    out.print_json(updated.limits.model_dump_json())
 
 
 @org_app.command("credits")
 def org_credits(org: OrgOpt = DEFAULT_ORG, url: UrlOpt = DEFAULT_URL, key: KeyOpt = "") -> None:
     """The org's balance and latest credit transactions."""
-    statement = _request("GET", url, key, f"/v1/orgs/{org}/credits")
-    out.print(f"balance {statement['balance']}")
-    _table(["created_at", "kind", "amount", "balance_after"], statement["transactions"])
+    with connected(url, key) as client:
+        statement = client.orgs.use(org).credits()
+    out.print(f"balance {statement.balance}")
+    _table(["created_at", "kind", "amount", "balance_after"], statement.transactions)
 
 
 @org_app.command("top-up")
@@ -133,8 +114,9 @@ def org_top_up(
     key: KeyOpt = "",
 ) -> None:
     """Add credits to the org (owners, admins, operators)."""
-    statement = _request("POST", url, key, f"/v1/orgs/{org}/credits", json={"amount": amount})
-    out.print(f"balance {statement['balance']}")
+    with connected(url, key) as client:
+        statement = client.orgs.use(org).top_up(amount)
+    out.print(f"balance {statement.balance}")
 
 
 # --- project and workspace --------------------------------------------------------------------
@@ -143,7 +125,8 @@ def org_top_up(
 @project_app.command("list")
 def project_list(org: OrgOpt = DEFAULT_ORG, url: UrlOpt = DEFAULT_URL, key: KeyOpt = "") -> None:
     """The org's projects."""
-    projects = _request("GET", url, key, f"/v1/orgs/{org}/projects")["items"]
+    with connected(url, key) as client:
+        projects = client.orgs.use(org).projects()
     _table(["id", "key", "name", "created_at"], projects)
 
 
@@ -156,8 +139,9 @@ def project_create(
     key: KeyOpt = "",
 ) -> None:
     """Create a project; prints its id."""
-    body: dict[str, Any] = {"key": project_key, **({"name": name} if name else {})}
-    out.print(_request("POST", url, key, f"/v1/orgs/{org}/projects", json=body)["id"])
+    with connected(url, key) as client:
+        project = client.orgs.use(org).create_project(project_key, name=name)
+    out.print(project.id)
 
 
 @workspace_app.command("list")
@@ -168,8 +152,8 @@ def workspace_list(
     key: KeyOpt = "",
 ) -> None:
     """The org's workspaces."""
-    params = {"project_id": project} if project else {}
-    found = _request("GET", url, key, f"/v1/orgs/{org}/workspaces", params=params)["items"]
+    with connected(url, key) as client:
+        found = client.orgs.use(org).workspaces(project_id=project)
     _table(["id", "key", "name", "project_id", "created_at"], found)
 
 
@@ -182,8 +166,9 @@ def workspace_create(
     key: KeyOpt = "",
 ) -> None:
     """Create a workspace; prints its id."""
-    body: dict[str, Any] = {"key": workspace_key, **({"project_id": project} if project else {})}
-    out.print(_request("POST", url, key, f"/v1/orgs/{org}/workspaces", json=body)["id"])
+    with connected(url, key) as client:
+        workspace = client.orgs.use(org).create_workspace(workspace_key, project_id=project)
+    out.print(workspace.id)
 
 
 # --- member -----------------------------------------------------------------------------------
@@ -192,7 +177,8 @@ def workspace_create(
 @member_app.command("list")
 def member_list(org: OrgOpt = DEFAULT_ORG, url: UrlOpt = DEFAULT_URL, key: KeyOpt = "") -> None:
     """The org's members."""
-    members = _request("GET", url, key, f"/v1/orgs/{org}/members")["items"]
+    with connected(url, key) as client:
+        members = client.orgs.use(org).members()
     _table(["id", "email", "name", "role", "over_limit", "created_at"], members)
 
 
@@ -206,8 +192,9 @@ def member_add(
     key: KeyOpt = "",
 ) -> None:
     """Add a member; prints the member id (make them a key with ``key create --member``)."""
-    body: dict[str, Any] = {"email": email, "role": role, **({"name": name} if name else {})}
-    out.print(_request("POST", url, key, f"/v1/orgs/{org}/members", json=body)["id"])
+    with connected(url, key) as client:
+        member = client.orgs.use(org).add_member(email, role=role, name=name)
+    out.print(member.id)
 
 
 @member_app.command("role")
@@ -219,9 +206,9 @@ def member_role(
     key: KeyOpt = "",
 ) -> None:
     """Change a member's role."""
-    path = f"/v1/orgs/{org}/members/{member_id}"
-    member = _request("PATCH", url, key, path, json={"role": role})
-    out.print(f"{member['email']} {member['role']}")
+    with connected(url, key) as client:
+        member = client.orgs.use(org).set_role(member_id, role)
+    out.print(f"{member.email} {member.role}")
 
 
 @member_app.command("remove")
@@ -229,7 +216,8 @@ def member_remove(
     member_id: str, org: OrgOpt = DEFAULT_ORG, url: UrlOpt = DEFAULT_URL, key: KeyOpt = ""
 ) -> None:
     """Remove a member and revoke their keys."""
-    _request("DELETE", url, key, f"/v1/orgs/{org}/members/{member_id}")
+    with connected(url, key) as client:
+        client.orgs.use(org).remove_member(member_id)
     out.print(f"{member_id} removed")
 
 
@@ -239,7 +227,8 @@ def member_remove(
 @key_app.command("list")
 def key_list(org: OrgOpt = DEFAULT_ORG, url: UrlOpt = DEFAULT_URL, key: KeyOpt = "") -> None:
     """Keys of the org (your own, unless you are an owner or admin)."""
-    keys = _request("GET", url, key, f"/v1/orgs/{org}/keys")["items"]
+    with connected(url, key) as client:
+        keys = client.orgs.use(org).keys()
     _table(["id", "name", "prefix", "member_id", "project_id", "created_at", "revoked_at"], keys)
 
 
@@ -253,12 +242,9 @@ def key_create(
     key: KeyOpt = "",
 ) -> None:
     """Create a key and print it (once)."""
-    body: dict[str, Any] = {"name": name}
-    if member:
-        body["member_id"] = member
-    if project:
-        body["project_id"] = project
-    _print_new_key(_request("POST", url, key, f"/v1/orgs/{org}/keys", json=body))
+    with connected(url, key) as client:
+        created = client.orgs.use(org).create_key(name, member_id=member, project_id=project)
+    _print_new_key(created)
 
 
 @key_app.command("revoke")
@@ -266,5 +252,6 @@ def key_revoke(
     key_id: str, org: OrgOpt = DEFAULT_ORG, url: UrlOpt = DEFAULT_URL, key: KeyOpt = ""
 ) -> None:
     """Revoke a key at once."""
-    _request("DELETE", url, key, f"/v1/orgs/{org}/keys/{key_id}")
+    with connected(url, key) as client:
+        client.orgs.use(org).revoke_key(key_id)
     out.print(f"{key_id} revoked")
