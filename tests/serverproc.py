@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ServerProcess:
-    """``sandcastle serve`` on a free port with its own data directory."""
+@dataclass(frozen=True)
+class Tls:
+    """What a server serves HTTPS with, and the CA its clients trust it by."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None):
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class ServerProcess:
+    """``sandcastle serve`` on a free port with its own data directory (over HTTPS with
+    ``tls``, whose certificate must name 127.0.0.1)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        tls: Tls | None = None,
+    ):
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(tls.ca)) if tls else True
+        )
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
@@ -52,6 +74,8 @@ class ServerProcess:
             [
                 sys.executable, "-m", "sandcastle", "serve",
                 "--port", str(self.port), "--data-dir", str(self.data_dir),
+                *(["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+                  if self.tls else []),
             ],
             stdout=log,
             stderr=log,
@@ -64,7 +88,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                health = httpx.get(self.url + "/v1/health", timeout=1, verify=self.verify)
+                if health.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -86,6 +111,7 @@ class ServerProcess:
             base_url=self.url,
             headers={"Authorization": f"Bearer {key or self.admin_key}"},
             timeout=timeout,
+            verify=self.verify,
         )
 
     def kill9(self) -> None:

@@ -24,6 +24,8 @@ FORBIDDEN = {
     "wiring": ("sandcastle.api", "sandcastle.cli", "fastapi", "starlette"),
     # E2B's surface is another HTTP layer over the same services (docs/E2B.md).
     "e2b": ("sandcastle.store", "sandcastle.runtime", "sandcastle.cli", "sqlalchemy"),
+    # So is Leap0's (docs/LEAP0.md).
+    "leap0": ("sandcastle.store", "sandcastle.runtime", "sandcastle.cli", "sqlalchemy"),
 }  # fmt: skip
 
 

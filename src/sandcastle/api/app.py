@@ -36,6 +36,8 @@ from sandcastle.config import Settings
 from sandcastle.domain.clock import utcnow
 from sandcastle.e2b import app as e2b_app
 from sandcastle.e2b.routing import E2BRouting
+from sandcastle.leap0 import app as leap0_app
+from sandcastle.leap0.routing import Leap0Routing
 from sandcastle.runtime.base import Runtime
 from sandcastle.store.db import Database
 from sandcastle.wiring import build_services
@@ -96,6 +98,13 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ActivityMiddleware, tracker=services.activity)
     app.add_middleware(HostRoutingMiddleware, domain=settings.sandbox_domain)
+    # Leap0's calls (docs/LEAP0.md), before host routing: its sandbox host's /contexts and
+    # /healthz are Leap0's, the rest of that host stays the agent API's.
+    app.add_middleware(
+        Leap0Routing,
+        domain=settings.sandbox_domain,
+        **leap0_app.surfaces(services, app.state.ratelimit),
+    )
     # Outermost: E2B's calls (docs/E2B.md) never reach our own API's routes or middleware.
     app.add_middleware(
         E2BRouting,

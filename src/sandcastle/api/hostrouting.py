@@ -4,7 +4,8 @@ A request whose ``Host`` is ``sb-1a2b3c4d.sandbox.localhost`` (``sb_`` accepted 
 DNS label cannot hold ``_``; any port ignored) has its path rewritten from ``/…`` to
 ``/v1/sandboxes/sb_1a2b3c4d/agent/…`` before routing, so the document's paths (``/``,
 ``/execute``, ``/files/upload/-/*path``, ``/files/download/-/*path``) reach the same endpoints,
-with the same authentication, as the path-style URLs. A sandbox host serves nothing else.
+with the same authentication, as the path-style URLs. A sandbox host serves nothing else, but
+for Leap0's ``/contexts`` and ``/healthz``, which ``sandcastle.leap0.routing`` takes first.
 A host under the domain whose first label is not a sandbox id is answered 404 here.
 
 A plain ASGI middleware (not ``BaseHTTPMiddleware``), so streamed bodies pass through untouched.

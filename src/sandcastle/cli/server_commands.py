@@ -181,6 +181,27 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     data_dir: DataDirOpt = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Serve HTTPS with this PEM certificate (chain); with --tls-key. Leap0's SDK "
+            "reaches sandboxes only over https (docs/LEAP0.md).",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-key",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="The PEM private key of --tls-cert.",
+        ),
+    ] = None,
 ) -> None:
     """Run the server (building the default template first if it is missing)."""
     import uvicorn
@@ -189,6 +210,9 @@ def serve(
     from sandcastle.runtime.registry import select_runtime
     from sandcastle.store.db import Database
 
+    if (tls_cert is None) != (tls_key is None):
+        console.print("[red]error:[/] --tls-cert and --tls-key go together")
+        raise typer.Exit(2)
     settings = _settings(data_dir, host=host, port=port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Before the template build: a runtime that cannot work should not cost minutes first.
@@ -220,5 +244,13 @@ def serve(
         on_admin_key=show_key,
         runtime_reason=choice.reason,
     )
-    console.print(f"Sandcastle on http://{settings.host}:{settings.port}  (API docs at /docs)")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    scheme = "http" if tls_cert is None else "https"
+    console.print(f"Sandcastle on {scheme}://{settings.host}:{settings.port}  (API docs at /docs)")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        ssl_certfile=None if tls_cert is None else str(tls_cert),
+        ssl_keyfile=None if tls_key is None else str(tls_key),
+    )
