@@ -233,6 +233,7 @@ def sync_lifecycle(sandbox: Sandbox, client: Sandcastle, backend: str) -> None:
     with sandbox.fork() as fork:
         assert fork.id != sandbox.id
         assert fork.files.read_text("/home/user/forked.txt") == "from the parent"
+        assert fork.run_code("counter + 1", context=context).text == "6"  # memory came along
         fork.files.write("/home/user/forked.txt", "changed in the fork")
     assert sandbox.files.read_text("/home/user/forked.txt") == "from the parent"
     client.snapshots.delete(snapshot.id)
