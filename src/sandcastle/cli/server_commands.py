@@ -15,7 +15,8 @@ from sandcastle.config import Settings
 from sandcastle.errors import SandcastleError
 from sandcastle.runtime.templates.builder import BuildProgress, build_template, pin_template
 from sandcastle.runtime.templates.catalogue import built_templates, load_template
-from sandcastle.runtime.templates.recipes import digest, get_recipe
+from sandcastle.runtime.templates.from_dockerfile import recipe_from_dockerfile
+from sandcastle.runtime.templates.recipes import Recipe, digest, get_recipe
 from sandcastle.services.diskspace import ensure_free
 
 console = Console(stderr=True)
@@ -43,7 +44,7 @@ def template_is_current(name: str, settings: Settings) -> bool:
         return info is not None
 
 
-def _build(name: str, settings: Settings, *, force: bool) -> None:
+def _build(name: str, settings: Settings, *, force: bool, recipe: Recipe | None = None) -> None:
     ensure_free(settings, f"build template {name}", settings.resolved_templates_dir)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -68,6 +69,7 @@ def _build(name: str, settings: Settings, *, force: bool) -> None:
                 on_progress=on_progress,
                 on_warning=on_warning,
                 force=force,
+                recipe=recipe,
             )
         )
         progress.update(task, completed=1.0, description=f"{name}: done")
@@ -79,17 +81,51 @@ def _build(name: str, settings: Settings, *, force: bool) -> None:
 @template_app.command("build")
 def template_build(
     name: Annotated[str, typer.Argument(help="Template to build, e.g. python.")] = "python",
+    context: Annotated[
+        Path | None,
+        typer.Argument(help="Build context of a Dockerfile's COPY (default: its directory)."),
+    ] = None,
+    dockerfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            exists=True,
+            dir_okay=False,
+            help="Build from this Dockerfile (docs/TEMPLATES.md) instead of the built-in recipe.",
+        ),
+    ] = None,
+    build_arg: Annotated[
+        list[str] | None, typer.Option("--build-arg", help="NAME=VALUE for an ARG; repeatable.")
+    ] = None,
     data_dir: DataDirOpt = None,
     if_missing: Annotated[bool, typer.Option(help="Only build when not built yet.")] = False,
 ) -> None:
     """Build (or rebuild) a template; a failed build keeps the previous one."""
     settings = _settings(data_dir)
-    if if_missing and template_is_current(name, settings):
-        console.print(f"template [bold]{name}[/] is already built and up to date")
-        return
     try:
-        _build(name, settings, force=not if_missing)
-    except (SandcastleError, KeyError) as exc:
+        recipe = None
+        if dockerfile is not None:
+            args = dict(arg.partition("=")[::2] for arg in build_arg or [])
+            recipe = recipe_from_dockerfile(
+                name,
+                dockerfile.read_text(),
+                context if context is not None else dockerfile.parent,
+                settings.resolved_templates_dir,
+                args,
+            )
+        elif context is not None:
+            raise typer.BadParameter("a build context goes with --file")
+        current = load_template(name, settings.resolved_templates_dir)
+        if if_missing and (
+            template_is_current(name, settings)
+            if recipe is None
+            else current is not None and current.recipe_digest == digest(recipe)
+        ):
+            console.print(f"template [bold]{name}[/] is already built and up to date")
+            return
+        _build(name, settings, force=not if_missing, recipe=recipe)
+    except (SandcastleError, KeyError, OSError, UnicodeDecodeError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
 

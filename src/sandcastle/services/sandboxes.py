@@ -8,6 +8,7 @@ shared with forks and the warm pool), status changes (``states.py``), hibernatio
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -106,6 +107,9 @@ class SandboxService:
         template = load_template(template_name, self._settings.resolved_templates_dir)
         if template is None:
             raise NotFoundError(f"template {template_name!r} not found (build it first)")
+        if template.env:
+            # The template's environment (a Dockerfile's ENV) lies beneath the sandbox's own.
+            request = dataclasses.replace(request, env={**template.env, **request.env})
         provisioning = self._provisioning
         runtime = provisioning.template_runtime(template_name, template.runtime)
         if request.internet and not runtime.supports_internet:

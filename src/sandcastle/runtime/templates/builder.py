@@ -47,6 +47,7 @@ from sandcastle.runtime.templates.hostpip import inspect_host_pip
 from sandcastle.runtime.templates.recipes import (
     AddUser,
     Clean,
+    CopyIn,
     Recipe,
     Run,
     Step,
@@ -231,8 +232,11 @@ class _Build:
         self.rootfs = build_dir / "rootfs"
         self.on_progress = on_progress
         self.on_warning = on_warning
+        first = f"Bootstrap Debian {recipe.suite}"
+        if recipe.base is not None:
+            first = f"Copy template {recipe.base.name}"
         self.labels = [
-            f"Bootstrap Debian {recipe.suite}",
+            first,
             *(step.label for step in recipe.steps),
             "Finalize",
         ]
@@ -250,7 +254,7 @@ class _Build:
             for warning in host_pip.warnings:
                 self.write_log(f"warning: {warning}\n")
                 self.on_warning(warning)
-            await self._step(0, self._debootstrap)
+            await self._step(0, self._copy_base if self.recipe.base else self._debootstrap)
             sandbox = await asyncio.to_thread(
                 BuildSandbox.prepare, self.rootfs, self.build_dir, host_pip
             )
@@ -287,8 +291,13 @@ class _Build:
             self.log.flush()
 
     def fail(self, what: str) -> TemplateBuildError:
+        """The error of the current step: which it is (for a Dockerfile, its line), what went
+        wrong, and the last lines of its output."""
         tail = "\n".join(self.tail)
-        return TemplateBuildError(f"template {self.recipe.name!r}: {what}; last log lines:\n{tail}")
+        step = f"step {self.step_index + 1}/{len(self.labels)} ({self.labels[self.step_index]})"
+        return TemplateBuildError(
+            f"template {self.recipe.name!r}, {step}: {what}; last log lines:\n{tail}"
+        )
 
     async def _debootstrap(self) -> None:
         try:
@@ -315,11 +324,27 @@ class _Build:
 
         await self._run_process(argv, env, on_line)
 
+    async def _copy_base(self) -> None:
+        assert self.recipe.base is not None
+        base = self.recipe.base
+        templates_dir = self.build_dir.parent
+        # Under the base's build lock: a rebuild of it must not swap trees mid-copy.
+        with _build_lock(templates_dir, base.name):
+            info = load_template(base.name, templates_dir)
+            if info is None or info.build_id != base.build_id:
+                self.tail.append(f"template {base.name!r} is not built, or was rebuilt since")
+                raise self.fail(f"cannot start from template {base.name!r}")
+            # cp -a keeps owners, modes, links and hard links as they are; reflinks where the
+            # filesystem has them.
+            argv = ["cp", "-a", "--reflink=auto", f"{info.rootfs}/.", str(self.rootfs)]
+            self.rootfs.mkdir(mode=0o755)
+            await self._run_process(argv, {"PATH": BUILD_PATH, "LC_ALL": "C"})
+
     async def _execute(self, step: Step, sandbox: BuildSandbox) -> None:
         match step:
             case Run():
                 await self._run_process(sandbox.argv(step), sandbox.env(step))
-            case Write() | AddUser() | Clean():
+            case Write() | AddUser() | Clean() | CopyIn():
                 try:
                     await asyncio.to_thread(apply_on_host, self.rootfs, step)
                 except (OSError, ValueError) as exc:
@@ -335,6 +360,7 @@ class _Build:
             "recipe_digest": self.recipe_digest,
             "size_bytes": size,
             **({"runtime": self.runtime} if self.runtime else {}),
+            **({"env": dict(self.recipe.env)} if self.recipe.env else {}),
         }
         self.write_log(f"manifest: {json.dumps(manifest)}\n")
         (self.build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +25,8 @@ class TemplateInfo:
     rootfs: Path
     #: The backend its sandboxes run on, whatever the server's default (None: the default).
     runtime: str | None = None
+    #: The environment its sandboxes' processes start with (a Dockerfile's ``ENV``).
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 #: A template directory's name (builds and logs in progress start with a dot).
@@ -51,6 +54,7 @@ def load_template(name: str, templates_dir: Path) -> TemplateInfo | None:
             size_bytes=int(data["size_bytes"]),
             rootfs=directory / "rootfs",
             runtime=str(data["runtime"]) if data.get("runtime") else None,
+            env={str(k): str(v) for k, v in dict(data.get("env") or {}).items()},
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -6,7 +6,11 @@ list of steps. The builder executes the steps generically:
 - :class:`Run` runs an argv inside the rootfs under bubblewrap (with network, as ``uid``);
 - :class:`Write` creates directories and files from the host side (no shell involved);
 - :class:`AddUser` adds an account to ``/etc/passwd``, ``group``, ``shadow`` and ``gshadow``;
-- :class:`Clean` empties directories (caches) to keep the template small.
+- :class:`Clean` empties directories (caches) to keep the template small;
+- :class:`CopyIn` puts files of a build context (a Dockerfile's ``COPY``) into the rootfs.
+
+A recipe starts from Debian (debootstrap) or, with :attr:`Recipe.base`, from a copy of a built
+template (a Dockerfile's ``FROM <template>``).
 
 Paths in steps are absolute paths inside the rootfs. :func:`digest` hashes a recipe's content so
 the builder can tell whether a built template is up to date; bump :data:`FORMAT_VERSION` when the
@@ -86,7 +90,37 @@ class Clean:
     directories: tuple[str, ...]
 
 
-Step = Run | Write | AddUser | Clean
+@dataclass(frozen=True)
+class Placed:
+    """One entry of a build context placed at ``path`` in the rootfs: a directory when
+    ``sha256`` is empty, else a file copied from the host path ``source`` (whose content
+    ``sha256`` is, so a changed file changes the recipe's digest)."""
+
+    source: str
+    path: str
+    sha256: str
+    mode: int
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class CopyIn:
+    """Create the directories and copy the files of ``entries``, in order, replacing files."""
+
+    label: str
+    entries: tuple[Placed, ...]
+
+
+Step = Run | Write | AddUser | Clean | CopyIn
+
+
+@dataclass(frozen=True)
+class Base:
+    """A built template to start from, by the build it had when the recipe was made."""
+
+    name: str
+    build_id: str
 
 
 @dataclass(frozen=True)
@@ -97,10 +131,23 @@ class Recipe:
     #: ``debootstrap --include`` packages, on top of the ``minbase`` variant.
     packages: tuple[str, ...]
     steps: tuple[Step, ...]
+    #: Start from a copy of this template instead of debootstrap (``suite`` and ``packages``
+    #: are then unused).
+    base: Base | None = None
+    #: The environment every process of the template's sandboxes starts with (a Dockerfile's
+    #: ``ENV``), beneath what a sandbox or a process is given.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def _content(recipe: Recipe) -> dict[str, Any]:
+    # ``base`` only when set, so the digests of recipes without one stay what they were.
+    based: dict[str, Any] = {}
+    if recipe.base is not None:
+        based["base"] = dataclasses.asdict(recipe.base)
+    if recipe.env:
+        based["env"] = [list(pair) for pair in recipe.env]
     return {
+        **based,
         "format": FORMAT_VERSION,
         "name": recipe.name,
         "suite": recipe.suite,

@@ -11,6 +11,8 @@ from pathlib import Path
 from sandcastle.runtime.templates.recipes import (
     AddUser,
     Clean,
+    CopyIn,
+    Placed,
     Write,
 )
 
@@ -55,7 +57,7 @@ def resolve_inside(rootfs: Path, inner: str, *, follow_last: bool = True) -> Pat
     return rootfs.joinpath(*resolved)
 
 
-def apply_on_host(rootfs: Path, step: Write | AddUser | Clean) -> None:
+def apply_on_host(rootfs: Path, step: Write | AddUser | Clean | CopyIn) -> None:
     """Carry out a host-side step on ``rootfs``; raises ``OSError``/``ValueError`` on failure."""
     match step:
         case Write():
@@ -70,6 +72,9 @@ def apply_on_host(rootfs: Path, step: Write | AddUser | Clean) -> None:
         case Clean():
             for inner in step.directories:
                 _empty_dir(resolve_inside(rootfs, inner))
+        case CopyIn():
+            for entry in step.entries:
+                _place(rootfs, entry)
 
 
 def _make_dir(rootfs: Path, inner: str, mode: int | None, uid: int, gid: int) -> None:
@@ -103,6 +108,24 @@ def _write_file(rootfs: Path, inner: str, content: str, mode: int, uid: int, gid
         handle.write(content)
         os.fchmod(fd, mode)
         os.fchown(fd, uid, gid)
+
+
+def _place(rootfs: Path, entry: Placed) -> None:
+    if not entry.sha256:
+        _make_dir(rootfs, entry.path, entry.mode, entry.uid, entry.gid)
+        return
+    _make_dir(rootfs, os.path.dirname(entry.path), None, 0, 0)
+    host = resolve_inside(rootfs, entry.path, follow_last=False)
+    if host.is_symlink() or host.is_dir():
+        # Replace what is there, as Docker's COPY does (a directory only if empty: rmdir).
+        host.unlink() if host.is_symlink() else host.rmdir()
+    # O_NOFOLLOW on both ends: the context was checked for links, and the tree may hold any.
+    source = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW)
+    target = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+        os.fchmod(target, entry.mode)
+        os.fchown(target, entry.uid, entry.gid)
 
 
 def _add_user(rootfs: Path, user: AddUser) -> None:

@@ -1,0 +1,146 @@
+"""Templates from a Dockerfile, built with ``sandcastle template build NAME -f Dockerfile CONTEXT``
+on top of the shared test template, then used by a real server on each backend: a package the
+Dockerfile ``pip install``ed imports, a ``COPY``ed file reads, ``ENV`` and ``WORKDIR`` reached
+the build and ``ENV`` the sandbox's code, and the sandbox user still owns its venv. A failing ``RUN`` names its line and keeps
+the previous build."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.executing import run
+from tests.e2e.test_template_pins import link_template
+from tests.e2e_fixtures import backends
+from tests.serverproc import ServerProcess
+
+DOCKERFILE = """\
+# A template for a small tool: its package, its data, its settings.
+ARG GREETING=hello
+FROM python
+ARG GREETING
+ENV APP_HOME=/opt/app
+WORKDIR $APP_HOME
+COPY dist/ ./dist/
+COPY --chown=user data/ ./data/
+RUN pip install --no-cache-dir --no-index ./dist/greeter-1.0-py3-none-any.whl \\
+    && echo "$GREETING from $APP_HOME" > /opt/app/built.txt
+USER user
+RUN echo "run as $(id -un)" > /opt/app/data/whoami.txt
+"""
+
+CHECK = """
+import os, pathlib, pwd, greeter
+print(greeter.greet())
+print(pathlib.Path('/opt/app/built.txt').read_text(), end='')
+print(pathlib.Path('/opt/app/data/whoami.txt').read_text(), end='')
+print(pathlib.Path('/opt/app/data/notes.txt').read_text())
+print(pwd.getpwuid(os.stat('/opt/app/data/notes.txt').st_uid).pw_name)
+print(os.access('/opt/venv/lib', os.W_OK))
+print(os.environ.get('APP_HOME'))
+"""
+
+
+def write_wheel(path: Path) -> None:
+    """A one-module wheel, made by hand: what ``pip install`` takes without building anything."""
+    files = {
+        "greeter.py": "def greet():\n    return 'hi from greeter'\n",
+        "greeter-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: greeter\nVersion: 1.0\n",
+        "greeter-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [f"{name},," for name in files] + ["greeter-1.0.dist-info/RECORD,,"]
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+        wheel.writestr("greeter-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+
+
+def build(templates: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sandcastle", "template", "build", *args],
+        env={**os.environ, "SANDCASTLE_TEMPLATES_DIR": str(templates)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A templates directory with the shared ``python`` and ``greeter`` built on it."""
+    root = tmp_path_factory.mktemp("dockerfile-templates")
+    templates = root / "templates"
+    link_template(templates, "python")
+    context = root / "context"
+    (context / "dist").mkdir(parents=True)
+    write_wheel(context / "dist" / "greeter-1.0-py3-none-any.whl")
+    (context / "data").mkdir()
+    (context / "data" / "notes.txt").write_text("copied notes")
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    built = build(templates, "greeter", "-f", str(context / "Dockerfile"), str(context))
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "template greeter ready" in " ".join(built.stderr.split())
+    yield templates
+
+
+def test_a_failing_run_names_its_line_and_keeps_the_previous_build(
+    templates: Path, tmp_path: Path
+) -> None:
+    before = (templates / "greeter" / "manifest.json").read_text()
+    broken = tmp_path / "Dockerfile"
+    broken.write_text("FROM python\nRUN echo fine\nRUN printf 'broken-%s\\n' output >&2; exit 3\n")
+    failed = build(templates, "greeter", "-f", str(broken))
+    assert failed.returncode == 1
+    message = " ".join(failed.stderr.split())
+    error = message[message.index("error:") :]
+    assert "(line 3: RUN printf" in error, error  # the step, by its line
+    assert "broken-output" in error.split("last log lines:")[1], error  # and what it said
+    assert (templates / "greeter" / "manifest.json").read_text() == before
+    unsupported = tmp_path / "Unsupported"
+    unsupported.write_text("FROM python\nEXPOSE 8080\n")
+    refused = build(templates, "other", "-f", str(unsupported))
+    assert refused.returncode == 1 and "line 2: EXPOSE is not supported" in refused.stderr
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_sandbox_of_a_dockerfile_template_has_what_it_built(
+    templates: Path, tmp_path: Path, backend: str
+) -> None:
+    server = ServerProcess(
+        tmp_path / "data",
+        env={
+            "SANDCASTLE_RUNTIME": backend,
+            "SANDCASTLE_TEMPLATES_DIR": str(templates),
+            "SANDCASTLE_WARM_POOL": "{}",
+        },
+    )
+    server.start()
+    try:
+        with server.client() as api:
+            created = api.post("/v1/sandboxes", json={"template": "greeter"})
+            assert created.status_code == 201, created.text
+            result = run(api, created.json()["id"], code=CHECK)
+            assert result["error"] is None, result
+            assert "".join(result["logs"]["stdout"]).splitlines() == [
+                "hi from greeter",
+                "hello from /opt/app",
+                "run as user",
+                "copied notes",
+                "user",
+                "True",
+                "/opt/app",
+            ]
+            listed = api.get("/v1/templates").json()["items"]
+            assert {t["name"] for t in listed} >= {"python", "greeter"}
+    finally:
+        try:
+            server.destroy_all()
+        finally:
+            server.purge()
