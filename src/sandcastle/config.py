@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     starts_max_concurrent: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1), ge=1)
     #: Seconds between reconciliations of records against real processes and deadlines.
     reconcile_interval_s: float = Field(default=2.0, gt=0)
+    #: How often retired template builds nothing uses any more are deleted.
+    template_collect_interval_s: float = Field(default=300.0, gt=0)
     #: A sandbox still ``creating`` this long after its record was made is abandoned by the
     #: reconciler: a create whose last step failed, so nobody will finish it.
     create_deadline_s: float = Field(default=300.0, gt=0)

@@ -111,6 +111,7 @@ class Services:
             self.pool.run_forever(),
             self.run_dispatcher.run_forever(),
             self.runs.maintain_forever(),
+            self.templates.collect_forever(self.settings.template_collect_interval_s),
         ]
 
     @contextlib.asynccontextmanager

@@ -13,11 +13,13 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.executing import run
 from tests.e2e.test_template_pins import link_template
 from tests.e2e_fixtures import backends
+from tests.helpers import eventually as wait_for
 from tests.serverproc import ServerProcess
 
 DOCKERFILE = """\
@@ -113,15 +115,7 @@ def test_a_failing_run_names_its_line_and_keeps_the_previous_build(
 def test_a_sandbox_of_a_dockerfile_template_has_what_it_built(
     templates: Path, tmp_path: Path, backend: str
 ) -> None:
-    server = ServerProcess(
-        tmp_path / "data",
-        env={
-            "SANDCASTLE_RUNTIME": backend,
-            "SANDCASTLE_TEMPLATES_DIR": str(templates),
-            "SANDCASTLE_WARM_POOL": "{}",
-        },
-    )
-    server.start()
+    server = running(backend, templates, tmp_path / "data")
     try:
         with server.client() as api:
             created = api.post("/v1/sandboxes", json={"template": "greeter"})
@@ -139,6 +133,80 @@ def test_a_sandbox_of_a_dockerfile_template_has_what_it_built(
             ]
             listed = api.get("/v1/templates").json()["items"]
             assert {t["name"] for t in listed} >= {"python", "greeter"}
+    finally:
+        try:
+            server.destroy_all()
+        finally:
+            server.purge()
+
+
+def running(backend: str, templates: Path, data: Path, **env: str) -> ServerProcess:
+    server = ServerProcess(
+        data,
+        env={
+            "SANDCASTLE_RUNTIME": backend,
+            "SANDCASTLE_TEMPLATES_DIR": str(templates),
+            "SANDCASTLE_WARM_POOL": "{}",
+            **env,
+        },
+    )
+    server.start()
+    return server
+
+
+def build_version(templates: Path, directory: Path, version: str) -> None:
+    directory.mkdir(exist_ok=True)
+    (directory / "Dockerfile").write_text(f"FROM python\nRUN echo {version} > /opt/version\n")
+    built = build(templates, "versioned", "-f", str(directory / "Dockerfile"))
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+def version_in(api: httpx.Client, sandbox_id: str, context: str | None = None) -> str:
+    code = "open('/opt/version').read().strip()"
+    result = run(api, sandbox_id, code=code, **({"context_id": context} if context else {}))
+    assert result["error"] is None, result
+    return str(result["items"][0]["text"]).strip("'")
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_rebuild_leaves_the_sandboxes_of_the_old_build_working_until_they_end(
+    templates: Path, tmp_path: Path, backend: str
+) -> None:
+    build_version(templates, tmp_path / "context", "v1")
+    server = running(
+        backend, templates, tmp_path / "data", SANDCASTLE_TEMPLATE_COLLECT_INTERVAL_S="1"
+    )
+    try:
+        with server.client() as api:
+            old = api.post("/v1/sandboxes", json={"template": "versioned"}).json()
+            first = run(api, old["id"], code="kept = 'state'")
+            hibernated = None
+            if backend == "gvisor":
+                hibernated = api.post("/v1/sandboxes", json={"template": "versioned"}).json()
+                run(api, hibernated["id"], code="kept = 'saved'")
+                answer = api.post(f"/v1/sandboxes/{hibernated['id']}/hibernate")
+                assert answer.status_code == 200, answer.text
+            build_version(templates, tmp_path / "context", "v2")  # while they run, and sleep
+            retired = list((templates / ".retired" / "versioned").iterdir())
+            assert len(retired) == 1
+            assert version_in(api, old["id"], first["context_id"]) == "v1"
+            assert (
+                run(api, old["id"], code="kept", context_id=first["context_id"])["items"][0]["text"]
+                == "'state'"
+            )
+            assert run(api, old["id"], code="import numpy; numpy.__name__")["error"] is None
+            new = api.post("/v1/sandboxes", json={"template": "versioned"}).json()
+            assert version_in(api, new["id"]) == "v2"
+            if hibernated is not None:
+                resumed = api.post(f"/v1/sandboxes/{hibernated['id']}/resume")
+                assert resumed.status_code == 200, resumed.text
+                assert version_in(api, hibernated["id"]) == "v1"
+            for sandbox in (old, hibernated, new):
+                if sandbox is not None:
+                    api.delete(f"/v1/sandboxes/{sandbox['id']}")
+            # Nothing runs on the old build any more: it is collected.
+            wait_for(lambda: not retired[0].exists(), timeout=30)
+            assert (templates / "versioned" / "rootfs").is_dir()
     finally:
         try:
             server.destroy_all()

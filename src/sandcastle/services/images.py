@@ -16,7 +16,7 @@ from sandcastle.config import Settings
 from sandcastle.domain.sandbox import Sandbox
 from sandcastle.errors import ConflictError
 from sandcastle.runtime.base import Runtime
-from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template
+from sandcastle.runtime.templates.catalogue import TemplateInfo, load_build
 from sandcastle.store.sandboxes import SandboxRepository
 
 
@@ -45,13 +45,12 @@ class MemoryImages:
         )
 
     def template(self, name: str, build_id: str | None) -> TemplateInfo:
-        """The template an image was made on: restoring over another build is unsafe."""
-        template = load_template(name, self._settings.resolved_templates_dir)
+        """The template build an image was made on (restoring over another build would mix two
+        root filesystems): the current one, or the retired one a rebuild kept for it."""
+        template = load_build(name, build_id, self._settings.resolved_templates_dir)
         if template is None:
-            raise ConflictError(f"template {name!r} is gone; the image cannot be restored")
-        if build_id is not None and template.build_id != build_id:
             raise ConflictError(
-                f"template {name!r} was rebuilt since the image was saved; it cannot be restored"
+                f"template {name!r} (build {build_id}) is gone; the image cannot be restored"
             )
         return template
 

@@ -10,6 +10,7 @@ template, since restoring or running it without its root filesystem fails.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -19,10 +20,17 @@ from pathlib import Path
 
 from sandcastle.config import Settings
 from sandcastle.errors import ConflictError, ForbiddenError, NotFoundError
-from sandcastle.runtime.templates.catalogue import TEMPLATE_NAME, built_templates, load_template
+from sandcastle.runtime.templates.catalogue import (
+    TEMPLATE_NAME,
+    built_templates,
+    load_template,
+    retired_builds,
+)
 from sandcastle.services.auth import Principal
 from sandcastle.store.sandboxes import SandboxRepository
 from sandcastle.store.snapshots import SnapshotRepository
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,8 +87,40 @@ class TemplateService:
             )
         await asyncio.to_thread(self._remove, name)
 
+    async def collect_retired(self) -> tuple[str, ...]:
+        """Delete the retired builds (``catalogue.py``) no live sandbox or snapshot was made
+        on; the ``template/build`` ids deleted."""
+        retired = await asyncio.to_thread(retired_builds, self._root)
+        if not retired:
+            return ()
+        # Sandboxes before snapshots: a snapshot's fork is recorded before the snapshot can
+        # be deleted, so a build is never seen unused between the two.
+        needed = await self._sandboxes.live_builds() | await self._snapshots.builds()
+        deleted: tuple[str, ...] = ()
+        for build in retired:
+            if (build.name, build.build_id) not in needed:
+                await asyncio.to_thread(_remove_retired, build.rootfs.parent)
+                deleted += (f"{build.name}/{build.build_id}",)
+        return deleted
+
+    async def collect_forever(self, interval_s: float) -> None:
+        while True:
+            try:
+                for build in await self.collect_retired():
+                    log.info("deleted retired template build %s", build)
+            except Exception:  # one bad pass must not stop collection
+                log.exception("collecting retired template builds failed")
+            await asyncio.sleep(interval_s)
+
     def _remove(self, name: str) -> None:
         # Renamed first, so no create finds a half-deleted template.
         doomed = self._root / f".deleted-{name}-{secrets.token_hex(4)}"
         os.rename(self._root / name, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _remove_retired(directory: Path) -> None:
+    # Renamed first, so a restore that looks for the build finds it whole or not at all.
+    doomed = directory.with_name(f".deleted-{directory.name}-{secrets.token_hex(4)}")
+    os.rename(directory, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)

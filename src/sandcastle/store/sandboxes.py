@@ -108,6 +108,16 @@ class SandboxRepository:
             )
         return int(count or 0)
 
+    async def live_builds(self) -> set[tuple[str, str]]:
+        """(template, build id) of every live sandbox (hibernated ones, pool entries too)."""
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(SandboxRow.template, SandboxRow.build_id)
+                .where(SandboxRow.status.in_(_values(LIVE_STATUSES)))
+                .distinct()
+            )
+        return {(template, build) for template, build in rows if build is not None}
+
     # --- writes ----------------------------------------------------------------------------
 
     async def insert(self, row: SandboxRow) -> None:

@@ -66,6 +66,14 @@ class SnapshotRepository:
             )
         return int(count or 0)
 
+    async def builds(self) -> set[tuple[str, str]]:
+        """(template, build id) of every snapshot any org keeps."""
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(SnapshotRow.template, SnapshotRow.build_id).distinct()
+            )
+        return {(template, build) for template, build in rows if build is not None}
+
     async def insert(self, snapshot: Snapshot) -> None:
         async with self._db.session() as session:
             session.add(repo.snapshot_row(snapshot))

@@ -42,7 +42,7 @@ from sandcastle.runtime.templates.buildenv import (
     DebootstrapProgress,
     pick,
 )
-from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template
+from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template, retired_dir
 from sandcastle.runtime.templates.hostpip import inspect_host_pip
 from sandcastle.runtime.templates.recipes import (
     AddUser,
@@ -190,7 +190,22 @@ def _swap_in(build_dir: Path, target: Path) -> None:
             os.rename(old, target)
         raise
     if old is not None:
+        _retire(old, target.parent, target.name)
+
+
+def _retire(old: Path, templates_dir: Path, name: str) -> None:
+    """Keep a replaced build for what still runs on it (renamed: a mount of it stays valid)."""
+    try:
+        build_id = str(json.loads((old / "manifest.json").read_text())["build_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        _remove_tree(old)  # not a usable build: nothing can be running on it
+        return
+    place = retired_dir(templates_dir, name, build_id)
+    place.parent.mkdir(parents=True, exist_ok=True)
+    if place.exists():
         _remove_tree(old)
+        return
+    os.rename(old, place)
 
 
 def _remove_tree(path: Path) -> None:
