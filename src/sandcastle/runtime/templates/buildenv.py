@@ -135,6 +135,12 @@ class BuildSandbox:
             argv += ["--"]
         return argv + list(step.argv)
 
+    def tidy_copy(self, copy: Path) -> None:
+        """Remove from ``copy``, a copy of the rootfs made mid-build, the mount points bwrap
+        made in the rootfs (:meth:`tidy` removes them from the rootfs itself)."""
+        for top in self.mount_points:
+            _remove_mount_points(copy / top.relative_to(self.rootfs))
+
     def tidy(self) -> None:
         if self.pip_conf is not None:
             self.pip_conf.unlink(missing_ok=True)

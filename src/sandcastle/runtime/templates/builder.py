@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import fcntl
 import functools
 import json
 import os
@@ -25,16 +23,14 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandcastle.errors import TemplateError
 from sandcastle.runtime.templates.buildenv import (
     BUILD_PATH,
     PROXY_VARS,
@@ -42,8 +38,9 @@ from sandcastle.runtime.templates.buildenv import (
     DebootstrapProgress,
     pick,
 )
-from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template, retired_dir
+from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template
 from sandcastle.runtime.templates.hostpip import inspect_host_pip
+from sandcastle.runtime.templates.layercache import LayerCache, copy_tree, prefix_key
 from sandcastle.runtime.templates.recipes import (
     AddUser,
     Clean,
@@ -57,12 +54,18 @@ from sandcastle.runtime.templates.recipes import (
 )
 from sandcastle.runtime.templates.rootfs import apply_on_host, tree_size
 from sandcastle.runtime.templates.sources import MirrorNotFoundError, find_mirror
+from sandcastle.runtime.templates.tree import (
+    TemplateBuildError,
+    build_lock,
+    pin_template,
+    remove_leftovers,
+    remove_tree,
+    swap_in,
+)
+
+__all__ = ["BuildProgress", "TemplateBuildError", "build_template", "pin_template"]
 
 _LOG_TAIL = 20
-
-
-class TemplateBuildError(TemplateError):
-    """A template build failed; the message ends with the last lines of the build log."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,11 @@ async def build_template(
     recipe = recipe or get_recipe(name)
     recipe_digest = digest(recipe)
     await asyncio.to_thread(templates_dir.mkdir, parents=True, exist_ok=True)
-    with _build_lock(templates_dir, name):
+    with build_lock(templates_dir, name):
         existing = load_template(name, templates_dir)
         if existing is not None and not force and existing.recipe_digest == recipe_digest:
             return existing
-        await asyncio.to_thread(_remove_leftovers, templates_dir, name)
+        await asyncio.to_thread(remove_leftovers, templates_dir, name)
         build_dir = templates_dir / f".build-{name}-{secrets.token_hex(4)}"
         build_dir.mkdir(mode=0o755)
         failed_log = templates_dir / f".{name}.failed-build.log"
@@ -123,28 +126,10 @@ async def build_template(
             with contextlib.suppress(OSError):
                 shutil.copyfile(build_dir / "build.log", failed_log)
             # Shielded: a second cancellation must not leave a half-built tree behind.
-            await asyncio.shield(asyncio.to_thread(_remove_tree, build_dir))
+            await asyncio.shield(asyncio.to_thread(remove_tree, build_dir))
             raise
         failed_log.unlink(missing_ok=True)
         return info
-
-
-def pin_template(name: str, templates_dir: Path, runtime: str | None) -> TemplateInfo:
-    """Pin the built template ``name`` to a backend (None: unpin; the server's default runs
-    it). Raises :class:`TemplateBuildError` if it is not built or being built."""
-    with _build_lock(templates_dir, name):
-        info = load_template(name, templates_dir)
-        if info is None:
-            raise TemplateBuildError(f"template {name!r} is not built")
-        path = templates_dir / name / "manifest.json"
-        manifest = json.loads(path.read_text())
-        manifest.pop("runtime", None)
-        if runtime is not None:
-            manifest["runtime"] = runtime
-        staging = path.with_name(f".manifest-{secrets.token_hex(4)}.json")
-        staging.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(staging, path)
-    return dataclasses.replace(info, runtime=runtime)
 
 
 def _ignore_progress(progress: BuildProgress) -> None:
@@ -153,79 +138,6 @@ def _ignore_progress(progress: BuildProgress) -> None:
 
 def _ignore_warning(warning: str) -> None:
     pass
-
-
-@contextlib.contextmanager
-def _build_lock(templates_dir: Path, name: str) -> Iterator[None]:
-    # flock conflicts between any two open file descriptions, so this also serializes two builds
-    # in one process, and the kernel drops it if the process dies, unlike a pid file.
-    with open(templates_dir / f".{name}.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TemplateBuildError(f"a build of template {name!r} is already running") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _remove_leftovers(templates_dir: Path, name: str) -> None:
-    """Remove build and swap directories a killed process left behind (we hold the lock)."""
-    pattern = re.compile(rf"\.(build|old)-{re.escape(name)}-[0-9a-f]{{8}}")
-    for entry in templates_dir.iterdir():
-        if pattern.fullmatch(entry.name):
-            _remove_tree(entry)
-
-
-def _swap_in(build_dir: Path, target: Path) -> None:
-    old: Path | None = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{secrets.token_hex(4)}")
-        os.rename(target, old)
-    try:
-        os.rename(build_dir, target)
-    except OSError:
-        if old is not None:
-            os.rename(old, target)
-        raise
-    if old is not None:
-        _retire(old, target.parent, target.name)
-
-
-def _retire(old: Path, templates_dir: Path, name: str) -> None:
-    """Keep a replaced build for what still runs on it (renamed: a mount of it stays valid)."""
-    try:
-        build_id = str(json.loads((old / "manifest.json").read_text())["build_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        _remove_tree(old)  # not a usable build: nothing can be running on it
-        return
-    place = retired_dir(templates_dir, name, build_id)
-    place.parent.mkdir(parents=True, exist_ok=True)
-    if place.exists():
-        _remove_tree(old)
-        return
-    os.rename(old, place)
-
-
-def _remove_tree(path: Path) -> None:
-    # A killed debootstrap can leave /proc or /sys mounted inside its target and rmtree would
-    # descend into them, so detach every mount below the tree first.
-    for mount_point in sorted(_mounts_under(path), key=len, reverse=True):
-        subprocess.run(["umount", "--lazy", mount_point], check=False, capture_output=True)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path.resolve())
-    found = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            escaped = line.split()[4]
-            mount_point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), escaped)
-            if mount_point == prefix or mount_point.startswith(prefix + "/"):
-                found.append(mount_point)
-    return found
 
 
 class _Build:
@@ -247,8 +159,14 @@ class _Build:
         self.rootfs = build_dir / "rootfs"
         self.on_progress = on_progress
         self.on_warning = on_warning
+        self.cache = LayerCache(build_dir.parent)
+        self.cache_key = prefix_key(recipe, recipe.cache_steps) if recipe.cache_steps else ""
+        #: The cached rootfs after the first ``cache_steps`` steps, if there is one.
+        self.cached = self.cache.lookup(self.cache_key) if self.cache_key else None
         first = f"Bootstrap Debian {recipe.suite}"
-        if recipe.base is not None:
+        if self.cached is not None:
+            first = f"Copy cached layer (steps 2–{recipe.cache_steps + 1})"
+        elif recipe.base is not None:
             first = f"Copy template {recipe.base.name}"
         self.labels = [
             first,
@@ -269,13 +187,18 @@ class _Build:
             for warning in host_pip.warnings:
                 self.write_log(f"warning: {warning}\n")
                 self.on_warning(warning)
-            await self._step(0, self._copy_base if self.recipe.base else self._debootstrap)
+            await self._step(0, self._first_step())
             sandbox = await asyncio.to_thread(
                 BuildSandbox.prepare, self.rootfs, self.build_dir, host_pip
             )
             try:
                 for index, step in enumerate(self.recipe.steps, start=1):
+                    if self.cached is not None and index <= self.recipe.cache_steps:
+                        self.write_log(f"=== [{index + 1}/{len(self.labels)}] cached\n")
+                        continue
                     await self._step(index, functools.partial(self._execute, step, sandbox))
+                    if index == self.recipe.cache_steps and self.cached is None:
+                        await self._keep_layer(sandbox)
             finally:
                 await asyncio.to_thread(sandbox.tidy)
             await self._step(len(self.labels) - 1, functools.partial(self._finalize, target))
@@ -339,21 +262,33 @@ class _Build:
 
         await self._run_process(argv, env, on_line)
 
+    def _first_step(self) -> Callable[[], Awaitable[None]]:
+        if self.cached is not None:
+            return functools.partial(copy_tree, self.cached, self.rootfs)
+        return self._copy_base if self.recipe.base else self._debootstrap
+
+    async def _keep_layer(self, sandbox: BuildSandbox) -> None:
+        """Cache the rootfs as the leading steps left it; a failure only costs the cache."""
+        try:
+            await self.cache.store(self.cache_key, self.rootfs, sandbox.tidy_copy)
+        except OSError as exc:
+            self.write_log(f"warning: the layer was not cached: {exc}\n")
+
     async def _copy_base(self) -> None:
         assert self.recipe.base is not None
         base = self.recipe.base
         templates_dir = self.build_dir.parent
         # Under the base's build lock: a rebuild of it must not swap trees mid-copy.
-        with _build_lock(templates_dir, base.name):
+        with build_lock(templates_dir, base.name):
             info = load_template(base.name, templates_dir)
             if info is None or info.build_id != base.build_id:
                 self.tail.append(f"template {base.name!r} is not built, or was rebuilt since")
                 raise self.fail(f"cannot start from template {base.name!r}")
-            # cp -a keeps owners, modes, links and hard links as they are; reflinks where the
-            # filesystem has them.
-            argv = ["cp", "-a", "--reflink=auto", f"{info.rootfs}/.", str(self.rootfs)]
-            self.rootfs.mkdir(mode=0o755)
-            await self._run_process(argv, {"PATH": BUILD_PATH, "LC_ALL": "C"})
+            try:
+                await copy_tree(info.rootfs, self.rootfs)
+            except OSError as exc:
+                self.tail.append(str(exc))
+                raise self.fail(f"cannot copy template {base.name!r}") from exc
 
     async def _execute(self, step: Step, sandbox: BuildSandbox) -> None:
         match step:
@@ -379,7 +314,7 @@ class _Build:
         }
         self.write_log(f"manifest: {json.dumps(manifest)}\n")
         (self.build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        await asyncio.to_thread(_swap_in, self.build_dir, target)
+        await asyncio.to_thread(swap_in, self.build_dir, target)
 
     async def _run_process(
         self, argv: list[str], env: Mapping[str, str], on_line: Callable[[str], None] | None = None

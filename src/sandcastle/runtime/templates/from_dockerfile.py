@@ -119,7 +119,12 @@ def recipe_from_dockerfile(
     steps += _closing()
     platform = get_recipe(PLATFORM_RECIPE)
     env = tuple(state.env.items())
-    return Recipe(name, platform.suite, platform.packages, tuple(steps), base=base, env=env)
+    # From Debian, the platform layer is the slow part (debootstrap, pip): cached.
+    cached = 0 if base is not None else len(platform.steps)
+    return Recipe(
+        name, platform.suite, platform.packages, tuple(steps), base=base, env=env,
+        cache_steps=cached,
+    )  # fmt: skip
 
 
 def _start(name: str, image: str, line: int, templates_dir: Path) -> tuple[Base | None, list[Step]]:

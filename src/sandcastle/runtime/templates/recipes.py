@@ -137,6 +137,10 @@ class Recipe:
     #: The environment every process of the template's sandboxes starts with (a Dockerfile's
     #: ``ENV``), beneath what a sandbox or a process is given.
     env: tuple[tuple[str, str], ...] = ()
+    #: Keep the rootfs after this many leading steps in the layer cache, and start from it when
+    #: it is there (``layercache.py``); 0: no cache. Not part of the digest: it changes how
+    #: the template is built, not what it is.
+    cache_steps: int = 0
 
 
 def _content(recipe: Recipe) -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""The builder's layer cache, through real builds on the shared test template: the first build
+keeps the rootfs after its leading steps; the next with the same beginning starts from that
+copy and does not run them again, whatever comes after; a different beginning misses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sandcastle.runtime.templates.builder import BuildProgress, build_template
+from sandcastle.runtime.templates.catalogue import load_template
+from sandcastle.runtime.templates.layercache import LayerCache, prefix_key
+from sandcastle.runtime.templates.recipes import Base, Recipe, Run
+
+TEMPLATES_DIR = os.environ.get("SANDCASTLE_TEST_TEMPLATES_DIR")
+
+pytestmark = pytest.mark.skipif(
+    not TEMPLATES_DIR or os.geteuid() != 0 or shutil.which("bwrap") is None,
+    reason="needs SANDCASTLE_TEST_TEMPLATES_DIR, root and bwrap",
+)
+
+#: Leaves a random mark: run twice, it leaves two different ones.
+MARK = Run("Leave a mark", ("sh", "-c", "head -c 8 /dev/urandom | od -An -tx1 > /opt/mark"))
+
+
+def recipe(templates: Path, last: str) -> Recipe:
+    final = Run(f"Say {last}", ("sh", "-c", f"echo {last} > /opt/last"))
+    return Recipe(
+        "cached", "bookworm", (), (MARK, final), base=python_base(templates), cache_steps=1
+    )
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    """A templates directory holding the shared ``python`` under its own name (linked)."""
+    assert TEMPLATES_DIR is not None
+    source = Path(TEMPLATES_DIR) / "python"
+    (tmp_path / "python").mkdir()
+    manifest = json.loads((source / "manifest.json").read_text())
+    (tmp_path / "python" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "python" / "rootfs").symlink_to(source / "rootfs")
+    return tmp_path
+
+
+async def test_a_build_with_the_same_beginning_starts_from_the_cached_layer_another_misses(
+    templates: Path,
+) -> None:
+    first = await build_template("cached", templates, recipe=recipe(templates, "one"))
+    mark = (first.rootfs / "opt" / "mark").read_text()
+    key = prefix_key(recipe(templates, "one"), 1)
+    assert key == prefix_key(recipe(templates, "two"), 1)
+    assert LayerCache(templates).lookup(key) is not None
+    seen: list[BuildProgress] = []
+    second = await build_template(
+        "cached", templates, recipe=recipe(templates, "two"), on_progress=seen.append
+    )
+    assert (second.rootfs / "opt" / "last").read_text() == "two\n"
+    assert (second.rootfs / "opt" / "mark").read_text() == mark  # the mark step did not run
+    assert seen[0].step_label.startswith("Copy cached layer")
+    assert not any(p.step_label == MARK.label for p in seen)
+
+    changed = Recipe(
+        "cached", "bookworm", (), (Run("Leave another mark", MARK.argv), MARK), base=python_base(templates),
+        cache_steps=1,
+    )  # fmt: skip
+    assert LayerCache(templates).lookup(prefix_key(changed, 1)) is None
+    seen.clear()
+    await build_template("cached", templates, recipe=changed, on_progress=seen.append)
+    assert seen[0].step_label == "Copy template python"
+    assert any(p.step_label == "Leave another mark" for p in seen)
+
+
+def python_base(templates: Path) -> Base:
+    python = load_template("python", templates)
+    assert python is not None
+    return Base("python", python.build_id)
