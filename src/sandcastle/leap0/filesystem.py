@@ -15,12 +15,15 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
 
 from sandcastle.api.bounded import streams_body
 from sandcastle.api.deps import ServicesDep
-from sandcastle.api.routes.files import PATH_LIMITS, download_response, request_body
+from sandcastle.api.routes.files import (
+    PATH_LIMITS,
+    DownloadResponse,
+    download_response,
+    request_body,
+)
 from sandcastle.errors import ConflictError, FieldError
 from sandcastle.leap0.access import WorkDep
 from sandcastle.leap0.schemas import DeleteBody, ListBody, ReadFileBody
@@ -71,29 +74,19 @@ async def read_file(body: ReadFileBody, call: WorkDep, services: ServicesDep) ->
     opened = await services.files.open_read(call.principal, call.sandbox_id, body.path)
     if body.offset is None and body.limit is None:
         return download_response(opened, as_attachment=False)
-    return RangeResponse(opened, body.offset or 0, body.limit)
+    return range_response(opened, body.offset or 0, body.limit)
 
 
-class RangeResponse(StreamingResponse):
-    """``limit`` bytes of a download from ``offset``; closes the download however it ends."""
-
-    def __init__(self, download: FileDownload, offset: int, limit: int | None) -> None:
-        available = max(0, download.size - offset)
-        length = available if limit is None else min(limit, available)
-        super().__init__(
-            _sliced(download, offset, length),
-            media_type=_OCTET,
-            headers={"Content-Length": str(length)},
-        )
-        self.download = download
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except ClientDisconnect:
-            pass  # the client left: nothing to answer
-        finally:
-            await self.download.aclose()
+def range_response(download: FileDownload, offset: int, limit: int | None) -> DownloadResponse:
+    """``limit`` bytes of a download from ``offset``."""
+    available = max(0, download.size - offset)
+    length = available if limit is None else min(limit, available)
+    return DownloadResponse(
+        download,
+        {"Content-Length": str(length)},
+        content=_sliced(download, offset, length),
+        media_type=_OCTET,
+    )
 
 
 async def _sliced(download: FileDownload, offset: int, length: int) -> AsyncIterator[bytes]:

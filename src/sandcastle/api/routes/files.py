@@ -104,11 +104,21 @@ def attachment(name: str) -> str:
 
 
 class DownloadResponse(StreamingResponse):
-    """Streams a :class:`FileDownload`, and closes it however the response ends."""
+    """Streams a :class:`FileDownload` (or ``content``, a part of it), and closes the download
+    however the response ends."""
 
-    def __init__(self, download: FileDownload, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        download: FileDownload,
+        headers: dict[str, str],
+        *,
+        content: AsyncIterator[bytes] | None = None,
+        media_type: str | None = None,
+    ) -> None:
         super().__init__(
-            download.chunks(), media_type=content_type_of(download.info.name), headers=headers
+            download.chunks() if content is None else content,
+            media_type=media_type or content_type_of(download.info.name),
+            headers=headers,
         )
         self.download = download
 

@@ -71,8 +71,6 @@ class AsyncSandbox:
         """A new sandbox from ``template`` (the server's default when None) or from a
         ``snapshot``. ``timeout`` is its lifetime in seconds (the server's default when None;
         0: none); ``timeout_action`` is ``destroy`` or ``hibernate``."""
-        owns = client is None
-        client = client or AsyncSandcastle(url, api_key)
         body = drop_none(
             template=template,
             timeout_ms=None if timeout is None else int(timeout * 1000),
@@ -88,13 +86,7 @@ class AsyncSandbox:
             project_id=project_id,
             workspace_id=workspace_id,
         )
-        try:
-            info = await client.transport.model(SandboxInfo, "POST", "/v1/sandboxes", json=body)
-        except BaseException:
-            if owns:
-                await client.close()
-            raise
-        return cls(info, client, owns_client=owns)
+        return await cls._open(client, url, api_key, "POST", "/v1/sandboxes", json=body)
 
     @classmethod
     async def connect(
@@ -106,10 +98,24 @@ class AsyncSandbox:
         api_key: str | None = None,
     ) -> AsyncSandbox:
         """The existing sandbox ``sandbox_id``."""
+        return await cls._open(client, url, api_key, "GET", f"/v1/sandboxes/{sandbox_id}")
+
+    @classmethod
+    async def _open(
+        cls,
+        client: AsyncSandcastle | None,
+        url: str | None,
+        api_key: str | None,
+        method: str,
+        path: str,
+        **kwargs: Any,
+    ) -> AsyncSandbox:
+        """The sandbox a call answers with, on ``client`` or on a client of its own (closed
+        again if the call fails)."""
         owns = client is None
         client = client or AsyncSandcastle(url, api_key)
         try:
-            info = await client.transport.model(SandboxInfo, "GET", f"/v1/sandboxes/{sandbox_id}")
+            info = await client.transport.model(SandboxInfo, method, path, **kwargs)
         except BaseException:
             if owns:
                 await client.close()

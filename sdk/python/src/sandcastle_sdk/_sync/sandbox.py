@@ -72,8 +72,6 @@ class Sandbox:
         """A new sandbox from ``template`` (the server's default when None) or from a
         ``snapshot``. ``timeout`` is its lifetime in seconds (the server's default when None;
         0: none); ``timeout_action`` is ``destroy`` or ``hibernate``."""
-        owns = client is None
-        client = client or Sandcastle(url, api_key)
         body = drop_none(
             template=template,
             timeout_ms=None if timeout is None else int(timeout * 1000),
@@ -89,13 +87,7 @@ class Sandbox:
             project_id=project_id,
             workspace_id=workspace_id,
         )
-        try:
-            info = client.transport.model(SandboxInfo, "POST", "/v1/sandboxes", json=body)
-        except BaseException:
-            if owns:
-                client.close()
-            raise
-        return cls(info, client, owns_client=owns)
+        return cls._open(client, url, api_key, "POST", "/v1/sandboxes", json=body)
 
     @classmethod
     def connect(
@@ -107,10 +99,24 @@ class Sandbox:
         api_key: str | None = None,
     ) -> Sandbox:
         """The existing sandbox ``sandbox_id``."""
+        return cls._open(client, url, api_key, "GET", f"/v1/sandboxes/{sandbox_id}")
+
+    @classmethod
+    def _open(
+        cls,
+        client: Sandcastle | None,
+        url: str | None,
+        api_key: str | None,
+        method: str,
+        path: str,
+        **kwargs: Any,
+    ) -> Sandbox:
+        """The sandbox a call answers with, on ``client`` or on a client of its own (closed
+        again if the call fails)."""
         owns = client is None
         client = client or Sandcastle(url, api_key)
         try:
-            info = client.transport.model(SandboxInfo, "GET", f"/v1/sandboxes/{sandbox_id}")
+            info = client.transport.model(SandboxInfo, method, path, **kwargs)
         except BaseException:
             if owns:
                 client.close()

@@ -36,10 +36,9 @@ class Logs(Model):
     stderr: list[str]
 
 
-class Result(Model):
-    """One rich output: the value of the last expression (``is_primary``) or a display."""
+class RichData(Model):
+    """The representations of one rich output (MIME types without a field are in ``extra``)."""
 
-    is_primary: bool
     text: str | None = None
     html: str | None = None
     markdown: str | None = None
@@ -51,6 +50,12 @@ class Result(Model):
     json_: Any = Field(default=None, alias="json")
     javascript: str | None = None
     extra: dict[str, Any] | None = None
+
+
+class Result(RichData):
+    """One rich output: the value of the last expression (``is_primary``) or a display."""
+
+    is_primary: bool
 
 
 class Execution(Model):
@@ -76,24 +81,13 @@ class Execution(Model):
         return "".join(self.logs.stderr)
 
 
-class StreamEvent(Model):
-    """One event of a streamed execution: ``execution_count``, ``stdout``, ``stderr``,
-    ``result`` (the fields of a :class:`Result`), ``error``, ``end_of_execution``."""
+class StreamEvent(RichData):
+    """One event of a streamed execution: ``execution_count``, ``stdout``, ``stderr`` (their
+    ``text``), ``result`` (the fields of a :class:`Result`), ``error``, ``end_of_execution``."""
 
     type: str
     execution_count: int | None = None
-    text: str | None = None
     is_primary: bool | None = None
-    html: str | None = None
-    markdown: str | None = None
-    svg: str | None = None
-    png: str | None = None
-    jpeg: str | None = None
-    pdf: str | None = None
-    latex: str | None = None
-    json_: Any = Field(default=None, alias="json")
-    javascript: str | None = None
-    extra: dict[str, Any] | None = None
     name: str | None = None
     value: str | None = None
     traceback: str | None = None
