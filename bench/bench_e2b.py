@@ -24,34 +24,10 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from bench.common import p95
+from bench.common import p95, pair
 from tests.serverproc import ServerProcess
-
-
-def timed(action: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    action()
-    return (time.perf_counter() - started) * 1000
-
-
-def pair(
-    e2b: Callable[[], Any], ours: Callable[[], Any], iterations: int
-) -> tuple[list[float], list[float]]:
-    """Both, taken in turn (so neither gets the quieter moments), after one call each that
-    pays for imports and connections."""
-    e2b()
-    ours()
-    first: list[float] = []
-    second: list[float] = []
-    for _ in range(iterations):
-        first.append(timed(e2b))
-        second.append(timed(ours))
-    return first, second
 
 
 def measure(backend: str, iterations: int) -> dict[str, tuple[list[float], list[float]]]:

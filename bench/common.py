@@ -1,9 +1,11 @@
-"""What the benchmarks share: percentiles and the bare ``jupyter_client`` baselines."""
+"""What the benchmarks share: percentiles, timing two ways of one thing in turn, and the bare
+``jupyter_client`` baselines."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,27 @@ def p95(samples: list[float]) -> float:
     """The 95th percentile, nearest rank."""
     ordered = sorted(samples)
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return (time.perf_counter() - started) * 1000
+
+
+def pair(
+    first_of: Callable[[], Any], second_of: Callable[[], Any], iterations: int
+) -> tuple[list[float], list[float]]:
+    """Both, taken in turn (so neither gets the quieter moments), after one call each that
+    pays for imports and connections."""
+    first_of()
+    second_of()
+    first: list[float] = []
+    second: list[float] = []
+    for _ in range(iterations):
+        first.append(timed(first_of))
+        second.append(timed(second_of))
+    return first, second
 
 
 def _ignore(message: dict[str, Any]) -> None:
