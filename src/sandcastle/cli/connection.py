@@ -42,7 +42,9 @@ def describe(error: errors.SandcastleError) -> str:
 def connected(url: str, key: str) -> Iterator[Sandcastle]:
     """A client of ``url``; an SDK error inside the block ends the command (exit 1)."""
     try:
-        with Sandcastle(url, key or None) as client:
+        # The key as given, "" included: typer read SANDCASTLE_API_KEY already, and `info`
+        # asks for no key (None would make the SDK read the environment again).
+        with Sandcastle(url, key) as client:
             yield client
     except errors.TransportError as exc:
         fail(f"cannot reach {url}: {exc}")
