@@ -84,6 +84,10 @@ def test_the_stream_carries_start_output_and_end(
         api, url(sandbox, "/stream"), json={"shell": "echo one; sleep 0.3; echo two >&2"}
     )
     assert events[0]["type"] == "start" and events[0]["process"]["running"] is True
+    # Every field of the process is there, null ones too, as the document says (ProcessOut).
+    assert {"exit_code": None, "signal": None, "killed_by": None, "tag": None}.items() <= (
+        events[0]["process"].items()
+    )
     assert events[-1]["type"] == "end" and events[-1]["process"]["exit_code"] == 0
     assert text_of(events, "stdout") == "one\n" and text_of(events, "stderr") == "two\n"
 

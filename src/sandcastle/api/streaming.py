@@ -143,8 +143,11 @@ def encode_sse(event: BaseModel) -> bytes:
 
 
 def _json(event: BaseModel) -> bytes:
-    # Absent MIME types are left out, as in execute.txt's items.
-    body = event.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # Absent MIME types are left out, as in execute.txt's items; only at the top: a nested
+    # object keeps its nulls (a process's exit_code is null while it runs, and the document
+    # says the field is always there).
+    dumped = event.model_dump(mode="json", by_alias=True)
+    body = {name: value for name, value in dumped.items() if value is not None}
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
