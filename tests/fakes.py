@@ -376,6 +376,8 @@ class FakeSandbox:
     task: asyncio.Task[None] | None = None
     alive: bool = True
     oom_kills: int = 0
+    #: What the cgroup reports in use (``fill_memory``).
+    memory_bytes: int = 0
     thawed: asyncio.Event = field(default_factory=asyncio.Event)
     #: Checkpointed without keep_running: no processes, its layer (``fs``) kept for restore.
     hibernated: bool = False
@@ -447,7 +449,10 @@ class FakeRuntime(Runtime):
         if box is None:
             return ProcessState(alive=False)
         return ProcessState(
-            alive=box.alive, oom_kills=box.oom_kills, frozen=not box.thawed.is_set()
+            alive=box.alive,
+            oom_kills=box.oom_kills,
+            memory_bytes=box.memory_bytes,
+            frozen=not box.thawed.is_set(),
         )
 
     async def pause(self, sandbox_id: str) -> None:
@@ -516,6 +521,14 @@ class FakeRuntime(Runtime):
         assert await waiting.until(lambda: not link.connected, timeout_s=timeout_s)
         self._start_agent(box)
         await link.wait_connected(timeout_s)
+
+    def fill_memory(self, sandbox_id: str, used_bytes: int) -> None:
+        """The sandbox's memory in use is ``used_bytes`` from now on, and the next kernel to
+        start hangs until the agent gives up on it (as in a sandbox that is full)."""
+        self._boxes[sandbox_id].memory_bytes = used_bytes
+        self.agent(sandbox_id).fail_next = RequestFailed(
+            "kernel_failed", "RuntimeError: Kernel didn't respond in 30 seconds"
+        )
 
     def inject_oom(self, sandbox_id: str) -> None:
         """The next execution's kernel is killed by the OOM killer (the cgroup counts it)."""

@@ -392,6 +392,16 @@ async def test_a_context_whose_kernel_is_killed_starting_is_a_409_naming_the_mem
     assert again.status_code == 201, again.text
 
 
+async def test_a_kernel_that_hangs_starting_in_a_full_sandbox_is_a_409_naming_the_memory(
+    harness: Harness,
+) -> None:
+    sandbox_id = (await harness.create())["id"]
+    harness.runtime.fill_memory(sandbox_id, 500 * 2**20)  # of 512 MB
+    response = await harness.client.post(f"/v1/sandboxes/{sandbox_id}/contexts", json={})
+    body = assert_envelope(response, 409, "conflict_error")
+    assert "no memory left for another python context" in body["detail"]
+
+
 async def test_an_execution_in_flight_when_its_sandbox_is_destroyed_answers_409(
     harness: Harness,
 ) -> None:

@@ -36,6 +36,12 @@ class KernelManager(AsyncKernelManager):
         self.stderr_tail = OutputTail()
 
 
+#: How long a kernel may take to answer its first kernel_info. A start takes a second or two
+#: (gVisor, a loaded machine: a few more); one that has not answered in this long is stuck —
+#: typically in a sandbox whose memory is full — and the caller is better told so than held.
+KERNEL_READY_S = 30
+
+
 @dataclass
 class Context:
     id: str
@@ -57,7 +63,7 @@ async def restart_kernel(ctx: Context) -> None:
     async with ctx.restart_lock:
         ctx.generation += 1
         await ctx.km.restart_kernel(now=True)
-        await ctx.client.wait_for_ready(timeout=60)
+        await ctx.client.wait_for_ready(timeout=KERNEL_READY_S)
         ctx.dead_reason = None
 
 

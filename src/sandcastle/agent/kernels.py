@@ -23,6 +23,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from sandcastle.agent import execution
 from sandcastle.agent.context import (
+    KERNEL_READY_S,
     Context,
     ContextGoneError,
     ContextSetupError,
@@ -117,7 +118,7 @@ class Kernels:
         # share of what an idle gVisor sandbox costs.
         client.start_channels(hb=False)
         try:
-            await client.wait_for_ready(timeout=60)
+            await client.wait_for_ready(timeout=KERNEL_READY_S)
         except Exception:
             client.stop_channels()
             await km.shutdown_kernel(now=True)

@@ -180,13 +180,17 @@ class ContextService:
     async def _blame_memory(
         self, sandbox: Sandbox, language: str, oom_before: int, exc: AgentRequestError
     ) -> None:
-        """A kernel that died starting was the out-of-memory killer's victim if the sandbox's
-        count rose: the sandbox is full, which the caller can act on (not a broken gateway)."""
-        if await self._sandboxes.observe_oom(sandbox.id) > oom_before:
+        """A kernel that died or hung starting was the victim of a full sandbox if the
+        out-of-memory count rose, or if what the sandbox holds (page cache aside) is within a
+        tenth of its memory: a condition the caller can act on, not a broken gateway."""
+        state = await self._sandboxes.runtime.poll(sandbox.id)
+        held = state.memory_bytes - state.memory_cache_bytes
+        full = held >= 0.9 * sandbox.config.memory_mb * 2**20
+        if full or await self._sandboxes.observe_oom(sandbox.id) > oom_before:
             raise SandboxMemoryFullError(
                 f"sandbox {sandbox.id} has no memory left for another {language} context "
-                f"(its kernel was killed starting, over the {sandbox.config.memory_mb} MB "
-                "limit): delete a context, or create the sandbox with more memory_mb"
+                f"(its kernel did not start with the sandbox at its {sandbox.config.memory_mb} "
+                "MB limit): delete a context, or create the sandbox with more memory_mb"
             ) from exc
 
     async def _set_status(self, context_id: str, status: ContextStatus) -> None:
