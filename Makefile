@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # command:package pairs; a package is installed only when its command is missing.
 SYSTEM_TOOLS := bwrap:bubblewrap debootstrap:debootstrap slirp4netns:slirp4netns \
-	mkfs.ext4:e2fsprogs losetup:mount ip:iproute2
+	mkfs.ext4:e2fsprogs losetup:mount ip:iproute2 openssl:openssl
 TEST_TEMPLATES := $(CURDIR)/build/templates
 ARGS ?=
 

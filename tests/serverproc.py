@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def templates_dir() -> Path:
     return Path(os.environ.get("SANDCASTLE_TEST_TEMPLATES_DIR", REPO / "build" / "templates"))
+
+
+def link_template(templates: Path, name: str) -> None:
+    """The shared test template under another name: its manifest, renamed, and its rootfs."""
+    source = templates_dir() / "python"
+    manifest = json.loads((source / "manifest.json").read_text())
+    (templates / name).mkdir(parents=True)
+    (templates / name / "manifest.json").write_text(json.dumps({**manifest, "name": name}))
+    (templates / name / "rootfs").symlink_to(source / "rootfs")
 
 
 def free_port() -> int:

@@ -17,10 +17,9 @@ import httpx
 import pytest
 
 from tests.e2e.executing import run
-from tests.e2e.test_template_pins import link_template
 from tests.e2e_fixtures import backends
 from tests.helpers import eventually as wait_for
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, link_template
 
 DOCKERFILE = """\
 # A template for a small tool: its package, its data, its settings.

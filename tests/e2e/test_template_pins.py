@@ -3,7 +3,6 @@ others on gVisor, side by side, through a server crash and restart."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,22 +13,13 @@ import pytest
 
 from tests.e2e.executing import run
 from tests.e2e_fixtures import backends
-from tests.serverproc import ServerProcess, templates_dir
+from tests.serverproc import ServerProcess, link_template
 
 pytestmark = pytest.mark.skipif(
     not {"gvisor", "bwrap"} <= set(backends()), reason="needs both backends"
 )
 
 KERNEL_RELEASE = "import platform; print(platform.release())"
-
-
-def link_template(templates: Path, name: str) -> None:
-    """The shared test template under another name: its manifest, renamed, and its rootfs."""
-    source = templates_dir() / "python"
-    manifest = json.loads((source / "manifest.json").read_text())
-    (templates / name).mkdir(parents=True)
-    (templates / name / "manifest.json").write_text(json.dumps({**manifest, "name": name}))
-    (templates / name / "rootfs").symlink_to(source / "rootfs")
 
 
 def kernel_release(api: httpx.Client, sandbox_id: str) -> str:

@@ -4,7 +4,6 @@ copy and does not run them again, whatever comes after; a different beginning mi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from sandcastle.runtime.templates.builder import BuildProgress, build_template
 from sandcastle.runtime.templates.catalogue import load_template
 from sandcastle.runtime.templates.layercache import LayerCache, prefix_key
 from sandcastle.runtime.templates.recipes import Base, Recipe, Run
+from tests.serverproc import link_template
 
 TEMPLATES_DIR = os.environ.get("SANDCASTLE_TEST_TEMPLATES_DIR")
 
@@ -36,13 +36,8 @@ def recipe(templates: Path, last: str) -> Recipe:
 
 @pytest.fixture
 def templates(tmp_path: Path) -> Path:
-    """A templates directory holding the shared ``python`` under its own name (linked)."""
-    assert TEMPLATES_DIR is not None
-    source = Path(TEMPLATES_DIR) / "python"
-    (tmp_path / "python").mkdir()
-    manifest = json.loads((source / "manifest.json").read_text())
-    (tmp_path / "python" / "manifest.json").write_text(json.dumps(manifest))
-    (tmp_path / "python" / "rootfs").symlink_to(source / "rootfs")
+    """A templates directory holding the shared ``python`` (linked)."""
+    link_template(tmp_path, "python")
     return tmp_path
 
 

@@ -85,7 +85,7 @@ class TemplateService:
                 f"template {name!r} is used by live sandboxes (hibernated ones and warm-pool "
                 "entries included); destroy them first"
             )
-        await asyncio.to_thread(self._remove, name)
+        await asyncio.to_thread(_discard, self._root / name)
 
     async def collect_retired(self) -> tuple[str, ...]:
         """Delete the retired builds (``catalogue.py``) no live sandbox or snapshot was made
@@ -99,7 +99,7 @@ class TemplateService:
         deleted: tuple[str, ...] = ()
         for build in retired:
             if (build.name, build.build_id) not in needed:
-                await asyncio.to_thread(_remove_retired, build.rootfs.parent)
+                await asyncio.to_thread(_discard, build.rootfs.parent)
                 deleted += (f"{build.name}/{build.build_id}",)
         return deleted
 
@@ -112,15 +112,10 @@ class TemplateService:
                 log.exception("collecting retired template builds failed")
             await asyncio.sleep(interval_s)
 
-    def _remove(self, name: str) -> None:
-        # Renamed first, so no create finds a half-deleted template.
-        doomed = self._root / f".deleted-{name}-{secrets.token_hex(4)}"
-        os.rename(self._root / name, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
 
-
-def _remove_retired(directory: Path) -> None:
-    # Renamed first, so a restore that looks for the build finds it whole or not at all.
+def _discard(directory: Path) -> None:
+    """Delete a template tree, renamed away first so nothing that looks for it (a create, a
+    restore) finds it half deleted."""
     doomed = directory.with_name(f".deleted-{directory.name}-{secrets.token_hex(4)}")
     os.rename(directory, doomed)
     shutil.rmtree(doomed, ignore_errors=True)

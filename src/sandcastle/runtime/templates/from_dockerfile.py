@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from sandcastle.agent import layout
 from sandcastle.errors import InvalidRequestError
 from sandcastle.runtime.templates import dockerfile as df
+from sandcastle.runtime.templates.buildenv import BUILD_PATH
 from sandcastle.runtime.templates.catalogue import TEMPLATE_NAME, load_template
 from sandcastle.runtime.templates.recipes import (
     Base,
@@ -48,8 +49,13 @@ DEBIAN_IMAGES = frozenset(
 )
 #: What the platform layer is taken from.
 PLATFORM_RECIPE = "python"
-_USERS = {"root": (0, 0), "0": (0, 0), layout.USER_NAME: (layout.USER_UID, layout.USER_GID)}
-_USERS[str(layout.USER_UID)] = (layout.USER_UID, layout.USER_GID)
+_SANDBOX_USER = (layout.USER_UID, layout.USER_GID)
+_USERS = {
+    "root": (0, 0),
+    "0": (0, 0),
+    layout.USER_NAME: _SANDBOX_USER,
+    str(layout.USER_UID): _SANDBOX_USER,
+}
 
 
 class BuildContextError(InvalidRequestError):
@@ -145,7 +151,7 @@ def _run(instruction: df.Run, state: _State) -> Run:
     argv = instruction.argv or ("/bin/sh", "-c", instruction.shell or "")
     home = "/root" if state.user[0] == 0 else layout.USER_HOME
     env = {
-        "PATH": f"{layout.USER_VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": f"{layout.USER_VENV}/bin:{BUILD_PATH}",
         "HOME": home,
     }
     shown = " ".join(argv) if instruction.argv else instruction.shell or ""

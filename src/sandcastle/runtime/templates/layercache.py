@@ -12,34 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import json
 import os
 import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from sandcastle.runtime.templates.recipes import FORMAT_VERSION, Recipe
+from sandcastle.runtime.templates.recipes import Recipe, digest
 
 CACHE = ".cache"
 KEEP = 3
 
 
 def prefix_key(recipe: Recipe, steps: int) -> str:
-    """The digest of what the rootfs after the first ``steps`` steps of ``recipe`` depends on."""
-    content = {
-        "format": FORMAT_VERSION,
-        "suite": recipe.suite,
-        "packages": list(recipe.packages),
-        "base": None if recipe.base is None else dataclasses.asdict(recipe.base),
-        "steps": [
-            {"type": type(step).__name__, **dataclasses.asdict(step)}
-            for step in recipe.steps[:steps]
-        ],
-    }
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """The digest of what the rootfs after the first ``steps`` steps of ``recipe`` depends on:
+    the recipe's own digest with only those steps, and neither its name nor its ``ENV``
+    (which no step sees: each ``Run`` carries its environment)."""
+    return digest(dataclasses.replace(recipe, name="", steps=recipe.steps[:steps], env=()))
 
 
 class LayerCache:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sandcastle_sdk import errors
 from sandcastle_sdk._http import drop_none
 from sandcastle_sdk.models import Context, Execution, ExecutionError, Logs, Result, StreamEvent
 
@@ -86,8 +87,6 @@ class _Collected:
             self.context_id = event.context_id
 
     def execution(self) -> Execution:
-        from sandcastle_sdk import errors
-
         if self.context_id is None:
             raise errors.StreamEndedError("the execution's stream ended before its last event")
         return Execution(

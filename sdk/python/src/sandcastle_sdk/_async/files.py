@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any
 
+from sandcastle_sdk import errors
 from sandcastle_sdk._http import drop_none
 from sandcastle_sdk.models import FileInfo, Listing
 
@@ -94,11 +95,9 @@ class AsyncFiles:
         return await self._t.model(FileInfo, "GET", f"{self._base}/stat", params={"path": path})
 
     async def exists(self, path: str) -> bool:
-        from sandcastle_sdk.errors import NotFoundError
-
         try:
             await self.stat(path)
-        except NotFoundError:
+        except errors.NotFoundError:
             return False
         return True
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from sandcastle_sdk import errors
 from sandcastle_sdk._http import drop_none
 from sandcastle_sdk.models import FileInfo, Listing
 
@@ -93,11 +94,9 @@ class SyncFiles:
         return self._t.model(FileInfo, "GET", f"{self._base}/stat", params={"path": path})
 
     def exists(self, path: str) -> bool:
-        from sandcastle_sdk.errors import NotFoundError
-
         try:
             self.stat(path)
-        except NotFoundError:
+        except errors.NotFoundError:
             return False
         return True
 
