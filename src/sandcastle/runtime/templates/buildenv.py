@@ -7,7 +7,7 @@ import configparser
 import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +57,16 @@ class DebootstrapProgress:
             return None
         self.fraction = fraction
         return fraction
+
+
+@dataclass(frozen=True)
+class Command:
+    """How a step's program is started: ``argv`` with exactly ``env``, after joining the
+    cgroups whose ``cgroup.procs`` files are ``procs_files`` (none: the builder's own)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    procs_files: tuple[str, ...] = ()
 
 
 @dataclass
@@ -116,15 +126,25 @@ class BuildSandbox:
             env["PIP_CONFIG_FILE"] = _INNER_PIP_CONF
         return env | dict(step.env)
 
+    def read_only_files(self) -> list[tuple[str, str]]:
+        """(host path, inside path) of everything the build is given of the host, read-only:
+        the CA bundle, the pip settings and the files they name."""
+        files = [(str(self.ca_bundle), _INNER_CA)] if self.ca_bundle is not None else []
+        if self.pip_conf is not None:
+            files.append((str(self.pip_conf), _INNER_PIP_CONF))
+        return files + self.binds
+
+    @contextlib.asynccontextmanager
+    async def command(self, step: Run) -> AsyncIterator[Command]:
+        """``step`` under bubblewrap as the host's root, with the host's network: for the
+        steps of our own recipes only (untrusted ones run in ``isolated.py``)."""
+        yield Command(self.argv(step), self.env(step))
+
     def argv(self, step: Run) -> list[str]:
         argv = ["bwrap", "--bind", str(self.rootfs), "/", "--dev", "/dev", "--proc", "/proc"]
         argv += ["--perms", "1777", "--tmpfs", "/tmp"]
         argv += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-        if self.ca_bundle is not None:
-            argv += ["--ro-bind", str(self.ca_bundle), _INNER_CA]
-        if self.pip_conf is not None:
-            argv += ["--ro-bind", str(self.pip_conf), _INNER_PIP_CONF]
-        for host, inside in self.binds:
+        for host, inside in self.read_only_files():
             argv += ["--ro-bind", host, inside]
         argv += ["--share-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent"]
         argv += ["--new-session", "--chdir", step.cwd, "--"]

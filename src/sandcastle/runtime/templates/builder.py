@@ -6,10 +6,12 @@ once it has fully succeeded, so a failed or cancelled build leaves the previous 
 The manifest is written last: a directory without one is never treated as a template.
 
 Order: debootstrap (mirror from the host's apt sources), the recipe's steps, then size, manifest
-and swap. :class:`~.recipes.Run` steps execute inside the rootfs under bubblewrap, with the host
-network and the host's pip configuration and CA bundle (:class:`BuildSandbox`); the other steps
-edit the rootfs from the host side, resolving paths as a chroot would (:func:`resolve_inside`) so
-a symlink in the tree can never redirect a write onto the host.
+and swap. :class:`~.recipes.Run` steps of our own recipes execute inside the rootfs under
+bubblewrap, with the host network and the host's pip configuration and CA bundle
+(:class:`BuildSandbox`); those of a Dockerfile (untrusted) each in a gVisor sandbox of their own,
+given the same pip set-up read-only (:class:`IsolatedSteps`), while the builder watches the
+rootfs's size. The other steps edit the rootfs from the host side, resolving paths as a chroot
+would (:func:`resolve_inside`) so a symlink in the tree can never redirect a write onto the host.
 """
 
 from __future__ import annotations
@@ -26,20 +28,25 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sandcastle.runtime import cgroups
+from sandcastle.runtime.templates import isolated
 from sandcastle.runtime.templates.buildenv import (
     BUILD_PATH,
     PROXY_VARS,
     BuildSandbox,
+    Command,
     DebootstrapProgress,
     pick,
 )
+from sandcastle.runtime.templates.buildlog import BuildLog, OutputCallback
 from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template
 from sandcastle.runtime.templates.hostpip import inspect_host_pip
+from sandcastle.runtime.templates.isolated import BuildLimits, IsolatedSteps
 from sandcastle.runtime.templates.layercache import LayerCache, copy_tree, prefix_key
 from sandcastle.runtime.templates.recipes import (
     AddUser,
@@ -63,9 +70,12 @@ from sandcastle.runtime.templates.tree import (
     swap_in,
 )
 
-__all__ = ["BuildProgress", "TemplateBuildError", "build_template", "pin_template"]
+__all__ = ["BuildLimits", "BuildProgress", "TemplateBuildError", "build_template", "pin_template"]
 
 _LOG_TAIL = 20
+#: How often the rootfs is measured while an untrusted step runs (a walk of the tree: ~0.3 s
+#: for the python template's 30,000 files).
+_SIZE_CHECK_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -90,11 +100,16 @@ async def build_template(
     on_warning: WarningCallback | None = None,
     force: bool = False,
     recipe: Recipe | None = None,
+    limits: BuildLimits | None = None,
+    build_id: str | None = None,
+    on_output: OutputCallback | None = None,
 ) -> TemplateInfo:
     """Build template ``name`` into ``templates_dir`` and return it.
 
     The recipe is the built-in one called ``name`` unless ``recipe`` is given. ``on_warning`` is
     told, before the build starts, each part of the host's pip set-up the build goes without.
+    ``limits`` bound each untrusted step (default :class:`BuildLimits`). The build gets
+    ``build_id`` (default: a new UUID); ``on_output`` is handed the log as it is written.
 
     Without ``force``, an existing template built from the same recipe digest is returned as is.
     Raises ``KeyError`` for an unknown recipe and :class:`TemplateBuildError` when the build fails
@@ -120,6 +135,9 @@ async def build_template(
                 on_progress or _ignore_progress,
                 on_warning or _ignore_warning,
                 runtime=existing.runtime if existing is not None else None,  # a pin stays
+                limits=limits or BuildLimits(),
+                build_id=build_id or str(uuid.uuid4()),
+                on_output=on_output,
             )
             info = await build.run(templates_dir / name)
         except BaseException:
@@ -152,8 +170,13 @@ class _Build:
         on_warning: WarningCallback,
         *,
         runtime: str | None,
+        limits: BuildLimits,
+        build_id: str,
+        on_output: OutputCallback | None,
     ) -> None:
         self.recipe = recipe
+        self.limits = limits
+        self.build_id = build_id
         self.recipe_digest = recipe_digest
         self.build_dir = build_dir
         self.rootfs = build_dir / "rootfs"
@@ -174,13 +197,16 @@ class _Build:
             "Finalize",
         ]
         self.tail: deque[str] = deque(maxlen=_LOG_TAIL)
-        self.log = (build_dir / "build.log").open("ab")
+        self.log = BuildLog(build_dir / "build.log", on_output)
         self.step_index = 0
         #: The backend the template is pinned to (a rebuild keeps the pin).
         self.runtime = runtime
 
     async def run(self, target: Path) -> TemplateInfo:
         try:
+            if self.recipe.own_steps is not None and not isolated.available():
+                self.tail.append("install gVisor (runsc) and slirp4netns, as `make system` does")
+                raise self.fail("a Dockerfile's steps run in gVisor, which is not installed")
             # Before anything slow: a host path pip cannot have in the build is said now, not
             # as pip's traceback minutes later.
             host_pip = await inspect_host_pip()
@@ -191,15 +217,19 @@ class _Build:
             sandbox = await asyncio.to_thread(
                 BuildSandbox.prepare, self.rootfs, self.build_dir, host_pip
             )
+            untrusted = IsolatedSteps(sandbox, self.limits)
             try:
                 for index, step in enumerate(self.recipe.steps, start=1):
                     if self.cached is not None and index <= self.recipe.cache_steps:
                         self.write_log(f"=== [{index + 1}/{len(self.labels)}] cached\n")
                         continue
-                    await self._step(index, functools.partial(self._execute, step, sandbox))
+                    own = self.recipe.own_steps is None or index <= self.recipe.own_steps
+                    runner = sandbox if own else untrusted
+                    await self._step(index, functools.partial(self._execute, step, runner))
                     if index == self.recipe.cache_steps and self.cached is None:
                         await self._keep_layer(sandbox)
             finally:
+                await untrusted.aclose()
                 await asyncio.to_thread(sandbox.tidy)
             await self._step(len(self.labels) - 1, functools.partial(self._finalize, target))
         finally:
@@ -224,9 +254,7 @@ class _Build:
         self.on_progress(BuildProgress(self.labels[index], index, len(self.labels), fraction))
 
     def write_log(self, text: str) -> None:
-        if not self.log.closed:
-            self.log.write(text.encode())
-            self.log.flush()
+        self.log.write(text.encode())
 
     def fail(self, what: str) -> TemplateBuildError:
         """The error of the current step: which it is (for a Dockerfile, its line), what went
@@ -260,7 +288,7 @@ class _Build:
             if fraction is not None:
                 self.progress(fraction)
 
-        await self._run_process(argv, env, on_line)
+        await self._run_process(Command(argv, env), on_line)
 
     def _first_step(self) -> Callable[[], Awaitable[None]]:
         if self.cached is not None:
@@ -290,10 +318,14 @@ class _Build:
                 self.tail.append(str(exc))
                 raise self.fail(f"cannot copy template {base.name!r}") from exc
 
-    async def _execute(self, step: Step, sandbox: BuildSandbox) -> None:
+    async def _execute(self, step: Step, runner: BuildSandbox | IsolatedSteps) -> None:
         match step:
+            case Run() if isinstance(runner, IsolatedSteps):
+                async with runner.command(step) as command:
+                    await _first_of(self._run_process(command), self._watch_size())
             case Run():
-                await self._run_process(sandbox.argv(step), sandbox.env(step))
+                async with runner.command(step) as command:
+                    await self._run_process(command)
             case Write() | AddUser() | Clean() | CopyIn():
                 try:
                     await asyncio.to_thread(apply_on_host, self.rootfs, step)
@@ -305,7 +337,7 @@ class _Build:
         size = await asyncio.to_thread(tree_size, self.rootfs)
         manifest = {
             "name": self.recipe.name,
-            "build_id": str(uuid.uuid4()),
+            "build_id": self.build_id,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "recipe_digest": self.recipe_digest,
             "size_bytes": size,
@@ -316,19 +348,33 @@ class _Build:
         (self.build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         await asyncio.to_thread(swap_in, self.build_dir, target)
 
+    async def _watch_size(self) -> None:
+        """Fail the build once its rootfs outgrows ``limits.disk_mb`` (checked every few
+        seconds: a step writing fast may pass the limit by what it writes meanwhile)."""
+        limit = self.limits.disk_mb * 2**20
+        while True:
+            await asyncio.sleep(_SIZE_CHECK_S)
+            size = await asyncio.to_thread(tree_size, self.rootfs)
+            if size > limit:
+                self.tail.append(f"the image holds {size // 2**20} MB")
+                raise self.fail(f"the build exceeded its disk limit of {self.limits.disk_mb} MB")
+
     async def _run_process(
-        self, argv: list[str], env: Mapping[str, str], on_line: Callable[[str], None] | None = None
+        self, command: Command, on_line: Callable[[str], None] | None = None
     ) -> None:
+        argv = command.argv
         self.write_log(f"$ {' '.join(argv)}\n")
+        procs_files = list(command.procs_files)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                env=dict(env),
+                env=dict(command.env),
                 # Its own process group, so a cancelled build can stop debootstrap's children too.
                 start_new_session=True,
+                preexec_fn=(lambda: cgroups.join_groups(procs_files)) if procs_files else None,
             )
         except OSError as exc:
             self.tail.append(str(exc))
@@ -343,7 +389,6 @@ class _Build:
                 for raw in lines:
                     self._line(raw, on_line)
             self._line(pending, on_line)
-            self.log.flush()
             returncode = await process.wait()
         except BaseException:
             await _terminate(process)
@@ -357,6 +402,19 @@ class _Build:
             self.tail.append(line)
             if on_line is not None:
                 on_line(line)
+
+
+async def _first_of(main: Awaitable[None], watch: Awaitable[None]) -> None:
+    """Await ``main`` while ``watch`` runs; whichever ends first (or raises) ends both."""
+    tasks = [asyncio.ensure_future(main), asyncio.ensure_future(watch)]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
 
 
 async def _terminate(process: asyncio.subprocess.Process) -> None:

@@ -127,9 +127,11 @@ def recipe_from_dockerfile(
     env = tuple(state.env.items())
     # From Debian, the platform layer is the slow part (debootstrap, pip): cached.
     cached = 0 if base is not None else len(platform.steps)
+    # And trusted: once the user's steps (or a base template, made by some) have run, the
+    # rootfs is the user's, and every program of it untrusted.
     return Recipe(
         name, platform.suite, platform.packages, tuple(steps), base=base, env=env,
-        cache_steps=cached,
+        cache_steps=cached, own_steps=cached,
     )  # fmt: skip
 
 

@@ -141,6 +141,10 @@ class Recipe:
     #: it is there (``layercache.py``); 0: no cache. Not part of the digest: it changes how
     #: the template is built, not what it is.
     cache_steps: int = 0
+    #: How many leading steps are ours and trusted; every ``Run`` after them is untrusted code
+    #: (a Dockerfile's) and runs in a gVisor sandbox (``isolated.py``). None: all are ours (a
+    #: built-in recipe). Not part of the digest either.
+    own_steps: int | None = None
 
 
 def _content(recipe: Recipe) -> dict[str, Any]:
