@@ -1,13 +1,18 @@
-"""Helpers every kind of test shares: waiting for a state, reading timestamps."""
+"""Helpers every kind of test shares: waiting for a state, reading timestamps, a wheel to install."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
+import zipfile
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 #: A timestamp as the API writes it: RFC 3339 in UTC with a ``Z``.
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -41,3 +46,25 @@ def eventually(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
         if time.monotonic() > end:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def write_wheel(path: Path) -> None:
+    """A one-module wheel, made by hand: what ``pip install`` takes without building anything."""
+    files = {
+        "greeter.py": "def greet():\n    return 'hi from greeter'\n",
+        "greeter-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: greeter\nVersion: 1.0\n",
+        "greeter-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [f"{name},," for name in files] + ["greeter-1.0.dist-info/RECORD,,"]
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+        wheel.writestr("greeter-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+
+
+def new_org(api: httpx.Client, prefix: str) -> tuple[str, str]:
+    slug = f"{prefix}-{secrets.token_hex(3)}"
+    created = api.post("/v1/orgs", json={"slug": slug})
+    assert created.status_code == 201, created.text
+    return slug, created.json()["key"]["key"]

@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=2.0, gt=0)
     #: How often retired template builds nothing uses any more are deleted.
     template_collect_interval_s: float = Field(default=300.0, gt=0)
+    #: Template builds through the API (docs/TEMPLATES.md): at once on the server (more wait
+    #: their turn), under way per org (more are refused), templates per org, how long a build
+    #: may take, and what each of its untrusted steps may use.
+    template_builds_max_concurrent: int = Field(default=1, ge=1)
+    template_builds_per_org: int = Field(default=1, ge=1)
+    templates_per_org: int = Field(default=20, ge=1)
+    template_build_timeout_s: float = Field(default=1800.0, gt=0)
+    template_build_vcpus: int = Field(default=2, ge=1)
+    template_build_memory_mb: int = Field(default=2048, ge=256)
+    template_build_disk_mb: int = Field(default=8192, ge=1024)
     #: A sandbox still ``creating`` this long after its record was made is abandoned by the
     #: reconciler: a create whose last step failed, so nobody will finish it.
     create_deadline_s: float = Field(default=300.0, gt=0)

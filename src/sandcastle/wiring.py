@@ -46,6 +46,7 @@ from sandcastle.services.runs import RunService
 from sandcastle.services.sandboxes import SandboxService
 from sandcastle.services.snapshots import SnapshotService
 from sandcastle.services.states import SandboxStates
+from sandcastle.services.template_builds import TemplateBuildService
 from sandcastle.services.templates import TemplateService
 from sandcastle.services.tenancy import TenancyService
 from sandcastle.store.contexts import ContextRepository
@@ -85,6 +86,7 @@ class Services:
     org_sandboxes: OrgSandboxes
     snapshots: SnapshotService
     templates: TemplateService
+    template_builds: TemplateBuildService
     #: Why ``runtime`` was chosen (``registry.select_runtime``), if the caller said.
     runtime_reason: str | None = None
 
@@ -102,6 +104,7 @@ class Services:
             on_admin_key(key)
         await self.reconciler.adopt_all()
         await self.runs.recover()
+        await self.template_builds.recover()
 
     def loops(self) -> list[Coroutine[Any, Any, None]]:
         """The background work of a serving process, each running until cancelled."""
@@ -133,6 +136,7 @@ class Services:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.template_builds.aclose()
             await self.runtime.aclose()
             await self.db.aclose()
 
@@ -235,4 +239,5 @@ def build_services(
             clock,
         ),
         templates=TemplateService(settings, snapshot_records, sandbox_records),
+        template_builds=TemplateBuildService(settings, clock),
     )

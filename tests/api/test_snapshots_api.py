@@ -519,8 +519,12 @@ async def test_templates_are_listed_and_deleted_only_when_nothing_needs_them(
     harness: Harness,
 ) -> None:
     (python,) = (await harness.client.get("/v1/templates")).json()["items"]
-    assert set(python) == {"name", "build_id", "built_at", "size_bytes", "snapshots", "runtime"}
+    assert set(python) == {
+        "name", "template_id", "public", "build_id", "built_at", "size_bytes", "snapshots",
+        "runtime",
+    }  # fmt: skip
     assert (python["name"], python["size_bytes"], python["snapshots"]) == ("python", 4096, 0)
+    assert (python["template_id"], python["public"]) == ("python", True)
     sandbox_id, _ = await with_context(harness)
     snapshot = await post_ok(harness.client, f"/v1/sandboxes/{sandbox_id}/snapshots", 201)
     (python,) = (await harness.client.get("/v1/templates")).json()["items"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,11 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 
-from tests.api.conftest import Harness, assert_envelope
+from sandcastle.domain.clock import utcnow
+from sandcastle.runtime.templates import records
+from sandcastle.runtime.templates.catalogue import org_key
+from sandcastle.runtime.templates.records import BuildRecord, BuildStatus
+from tests.api.conftest import Harness, assert_envelope, write_template
 from tests.fakes import SnapshottingFakeRuntime
 
 #: Routes that name no tenant resource; each is checked to show nothing of org B.
@@ -46,6 +51,8 @@ TENANT_FREE = {
     ("POST", "/v1/orgs"),
     ("GET", "/v1/snapshots"),
     ("GET", "/v1/templates"),
+    # Builds into the caller's own org (tests/api/test_template_builds_api.py).
+    ("POST", "/v1/templates"),
 }
 #: Org routes an operator may use on any org (docs/TENANCY.md).
 OPERATOR_REACH = {
@@ -100,6 +107,7 @@ class Tenant:
     slug: str
     key: str
     ids: dict[str, str]
+    org_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -202,7 +210,15 @@ async def populate(h: Harness, slug: str) -> Tenant:
         (artifact,) = run["execution"]["artifacts"]
         snapshot = await c.post(f"/v1/sandboxes/{sandbox_id}/snapshots")
         assert snapshot.status_code == 201, snapshot.text
+    # A template of its own, and its build's record (building one takes the real runtime).
+    templates = h.settings.resolved_templates_dir
+    write_template(templates, org_key("tool", org["id"]))
+    build = BuildRecord(
+        str(uuid.uuid4()), org_key("tool", org["id"]), org["id"], BuildStatus.READY, utcnow()
+    )
+    records.save(templates, build)
     ids.update(
+        build_id=build.build_id,
         snapshot_id=snapshot.json()["id"],
         sandbox_id=sandbox_id,
         context_id=context_id,
@@ -214,7 +230,7 @@ async def populate(h: Harness, slug: str) -> Tenant:
         key_id=extra_key["id"],
     )
     assert org["slug"] == slug
-    return Tenant(slug, key, ids)
+    return Tenant(slug, key, ids, org["id"])
 
 
 @pytest.fixture
@@ -232,6 +248,7 @@ def nowhere(values: dict[str, str]) -> dict[str, str]:
         "run_id": "run_0000000000000000",
         "artifact_id": "art_0000000000000000",
         "snapshot_id": "snap_0000000000000000",
+        "build_id": "00000000-0000-0000-0000-000000000000",
         "org": "no-such-org",
     }
     return {k: fake.get(k, "00000000-0000-0000-0000-000000000000") for k in values}
@@ -358,8 +375,18 @@ async def test_tenant_free_routes_show_nothing_of_other_orgs(
         snapshots = (await attacker.get("/v1/snapshots", params={"limit": 200})).json()
         assert [s["id"] for s in snapshots["items"]] == [a.ids["snapshot_id"]]
         # Templates are the server's, but the snapshot counts are A's own.
-        (python,) = (await attacker.get("/v1/templates")).json()["items"]
-        assert (python["name"], python["snapshots"]) == ("python", 1)
+        listed = {t["name"]: t for t in (await attacker.get("/v1/templates")).json()["items"]}
+        assert (listed["python"]["snapshots"], listed["python"]["public"]) == (1, True)
+        assert listed["tool"]["template_id"] == org_key("tool", a.org_id)  # A's own, not B's
+        # Nor use B's own template, by its key; nor see its build under either name.
+        b_tool = org_key("tool", b.org_id)
+        response = await attacker.post("/v1/sandboxes", json={"template": b_tool})
+        assert_envelope(response, 404, "not_found_error")
+        for name in ("tool", b_tool):
+            response = await attacker.get(f"/v1/templates/{name}/builds/{b.ids['build_id']}")
+            assert_envelope(response, 404, "not_found_error")
+        response = await attacker.delete(f"/v1/templates/{b_tool}")
+        assert_envelope(response, 404, "not_found_error")
         # Nor make a key for B's member, nor one scoped to B's project.
         for body in ({"member_id": b.ids["member_id"]}, {"project_id": b.ids["project_id"]}):
             response = await attacker.post(f"/v1/orgs/{a.slug}/keys", json=body)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from tests.e2e.executing import run
 from tests.e2e_fixtures import backends
 from tests.helpers import eventually as wait_for
+from tests.helpers import write_wheel
 from tests.serverproc import ServerProcess, link_template
 
 DOCKERFILE = """\
@@ -46,21 +46,6 @@ print(pwd.getpwuid(os.stat('/opt/app/data/notes.txt').st_uid).pw_name)
 print(os.access('/opt/venv/lib', os.W_OK))
 print(os.environ.get('APP_HOME'))
 """
-
-
-def write_wheel(path: Path) -> None:
-    """A one-module wheel, made by hand: what ``pip install`` takes without building anything."""
-    files = {
-        "greeter.py": "def greet():\n    return 'hi from greeter'\n",
-        "greeter-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: greeter\nVersion: 1.0\n",
-        "greeter-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\n"
-        "Root-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = [f"{name},," for name in files] + ["greeter-1.0.dist-info/RECORD,,"]
-    with zipfile.ZipFile(path, "w") as wheel:
-        for name, text in files.items():
-            wheel.writestr(name, text)
-        wheel.writestr("greeter-1.0.dist-info/RECORD", "\n".join(record) + "\n")
 
 
 def build(templates: Path, *args: str) -> subprocess.CompletedProcess[str]:

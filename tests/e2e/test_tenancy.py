@@ -18,14 +18,8 @@ import pytest
 
 from tests.e2e.executing import run
 from tests.helpers import eventually as wait_for
+from tests.helpers import new_org
 from tests.serverproc import ServerProcess, templates_dir
-
-
-def new_org(api: httpx.Client, prefix: str) -> tuple[str, str]:
-    slug = f"{prefix}-{secrets.token_hex(3)}"
-    created = api.post("/v1/orgs", json={"slug": slug})
-    assert created.status_code == 201, created.text
-    return slug, created.json()["key"]["key"]
 
 
 @pytest.fixture

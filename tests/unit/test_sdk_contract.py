@@ -30,6 +30,7 @@ MODEL_SCHEMAS: dict[type[BaseModel], tuple[str, ...]] = {
     models.Snapshot: ("SnapshotOut",),
     models.SnapshotContext: ("SnapshotContextOut",),
     models.Template: ("TemplateOut",),
+    models.TemplateBuild: ("BuildOut",),
     models.PoolStatus: ("PoolStatusOut",),
     models.Health: ("HealthOut",),
     models.FileInfo: ("FileInfoOut",),

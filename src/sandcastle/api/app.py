@@ -29,6 +29,7 @@ from sandcastle.api.routes import (
     processes,
     sandboxes,
     snapshots,
+    template_builds,
     templates,
 )
 from sandcastle.api.schemas import ExecuteOut
@@ -83,6 +84,7 @@ def create_app(
     app.include_router(sandboxes.router)
     app.include_router(snapshots.router)
     app.include_router(templates.router)
+    app.include_router(template_builds.router)
     app.include_router(execute.router)
     app.include_router(contexts.router)
     app.include_router(files.router)

@@ -14,6 +14,7 @@ from sandcastle.domain.execution import ExecutionResult
 from sandcastle.domain.sandbox import Sandbox, SandboxStatus
 from sandcastle.domain.snapshot import Snapshot
 from sandcastle.errors import FieldError
+from sandcastle.runtime.templates.catalogue import KEY_MAX_LENGTH
 
 #: An absolute path without NUL: what ``normalise_cwd`` takes.
 ABSOLUTE_PATH = "^/[^\\x00]*$"
@@ -28,7 +29,7 @@ class NetworkBody(RequestBody):
 
 
 class SandboxCreateBody(RequestBody):
-    template: str | None = Field(default=None, min_length=1, max_length=64)
+    template: str | None = Field(default=None, min_length=1, max_length=KEY_MAX_LENGTH)
     vcpus: PositiveInteger | None = None
     memory_mb: PositiveInteger | None = None
     disk_mb: PositiveInteger | None = None

@@ -31,7 +31,7 @@ from sandcastle.errors import (
 )
 from sandcastle.runtime.base import Runtime
 from sandcastle.runtime.channel import AgentLink
-from sandcastle.runtime.templates.catalogue import load_template
+from sandcastle.runtime.templates.catalogue import resolve
 from sandcastle.services.admission import Admission
 from sandcastle.services.auth import Principal
 from sandcastle.services.diskspace import ensure_free
@@ -103,10 +103,12 @@ class SandboxService:
 
     async def create(self, principal: Principal, request: CreateSandbox) -> Sandbox:
         ensure_free(self._settings, "create a sandbox")
-        template_name = request.template or self._settings.default_template
-        template = load_template(template_name, self._settings.resolved_templates_dir)
+        asked = request.template or self._settings.default_template
+        template = resolve(asked, principal.org_id, self._settings.resolved_templates_dir)
         if template is None:
-            raise NotFoundError(f"template {template_name!r} not found (build it first)")
+            raise NotFoundError(f"template {asked!r} not found (build it first)")
+        # The key: an org's own template is recorded as ``name+org`` (``catalogue.py``).
+        template_name = template.name
         if template.env:
             # The template's environment (a Dockerfile's ENV) lies beneath the sandbox's own.
             request = dataclasses.replace(request, env={**template.env, **request.env})

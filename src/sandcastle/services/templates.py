@@ -1,10 +1,12 @@
 """Built templates as the API shows them: list, and delete one nothing uses any more.
 
-Templates are the server's, shared by every org (``runtime/templates/builder.py`` builds them
-into ``<templates_dir>/<name>/``). Listing shows how many of the caller's org's snapshots need
-each, and the backend a template is pinned to. Deleting is for the server's operators (owners of
-its first org), and refused (409) while any snapshot or live sandbox of any org needs the
-template, since restoring or running it without its root filesystem fails.
+A template is the server's, public to every org, or an org's own (built through the API,
+``template_builds.py``; kept under the key ``<name>+<org id>``, ``catalogue.py``). Listing shows
+the public ones and the caller's org's, how many of the org's snapshots need each, and the
+backend a template is pinned to. Deleting a public template is for the server's operators
+(owners of its first org), an org's own for its owners and admins; either is refused (409)
+while any snapshot or live sandbox needs the template, since restoring or running it without
+its root filesystem fails.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from pathlib import Path
 from sandcastle.config import Settings
 from sandcastle.errors import ConflictError, ForbiddenError, NotFoundError
 from sandcastle.runtime.templates.catalogue import (
-    TEMPLATE_NAME,
     built_templates,
-    load_template,
+    resolve,
     retired_builds,
+    split_key,
 )
 from sandcastle.services.auth import Principal
 from sandcastle.store.sandboxes import SandboxRepository
@@ -35,7 +37,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TemplateSummary:
+    #: As its users name it (an org's own without the org).
     name: str
+    #: What sandboxes record as their template: the name, or ``name+org`` for an org's own.
+    key: str
+    #: Every org's, or the caller's org's own.
+    public: bool
     build_id: str
     built_at: datetime
     size_bytes: int
@@ -63,19 +70,35 @@ class TemplateService:
         counts = await self._snapshots.per_template(
             principal.org_id, member_id=principal.sandbox_member
         )
-        return [
-            TemplateSummary(
-                t.name, t.build_id, t.built_at, t.size_bytes, counts.get(t.name, 0), t.runtime
+        summaries = []
+        for t in built:
+            short, owner = split_key(t.name)
+            if owner not in (None, principal.org_id):
+                continue  # another org's own
+            summaries.append(
+                TemplateSummary(
+                    short,
+                    t.name,
+                    owner is None,
+                    t.build_id,
+                    t.built_at,
+                    t.size_bytes,
+                    counts.get(t.name, 0),
+                    t.runtime,
+                )
             )
-            for t in built
-        ]
+        return summaries
 
     async def delete(self, principal: Principal, name: str) -> None:
-        if not TEMPLATE_NAME.match(name) or load_template(name, self._root) is None:
+        info = resolve(name, principal.org_id, self._root)
+        if info is None:
             raise NotFoundError(f"template {name!r} not found")
-        if not principal.operator:
-            # Templates are the server's, shared by every org: one org may not take them away.
-            raise ForbiddenError("only the server's operators may delete templates")
+        name = info.name
+        if split_key(name)[1] is None and not principal.operator:
+            # Public templates are shared by every org: one org may not take them away.
+            raise ForbiddenError("only the server's operators may delete public templates")
+        if not principal.is_admin:
+            raise ForbiddenError("only the org's owners and admins may delete its templates")
         snapshots = await self._snapshots.of_template(name)
         live = await self._sandboxes.live_of_template(name)
         if snapshots:

@@ -29,6 +29,15 @@ class WaitTimeoutError(SandcastleError):
     """A ``wait()`` on the client's side ran out of time; the work itself goes on."""
 
 
+class TemplateBuildFailedError(SandcastleError):
+    """A template build ended without a template: ``build.error`` names the failing step (a
+    Dockerfile's line) with its last log lines."""
+
+    def __init__(self, build: Any) -> None:
+        super().__init__(f"template {build.name!r}, build {build.build_id}: {build.error}")
+        self.build = build
+
+
 class APIError(SandcastleError):
     """The server answered with an error."""
 

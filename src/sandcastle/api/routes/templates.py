@@ -1,4 +1,4 @@
-"""``/v1/templates``: the server's built templates; deleting one nothing needs any more."""
+"""``/v1/templates``: the built templates an org may use; deleting one nothing needs any more."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ router = APIRouter(prefix="/v1/templates", tags=["templates"])
 
 class TemplateOut(BaseModel):
     name: str
+    template_id: str = Field(
+        description="What its sandboxes record as their `template`: the name, with `+<org id>` "
+        "for an org's own template."
+    )
+    public: bool = Field(description="Every org's (the server's), or the caller's org's own.")
     build_id: str
     built_at: str
     size_bytes: int
@@ -31,12 +36,14 @@ class TemplateListOut(BaseModel):
 
 @router.get("", response_model=TemplateListOut)
 async def list_templates(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    """Every built template, by name."""
+    """The server's public templates and the caller's org's own, by name."""
     templates = await services.templates.list(principal)
     return {
         "items": [
             {
                 "name": t.name,
+                "template_id": t.key,
+                "public": t.public,
                 "build_id": t.build_id,
                 "built_at": rfc3339(t.built_at),
                 "size_bytes": t.size_bytes,
@@ -50,7 +57,8 @@ async def list_templates(principal: PrincipalDep, services: ServicesDep) -> dict
 
 @router.delete("/{name}", status_code=204)
 async def delete_template(name: str, principal: PrincipalDep, services: ServicesDep) -> Response:
-    """Remove a built template (the server's operators only: owners of its first org, since
-    every org shares templates). 409 while any snapshot or live sandbox uses it."""
+    """Remove a built template: the org's own (its owners and admins), or a public one (the
+    server's operators only: owners of its first org). 409 while any snapshot or live sandbox
+    uses it."""
     await services.templates.delete(principal, name)
     return Response(status_code=204)

@@ -4,6 +4,10 @@ A template lives in ``<templates_dir>/<name>/``: ``rootfs/``, ``build.log`` and
 ``manifest.json``. The manifest is written last (``builder.py``), so a directory without a
 usable one is never treated as a template.
 
+A template is the server's, public to every org, or an org's own: that one is kept under the key
+``<name>+<org id>`` (:func:`org_key`), and :func:`resolve` is the one place a name becomes a
+template, the caller's own first, so no org ever reaches another's.
+
 Builds are immutable: a rebuild swaps a new directory in and retires the old one to
 ``<templates_dir>/.retired/<name>/<build_id>/``, where the sandboxes, hibernated sandboxes and
 snapshots made on that build keep finding it (:func:`load_build`) until nothing needs it and
@@ -34,15 +38,40 @@ class TemplateInfo:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-#: A template directory's name (builds and logs in progress start with a dot).
+#: A template's name as its users give it (builds and logs in progress start with a dot).
 TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: A template directory's name: a name, and the owning org's id for an org's own template.
+TEMPLATE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(\+[0-9a-f-]{36})?$")
+KEY_MAX_LENGTH = 64 + 1 + 36
+
+
+def org_key(name: str, org_id: str) -> str:
+    """The key of org ``org_id``'s own template ``name``."""
+    return f"{name}+{org_id}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """(name, owning org id) of a template key; the org is None for a public template."""
+    name, _, org = key.partition("+")
+    return name, org or None
+
+
+def resolve(name: str, org_id: str, templates_dir: Path) -> TemplateInfo | None:
+    """What ``name`` means to org ``org_id``: its own template of that name, else the public
+    one. A key naming an org is that org's only; None when the org may use no such template."""
+    if not TEMPLATE_KEY.match(name):
+        return None
+    base, owner = split_key(name)
+    if owner is not None:
+        return load_template(name, templates_dir) if owner == org_id else None
+    return load_template(org_key(base, org_id), templates_dir) or load_template(base, templates_dir)
 
 
 def built_templates(templates_dir: Path) -> list[TemplateInfo]:
-    """Every built template in ``templates_dir``, by name."""
+    """Every built template in ``templates_dir``, by key."""
     if not templates_dir.is_dir():
         return []
-    names = sorted(p.name for p in templates_dir.iterdir() if TEMPLATE_NAME.match(p.name))
+    names = sorted(p.name for p in templates_dir.iterdir() if TEMPLATE_KEY.match(p.name))
     return [t for t in (load_template(n, templates_dir) for n in names) if t is not None]
 
 
@@ -59,7 +88,7 @@ def load_build(name: str, build_id: str | None, templates_dir: Path) -> Template
     current = load_template(name, templates_dir)
     if current is not None and (build_id is None or current.build_id == build_id):
         return current
-    if build_id is None or not TEMPLATE_NAME.match(name) or not TEMPLATE_NAME.match(build_id):
+    if build_id is None or not TEMPLATE_KEY.match(name) or not TEMPLATE_NAME.match(build_id):
         return None
     info = _load(retired_dir(templates_dir, name, build_id))
     return info if info is not None and (info.name, info.build_id) == (name, build_id) else None
@@ -77,7 +106,10 @@ def retired_builds(templates_dir: Path) -> list[TemplateInfo]:
 
 
 def load_template(name: str, templates_dir: Path) -> TemplateInfo | None:
-    """Return the built template ``name``, or None if there is none or its manifest is unusable."""
+    """Return the built template ``name`` (a key), or None if there is none or its manifest is
+    unusable."""
+    if not TEMPLATE_KEY.match(name):
+        return None
     info = _load(templates_dir / name)
     return info if info is not None and info.name == name else None
 

@@ -28,7 +28,7 @@ from sandcastle.agent import layout
 from sandcastle.errors import InvalidRequestError
 from sandcastle.runtime.templates import dockerfile as df
 from sandcastle.runtime.templates.buildenv import BUILD_PATH
-from sandcastle.runtime.templates.catalogue import TEMPLATE_NAME, load_template
+from sandcastle.runtime.templates.catalogue import TEMPLATE_KEY, load_template, resolve
 from sandcastle.runtime.templates.recipes import (
     Base,
     Clean,
@@ -80,10 +80,13 @@ def recipe_from_dockerfile(
     context: Path | None,
     templates_dir: Path,
     build_args: Mapping[str, str] | None = None,
+    org_id: str | None = None,
 ) -> Recipe:
-    """The recipe of template ``name`` built from Dockerfile ``text`` with build context
-    ``context`` (None: no context; a ``COPY`` is then an error)."""
-    if not TEMPLATE_NAME.match(name):
+    """The recipe of template ``name`` (a key) built from Dockerfile ``text`` with build
+    context ``context`` (None: no context; a ``COPY`` is then an error). ``FROM <template>``
+    means what it means to org ``org_id`` (``catalogue.resolve``); None: the server's own
+    templates, for its operator."""
+    if not TEMPLATE_KEY.match(name):
         raise df.DockerfileError(1, f"{name!r} is not a template name")
     instructions = df.parse(text)
     given = dict(build_args or {})
@@ -102,7 +105,8 @@ def recipe_from_dockerfile(
                 if value is not None:
                     state.args[arg] = df.expand(value, state.variables())
             case df.From(line=line, image=image):
-                base, steps = _start(name, df.expand(image, state.args), line, templates_dir)
+                image = df.expand(image, state.args)
+                base, steps = _start(name, image, line, templates_dir, org_id)
                 before_from, state.args = state.args, {}
             case df.Env(pairs=pairs):
                 for key, value in pairs:
@@ -135,12 +139,14 @@ def recipe_from_dockerfile(
     )  # fmt: skip
 
 
-def _start(name: str, image: str, line: int, templates_dir: Path) -> tuple[Base | None, list[Step]]:
+def _start(
+    name: str, image: str, line: int, templates_dir: Path, org_id: str | None
+) -> tuple[Base | None, list[Step]]:
     if image in DEBIAN_IMAGES:
         return None, list(get_recipe(PLATFORM_RECIPE).steps)
-    if image == name:
-        raise df.DockerfileError(line, f"template {name!r} cannot start from itself")
-    info = load_template(image, templates_dir) if TEMPLATE_NAME.match(image) else None
+    info = resolve(image, org_id, templates_dir) if org_id else load_template(image, templates_dir)
+    if image == name or (info is not None and info.name == name):
+        raise df.DockerfileError(line, f"template {image!r} cannot start from itself")
     if info is None:
         known = ", ".join(sorted(DEBIAN_IMAGES))
         raise df.DockerfileError(

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from collections.abc import Callable
 from typing import IO, Any
+
+from sandcastle_sdk import _context
 
 
 async def sleep(seconds: float) -> None:
@@ -32,3 +35,8 @@ async def read_chunk(file: IO[bytes], size: int) -> bytes:
 
 async def write_chunk(file: IO[bytes], data: bytes) -> None:
     await asyncio.to_thread(file.write, data)
+
+
+async def tar_directory(directory: str | os.PathLike[str]) -> IO[bytes]:
+    # Reads the whole tree and compresses it: off the event loop.
+    return await asyncio.to_thread(_context.tar_directory, directory)

@@ -6,9 +6,12 @@ generated from ``_async`` (``tools/generate_sync.py``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import IO, Any
+
+from sandcastle_sdk import _context
 
 
 def sleep(seconds: float) -> None:
@@ -27,3 +30,7 @@ def read_chunk(file: IO[bytes], size: int) -> bytes:
 
 def write_chunk(file: IO[bytes], data: bytes) -> None:
     file.write(data)
+
+
+def tar_directory(directory: str | os.PathLike[str]) -> IO[bytes]:
+    return _context.tar_directory(directory)

@@ -42,15 +42,17 @@ class SyncTransport:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         content: Any = None,
+        data: Mapping[str, str] | None = None,
+        files: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
     ) -> httpx.Response:
         """The answer to one request, retried as allowed; raises for an error answer.
 
-        A body given as an iterator can be sent once only, so such a request is never
-        repeated once a connection was made.
+        A body given as an iterator, or a form with files (read as it is sent), can be sent
+        once only, so such a request is never repeated once a connection was made.
         """
-        replayable = content is None or isinstance(content, bytes | str)
+        replayable = files is None and (content is None or isinstance(content, bytes | str))
         attempt = 0
         while True:
             attempt += 1
@@ -60,6 +62,8 @@ class SyncTransport:
                 params=params,
                 json=json,
                 content=content,
+                data=data,
+                files=files,
                 headers={**self._headers, **(headers or {})},
             )
             try:

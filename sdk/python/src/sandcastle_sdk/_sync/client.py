@@ -7,15 +7,19 @@ friends, which make a client of their own when none is given.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from sandcastle_sdk import errors
 from sandcastle_sdk._http import Settings
-from sandcastle_sdk.models import Health, Snapshot, Template
+from sandcastle_sdk.models import Health, Snapshot, Template, TemplateBuild
 
+from . import _io
 from ._transport import SyncTransport
 from .tenancy import SyncOrgs
 
@@ -113,6 +117,10 @@ class SyncSnapshots:
         self._t.send("DELETE", f"/v1/snapshots/{snapshot_id}")
 
 
+#: The server takes a Dockerfile of up to 256 KiB (a longer one is refused, not cut).
+_MAX_DOCKERFILE_BYTES = 256 * 1024
+
+
 class SyncTemplates:
     def __init__(self, transport: SyncTransport) -> None:
         self._t = transport
@@ -121,5 +129,66 @@ class SyncTemplates:
         return self._t.items(Template, "GET", "/v1/templates")
 
     def delete(self, name: str) -> None:
-        """Delete a template's build (operators only)."""
+        """Delete a template: the org's own (owners and admins), or a public one (operators)."""
         self._t.send("DELETE", f"/v1/templates/{name}")
+
+    def build(
+        self,
+        name: str,
+        dockerfile: str | os.PathLike[str],
+        context: str | os.PathLike[str] | None = None,
+        *,
+        build_args: Mapping[str, str] | None = None,
+        public: bool = False,
+        on_log: Callable[[str], Any] | None = None,
+    ) -> TemplateBuild:
+        """Build template ``name`` as the org's own (``public``: the server's, operators only)
+        and wait for it to end.
+
+        ``dockerfile`` is the Dockerfile's text, or a path to it; ``context`` the build
+        context's directory (sent as a tar archive). ``on_log`` is handed each line of the
+        build's log as it is written. Raises :class:`~sandcastle_sdk.errors.TemplateBuildFailedError`
+        when the build fails (its ``build.error`` names the failing line), an API error when
+        the server refuses the Dockerfile or the context outright.
+        """
+        if isinstance(dockerfile, os.PathLike):
+            with open(dockerfile, "rb") as file:  # noqa: ASYNC230 - reads go through _io
+                dockerfile = (_io.read_chunk(file, _MAX_DOCKERFILE_BYTES + 1)).decode()
+        files: dict[str, Any] = {"dockerfile": ("Dockerfile", dockerfile.encode())}
+        archive = _io.tar_directory(context) if context is not None else None
+        try:
+            if archive is not None:
+                files["context"] = ("context.tar.gz", archive, "application/gzip")
+            data = {
+                "name": name,
+                "build_args": json.dumps(dict(build_args or {})),
+                "public": "true" if public else "false",
+            }
+            started = self._t.model(TemplateBuild, "POST", "/v1/templates", data=data, files=files)
+        finally:
+            if archive is not None:
+                archive.close()
+        return self.wait_build(started.name, started.build_id, on_log=on_log)
+
+    def get_build(self, name: str, build_id: str) -> TemplateBuild:
+        """A build's status, with the end of its log."""
+        return self._t.model(TemplateBuild, "GET", f"/v1/templates/{name}/builds/{build_id}")
+
+    def wait_build(
+        self, name: str, build_id: str, *, on_log: Callable[[str], Any] | None = None
+    ) -> TemplateBuild:
+        """Follow a build's log to its end; the build as it ended (raises
+        :class:`~sandcastle_sdk.errors.TemplateBuildFailedError` when it failed)."""
+        path = f"/v1/templates/{name}/builds/{build_id}/logs"
+        ended: TemplateBuild | None = None
+        with self._t.events("GET", path) as events:
+            for event in events:
+                if event.get("type") == "log":
+                    _io.call(on_log, event.get("text", ""))
+                elif event.get("type") == "end":
+                    ended = TemplateBuild.model_validate(event["build"])
+        if ended is None:
+            raise errors.StreamEndedError(f"the log of build {build_id} ended before the build")
+        if ended.status == "failed":
+            raise errors.TemplateBuildFailedError(ended)
+        return ended

@@ -30,6 +30,7 @@ from sandcastle_sdk.models.sandbox import (
     Snapshot,
     SnapshotContext,
     Template,
+    TemplateBuild,
     WarmPoolCheckout,
 )
 from sandcastle_sdk.models.tenancy import (
@@ -79,6 +80,7 @@ __all__ = [
     "SnapshotContext",
     "StreamEvent",
     "Template",
+    "TemplateBuild",
     "Transaction",
     "WarmPoolCheckout",
     "Workspace",

@@ -76,11 +76,29 @@ class Snapshot(Model):
 
 class Template(Model):
     name: str
+    #: What its sandboxes record as their template (``name+<org id>`` for an org's own).
+    template_id: str
+    public: bool
     build_id: str
     built_at: datetime
     runtime: str | None = None
     size_bytes: int
     snapshots: int
+
+
+class TemplateBuild(Model):
+    build_id: str
+    name: str
+    template_id: str
+    public: bool
+    status: Literal["building", "ready", "failed"]
+    created_at: datetime
+    finished_at: datetime | None = None
+    #: Why it failed: the failing step (a Dockerfile's line) and its last log lines.
+    error: str | None = None
+    size_bytes: int | None = None
+    #: The end of the build's log (on ``templates.get_build``).
+    logs: str | None = None
 
 
 class PoolStatus(Model):
