@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandcastle.agent import layout
+from sandcastle.runtime.templates.builtin import builtin_names, builtin_recipe
 from sandcastle.runtime.templates.recipes import (
     RECIPES,
     AddUser,
@@ -204,3 +205,15 @@ def test_symlinks_in_the_rootfs_cannot_redirect_host_side_writes(tmp_path: Path)
     apply_on_host(rootfs, Write("w", files=(File("/etc/hosts", "127.0.0.1 localhost\n"),)))
     assert not (outside / "hosts").exists()
     assert (rootfs / "etc" / "hosts").read_text() == "127.0.0.1 localhost\n"
+
+
+def test_the_python_template_is_a_dockerfile_from_debian_with_our_platform_layer() -> None:
+    recipe = builtin_recipe("python")
+
+    # Exactly the platform layer, all of it trusted, and the digest of the templates built before
+    # it was a Dockerfile: upgrading rebuilds nothing.
+    assert recipe == get_recipe("python")
+    assert recipe.own_steps is None and recipe.cache_steps == 0
+    assert builtin_names() == ["python"]
+    with pytest.raises(KeyError, match="unknown template 'nope'"):
+        builtin_recipe("nope")

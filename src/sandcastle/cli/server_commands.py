@@ -14,9 +14,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sandcastle.config import Settings
 from sandcastle.errors import SandcastleError
 from sandcastle.runtime.templates.builder import BuildProgress, build_template, pin_template
+from sandcastle.runtime.templates.builtin import builtin_recipe
 from sandcastle.runtime.templates.catalogue import built_templates, load_template
 from sandcastle.runtime.templates.from_dockerfile import recipe_from_dockerfile
-from sandcastle.runtime.templates.recipes import Recipe, digest, get_recipe
+from sandcastle.runtime.templates.recipes import Recipe, digest
 from sandcastle.services.diskspace import ensure_free
 
 console = Console(stderr=True)
@@ -39,7 +40,7 @@ def template_is_current(name: str, settings: Settings) -> bool:
     """Built, and from the recipe this version of Sandcastle has."""
     info = load_template(name, settings.resolved_templates_dir)
     try:
-        return info is not None and info.recipe_digest == digest(get_recipe(name))
+        return info is not None and info.recipe_digest == digest(builtin_recipe(name))
     except KeyError:
         return info is not None
 

@@ -44,6 +44,7 @@ from sandcastle.runtime.templates.buildenv import (
     pick,
 )
 from sandcastle.runtime.templates.buildlog import BuildLog, OutputCallback
+from sandcastle.runtime.templates.builtin import builtin_recipe
 from sandcastle.runtime.templates.catalogue import TemplateInfo, load_template
 from sandcastle.runtime.templates.hostpip import inspect_host_pip
 from sandcastle.runtime.templates.isolated import BuildLimits, IsolatedSteps
@@ -57,7 +58,6 @@ from sandcastle.runtime.templates.recipes import (
     Step,
     Write,
     digest,
-    get_recipe,
 )
 from sandcastle.runtime.templates.rootfs import apply_on_host, tree_size
 from sandcastle.runtime.templates.sources import MirrorNotFoundError, find_mirror
@@ -116,7 +116,7 @@ async def build_template(
     or another build of the same template is running. On failure the log is kept as
     ``<templates_dir>/.<name>.failed-build.log``.
     """
-    recipe = recipe or get_recipe(name)
+    recipe = recipe or builtin_recipe(name)
     recipe_digest = digest(recipe)
     await asyncio.to_thread(templates_dir.mkdir, parents=True, exist_ok=True)
     with build_lock(templates_dir, name):

@@ -126,9 +126,13 @@ def recipe_from_dockerfile(
                 if files is None:
                     raise df.DockerfileError(instruction.line, "COPY needs a build context")
                 steps.append(files.copy(instruction, state))
-    steps += _closing()
     platform = get_recipe(PLATFORM_RECIPE)
     env = tuple(state.env.items())
+    if base is None and len(steps) == len(platform.steps):
+        # FROM Debian and no step of the user's: the platform layer as it is (the built-in
+        # ``python``), all of it ours; caching it whole would only copy a template.
+        return Recipe(name, platform.suite, platform.packages, tuple(steps), env=env)
+    steps += _closing()
     # From Debian, the platform layer is the slow part (debootstrap, pip): cached.
     cached = 0 if base is not None else len(platform.steps)
     # And trusted: once the user's steps (or a base template, made by some) have run, the
