@@ -520,8 +520,8 @@ async def test_templates_are_listed_and_deleted_only_when_nothing_needs_them(
 ) -> None:
     (python,) = (await harness.client.get("/v1/templates")).json()["items"]
     assert set(python) == {
-        "name", "template_id", "public", "build_id", "built_at", "size_bytes", "snapshots",
-        "runtime",
+        "name", "template_id", "public", "defaults", "build_id", "built_at", "size_bytes",
+        "snapshots", "runtime",
     }  # fmt: skip
     assert (python["name"], python["size_bytes"], python["snapshots"]) == ("python", 4096, 0)
     assert (python["template_id"], python["public"]) == ("python", True)

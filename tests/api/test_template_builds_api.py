@@ -77,6 +77,8 @@ async def owner(harness: Harness) -> tuple[dict[str, Any], str]:
         ({"name": "tool"}, "FROM python\nCOPY a.txt /a\n", None, None, "COPY needs a build"),
         ({"name": "tool", "build_args": "[1]"}, "FROM python\n", None, "build_args", "object"),
         ({"name": "tool", "public": "maybe"}, "FROM python\n", None, "public", "true or false"),
+        ({"name": "tool", "vcpus": "99"}, "FROM python\n", None, "vcpus", "between 1 and"),
+        ({"name": "tool", "memory_mb": "lots"}, "FROM python\n", None, "memory_mb", "integer"),
         ({"name": "tool"}, "FROM python\n", b"no tar", None, "not a readable tar"),
         (
             {"name": "tool"},
@@ -102,7 +104,7 @@ async def owner(harness: Harness) -> tuple[dict[str, Any], str]:
     ],
     ids=[
         "no-name", "no-dockerfile", "bad-name", "unsupported", "unknown-base", "copy-no-context",
-        "build-args", "public-flag", "not-tar", "dotdot", "absolute-link", "device",
+        "build-args", "public-flag", "vcpus-bound", "memory-integer", "not-tar", "dotdot", "absolute-link", "device",
     ],
 )  # fmt: skip
 async def test_what_cannot_be_built_is_refused_before_the_build_starts(
@@ -171,6 +173,25 @@ async def test_an_orgs_own_template_is_used_by_its_name_and_shadows_a_public_one
     # Others still get the public one.
     other = await harness.create(template="python")
     assert other["template"] == "python"
+
+
+async def test_a_templates_defaults_are_what_its_sandboxes_get_unless_they_ask(
+    harness: Harness, owner: tuple[dict[str, Any], str]
+) -> None:
+    org, key = owner
+    directory = write_template(harness.settings.resolved_templates_dir, org_key("big", org["id"]))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["defaults"] = {"vcpus": 2, "memory_mb": 1024}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    async with harness.as_key(key) as client:
+        (listed,) = [
+            t for t in (await client.get("/v1/templates")).json()["items"] if t["name"] == "big"
+        ]
+        assert listed["defaults"] == {"vcpus": 2, "memory_mb": 1024}
+        plain = await client.post("/v1/sandboxes", json={"template": "big"})
+        assert (plain.json()["config"]["vcpus"], plain.json()["config"]["memory_mb"]) == (2, 1024)
+        asked = await client.post("/v1/sandboxes", json={"template": "big", "memory_mb": 512})
+        assert (asked.json()["config"]["vcpus"], asked.json()["config"]["memory_mb"]) == (2, 512)
 
 
 async def test_a_builds_record_is_shown_to_its_org_only(

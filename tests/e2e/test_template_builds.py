@@ -77,11 +77,13 @@ def post_build(
     dockerfile: str,
     context: bytes | None = None,
     build_args: dict[str, str] | None = None,
+    **defaults: int,
 ) -> httpx.Response:
     files: dict[str, Any] = {"dockerfile": ("Dockerfile", dockerfile.encode())}
     if context is not None:
         files["context"] = ("context.tar.gz", context, "application/gzip")
     data = {"name": name, "build_args": json.dumps(build_args or {})}
+    data |= {key: str(value) for key, value in defaults.items()}
     return api.post("/v1/templates", data=data, files=files)
 
 
@@ -145,7 +147,9 @@ def test_an_org_builds_its_own_template_and_only_its_sandboxes_use_it(
         {"dist/greeter-1.0-py3-none-any.whl": wheel.read_bytes(), "notes.txt": b"copied notes"}
     )
     with server.client(a_key) as a, server.client(b_key) as b:
-        answer = post_build(a, "tool", DOCKERFILE, context, {"GREETING": "hello there"})
+        answer = post_build(
+            a, "tool", DOCKERFILE, context, {"GREETING": "hello there"}, memory_mb=768
+        )
         assert answer.status_code == 202, answer.text
         location = answer.headers["location"]
         assert location == f"/v1/templates/tool/builds/{answer.json()['build_id']}"
@@ -160,6 +164,7 @@ def test_an_org_builds_its_own_template_and_only_its_sandboxes_use_it(
         created = a.post("/v1/sandboxes", json={"template": "tool"})
         assert created.status_code == 201, created.text
         assert created.json()["template"] == build["template_id"]
+        assert created.json()["config"]["memory_mb"] == 768  # the template's default
         result = run(a, created.json()["id"], code=CHECK)
         assert result["error"] is None, result
         assert "".join(result["logs"]["stdout"]).splitlines() == [

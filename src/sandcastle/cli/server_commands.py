@@ -19,6 +19,7 @@ from sandcastle.runtime.templates.catalogue import built_templates, load_templat
 from sandcastle.runtime.templates.from_dockerfile import recipe_from_dockerfile
 from sandcastle.runtime.templates.recipes import Recipe, digest
 from sandcastle.services.diskspace import ensure_free
+from sandcastle.services.template_builds import check_defaults
 
 console = Console(stderr=True)
 template_app = typer.Typer(help="Build and inspect templates.", no_args_is_help=True)
@@ -45,7 +46,14 @@ def template_is_current(name: str, settings: Settings) -> bool:
         return info is not None
 
 
-def _build(name: str, settings: Settings, *, force: bool, recipe: Recipe | None = None) -> None:
+def _build(
+    name: str,
+    settings: Settings,
+    *,
+    force: bool,
+    recipe: Recipe | None = None,
+    defaults: dict[str, int] | None = None,
+) -> None:
     ensure_free(settings, f"build template {name}", settings.resolved_templates_dir)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -71,6 +79,7 @@ def _build(name: str, settings: Settings, *, force: bool, recipe: Recipe | None 
                 on_warning=on_warning,
                 force=force,
                 recipe=recipe,
+                defaults=defaults,
             )
         )
         progress.update(task, completed=1.0, description=f"{name}: done")
@@ -99,12 +108,24 @@ def template_build(
     build_arg: Annotated[
         list[str] | None, typer.Option("--build-arg", help="NAME=VALUE for an ARG; repeatable.")
     ] = None,
+    vcpus: Annotated[
+        int | None, typer.Option(help="vCPUs its sandboxes get when they ask for none.")
+    ] = None,
+    memory_mb: Annotated[
+        int | None, typer.Option(help="Memory (MB) its sandboxes get when they ask for none.")
+    ] = None,
+    disk_mb: Annotated[
+        int | None, typer.Option(help="Disk (MB) its sandboxes get when they ask for none.")
+    ] = None,
     data_dir: DataDirOpt = None,
     if_missing: Annotated[bool, typer.Option(help="Only build when not built yet.")] = False,
 ) -> None:
     """Build (or rebuild) a template; a failed build keeps the previous one."""
     settings = _settings(data_dir)
+    given = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_mb": disk_mb}
+    defaults = {key: value for key, value in given.items() if value is not None}
     try:
+        check_defaults(settings, defaults)
         recipe = None
         if dockerfile is not None:
             args = dict(arg.partition("=")[::2] for arg in build_arg or [])
@@ -125,7 +146,7 @@ def template_build(
         ):
             console.print(f"template [bold]{name}[/] is already built and up to date")
             return
-        _build(name, settings, force=not if_missing, recipe=recipe)
+        _build(name, settings, force=not if_missing, recipe=recipe, defaults=defaults)
     except (SandcastleError, KeyError, OSError, UnicodeDecodeError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc

@@ -112,6 +112,15 @@ class SandboxService:
         if template.env:
             # The template's environment (a Dockerfile's ENV) lies beneath the sandbox's own.
             request = dataclasses.replace(request, env={**template.env, **request.env})
+        if template.defaults:
+            # Its resources too, where the sandbox asked for none; bounds apply as to any.
+            given = template.defaults
+            request = dataclasses.replace(
+                request,
+                vcpus=request.vcpus or given.get("vcpus"),
+                memory_mb=request.memory_mb or given.get("memory_mb"),
+                disk_mb=request.disk_mb or given.get("disk_mb"),
+            )
         provisioning = self._provisioning
         runtime = provisioning.template_runtime(template_name, template.runtime)
         if request.internet and not runtime.supports_internet:

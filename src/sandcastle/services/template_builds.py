@@ -64,6 +64,8 @@ class BuildRequest:
     build_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Build the server's public template ``name`` (operators only), not the org's own.
     public: bool = False
+    #: The resources its sandboxes get when they ask for none (``catalogue.DEFAULT_KEYS``).
+    defaults: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 class TemplateBuildService:
@@ -109,7 +111,7 @@ class TemplateBuildService:
         )
         await asyncio.to_thread(records.save, self._root, record)
         self._running[build_id] = record
-        self._tasks[build_id] = asyncio.create_task(self._build(record, recipe))
+        self._tasks[build_id] = asyncio.create_task(self._build(record, recipe, request.defaults))
         return record
 
     async def get(self, principal: Principal, name: str, build_id: str) -> BuildRecord:
@@ -150,6 +152,7 @@ class TemplateBuildService:
                 await task
 
     def _key(self, principal: Principal, request: BuildRequest) -> str:
+        check_defaults(self._settings, request.defaults)
         if not TEMPLATE_NAME.match(request.name):
             raise FieldError(
                 "name", "a template name is 1 to 64 letters, digits, '_', '.' or '-', first a "
@@ -190,7 +193,9 @@ class TemplateBuildService:
             org_id=None if request.public else principal.org_id,
         )
 
-    async def _build(self, record: BuildRecord, recipe: Recipe) -> None:
+    async def _build(
+        self, record: BuildRecord, recipe: Recipe, defaults: Mapping[str, int]
+    ) -> None:
         settings = self._settings
         limits = BuildLimits(
             vcpus=settings.template_build_vcpus,
@@ -216,6 +221,7 @@ class TemplateBuildService:
                             limits=limits,
                             build_id=record.build_id,
                             on_output=on_output,
+                            defaults=defaults,
                         )
             outcome = dataclasses.replace(
                 outcome, status=BuildStatus.READY, size_bytes=info.size_bytes
@@ -249,6 +255,20 @@ class TemplateBuildService:
             self._slots = asyncio.Semaphore(self._settings.template_builds_max_concurrent)
         async with self._slots:
             yield
+
+
+def check_defaults(settings: Settings, defaults: Mapping[str, int]) -> None:
+    """A template's default resources must be ones a sandbox of this server may have."""
+    s = settings
+    bounds = {
+        "vcpus": (1, s.max_vcpus),
+        "memory_mb": (s.min_memory_mb, s.max_memory_mb),
+        "disk_mb": (s.min_disk_mb, s.max_disk_mb),
+    }
+    for key, value in defaults.items():
+        low, high = bounds[key]
+        if not low <= value <= high:
+            raise FieldError(key, f"{key} must be between {low} and {high}")
 
 
 def _names(record: BuildRecord, name: str) -> bool:

@@ -16,7 +16,8 @@ import logging
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -50,6 +51,8 @@ class TemplateSummary:
     snapshots: int
     #: The backend its sandboxes run on, if the template pins one.
     runtime: str | None = None
+    #: What its sandboxes get when they ask for none.
+    defaults: Mapping[str, int] = field(default_factory=dict)
 
 
 class TemplateService:
@@ -85,6 +88,7 @@ class TemplateService:
                     t.size_bytes,
                     counts.get(t.name, 0),
                     t.runtime,
+                    t.defaults,
                 )
             )
         return summaries

@@ -27,7 +27,7 @@ from sandcastle.api.schemas import rfc3339
 from sandcastle.api.streaming import NDJSON
 from sandcastle.errors import FieldError, LimitExceededError
 from sandcastle.runtime.templates import records
-from sandcastle.runtime.templates.catalogue import split_key
+from sandcastle.runtime.templates.catalogue import DEFAULT_KEYS, split_key
 from sandcastle.runtime.templates.context_archive import MAX_ARCHIVE_BYTES
 from sandcastle.runtime.templates.dockerfile import MAX_DOCKERFILE_BYTES
 from sandcastle.runtime.templates.records import BuildRecord
@@ -102,6 +102,13 @@ _FORM = {
                 "public": {
                     "type": "boolean",
                     "description": "Build the server's public template (operators only).",
+                },
+                **{
+                    key: {
+                        "type": "integer",
+                        "description": f"The `{key}` its sandboxes get when they ask for none.",
+                    }
+                    for key in DEFAULT_KEYS
                 },
             },
         }
@@ -206,7 +213,7 @@ async def _read_form(request: Request, archive: Path) -> BuildRequest:
             if event.name == "context":
                 await _spool(content, archive)
                 has_context = True
-            elif event.name in ("name", "dockerfile", "build_args", "public"):
+            elif event.name in ("name", "dockerfile", "build_args", "public", *DEFAULT_KEYS):
                 limit = MAX_DOCKERFILE_BYTES if event.name == "dockerfile" else MAX_FIELD_BYTES
                 fields[event.name] = await _collect(event.name, content, limit)
             else:
@@ -222,6 +229,7 @@ async def _read_form(request: Request, archive: Path) -> BuildRequest:
         context_archive=archive if has_context else None,
         build_args=_build_args(fields.get("build_args")),
         public=_flag("public", fields.get("public", "false")),
+        defaults={key: _integer(key, fields[key]) for key in DEFAULT_KEYS if key in fields},
     )
 
 
@@ -262,6 +270,13 @@ def _build_args(text: str | None) -> dict[str, str]:
     ):
         raise FieldError("build_args", "build_args must be a JSON object of strings")
     return value
+
+
+def _integer(name: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError as exc:
+        raise FieldError(name, f"{name!r} must be an integer") from exc
 
 
 def _flag(name: str, text: str) -> bool:

@@ -20,6 +20,10 @@ class TemplateOut(BaseModel):
         "for an org's own template."
     )
     public: bool = Field(description="Every org's (the server's), or the caller's org's own.")
+    defaults: dict[str, int] = Field(
+        description="What its sandboxes get when they ask for none: `vcpus`, `memory_mb`, "
+        "`disk_mb` (those it sets)."
+    )
     build_id: str
     built_at: str
     size_bytes: int
@@ -44,6 +48,7 @@ async def list_templates(principal: PrincipalDep, services: ServicesDep) -> dict
                 "name": t.name,
                 "template_id": t.key,
                 "public": t.public,
+                "defaults": dict(t.defaults),
                 "build_id": t.build_id,
                 "built_at": rfc3339(t.built_at),
                 "size_bytes": t.size_bytes,

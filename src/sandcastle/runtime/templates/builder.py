@@ -28,7 +28,7 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,13 +103,16 @@ async def build_template(
     limits: BuildLimits | None = None,
     build_id: str | None = None,
     on_output: OutputCallback | None = None,
+    defaults: Mapping[str, int] | None = None,
 ) -> TemplateInfo:
     """Build template ``name`` into ``templates_dir`` and return it.
 
     The recipe is the built-in one called ``name`` unless ``recipe`` is given. ``on_warning`` is
     told, before the build starts, each part of the host's pip set-up the build goes without.
     ``limits`` bound each untrusted step (default :class:`BuildLimits`). The build gets
-    ``build_id`` (default: a new UUID); ``on_output`` is handed the log as it is written.
+    ``build_id`` (default: a new UUID); ``on_output`` is handed the log as it is written;
+    ``defaults`` are the resources its sandboxes get when they ask for none
+    (``catalogue.DEFAULT_KEYS``).
 
     Without ``force``, an existing template built from the same recipe digest is returned as is.
     Raises ``KeyError`` for an unknown recipe and :class:`TemplateBuildError` when the build fails
@@ -138,6 +141,7 @@ async def build_template(
                 limits=limits or BuildLimits(),
                 build_id=build_id or str(uuid.uuid4()),
                 on_output=on_output,
+                defaults=dict(defaults or {}),
             )
             info = await build.run(templates_dir / name)
         except BaseException:
@@ -173,10 +177,12 @@ class _Build:
         limits: BuildLimits,
         build_id: str,
         on_output: OutputCallback | None,
+        defaults: dict[str, int],
     ) -> None:
         self.recipe = recipe
         self.limits = limits
         self.build_id = build_id
+        self.defaults = defaults
         self.recipe_digest = recipe_digest
         self.build_dir = build_dir
         self.rootfs = build_dir / "rootfs"
@@ -343,6 +349,7 @@ class _Build:
             "size_bytes": size,
             **({"runtime": self.runtime} if self.runtime else {}),
             **({"env": dict(self.recipe.env)} if self.recipe.env else {}),
+            **({"defaults": self.defaults} if self.defaults else {}),
         }
         self.write_log(f"manifest: {json.dumps(manifest)}\n")
         (self.build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

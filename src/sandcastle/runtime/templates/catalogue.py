@@ -36,6 +36,12 @@ class TemplateInfo:
     runtime: str | None = None
     #: The environment its sandboxes' processes start with (a Dockerfile's ``ENV``).
     env: Mapping[str, str] = field(default_factory=dict)
+    #: What its sandboxes get when they ask for nothing else (``DEFAULT_KEYS``).
+    defaults: Mapping[str, int] = field(default_factory=dict)
+
+
+#: The resources a template may give its sandboxes by default.
+DEFAULT_KEYS = ("vcpus", "memory_mb", "disk_mb")
 
 
 #: A template's name as its users give it (builds and logs in progress start with a dot).
@@ -126,6 +132,9 @@ def _load(directory: Path) -> TemplateInfo | None:
             rootfs=directory / "rootfs",
             runtime=str(data["runtime"]) if data.get("runtime") else None,
             env={str(k): str(v) for k, v in dict(data.get("env") or {}).items()},
+            defaults={
+                k: int(v) for k, v in dict(data.get("defaults") or {}).items() if k in DEFAULT_KEYS
+            },
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from sandcastle_sdk import errors
-from sandcastle_sdk._http import Settings
+from sandcastle_sdk._http import Settings, drop_none
 from sandcastle_sdk.models import Health, Snapshot, Template, TemplateBuild
 
 from . import _io
@@ -140,13 +140,17 @@ class SyncTemplates:
         *,
         build_args: Mapping[str, str] | None = None,
         public: bool = False,
+        vcpus: int | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
         on_log: Callable[[str], Any] | None = None,
     ) -> TemplateBuild:
         """Build template ``name`` as the org's own (``public``: the server's, operators only)
         and wait for it to end.
 
         ``dockerfile`` is the Dockerfile's text, or a path to it; ``context`` the build
-        context's directory (sent as a tar archive). ``on_log`` is handed each line of the
+        context's directory (sent as a tar archive). ``vcpus``, ``memory_mb`` and ``disk_mb``
+        are what its sandboxes get when they ask for none. ``on_log`` is handed each line of the
         build's log as it is written. Raises :class:`~sandcastle_sdk.errors.TemplateBuildFailedError`
         when the build fails (its ``build.error`` names the failing line), an API error when
         the server refuses the Dockerfile or the context outright.
@@ -163,6 +167,12 @@ class SyncTemplates:
                 "name": name,
                 "build_args": json.dumps(dict(build_args or {})),
                 "public": "true" if public else "false",
+                **{
+                    key: str(value)
+                    for key, value in drop_none(
+                        vcpus=vcpus, memory_mb=memory_mb, disk_mb=disk_mb
+                    ).items()
+                },
             }
             started = self._t.model(TemplateBuild, "POST", "/v1/templates", data=data, files=files)
         finally:

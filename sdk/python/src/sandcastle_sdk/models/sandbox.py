@@ -79,6 +79,8 @@ class Template(Model):
     #: What its sandboxes record as their template (``name+<org id>`` for an org's own).
     template_id: str
     public: bool
+    #: What its sandboxes get when they ask for none: ``vcpus``, ``memory_mb``, ``disk_mb``.
+    defaults: dict[str, int] = Field(default_factory=dict)
     build_id: str
     built_at: datetime
     runtime: str | None = None
