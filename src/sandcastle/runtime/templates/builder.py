@@ -21,10 +21,8 @@ import contextlib
 import functools
 import json
 import os
-import re
 import secrets
 import shutil
-import signal
 import time
 import uuid
 from collections import deque
@@ -33,7 +31,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandcastle.runtime import cgroups
 from sandcastle.runtime.templates import isolated
 from sandcastle.runtime.templates.buildenv import (
     BUILD_PATH,
@@ -61,6 +58,7 @@ from sandcastle.runtime.templates.recipes import (
 )
 from sandcastle.runtime.templates.rootfs import apply_on_host, tree_size
 from sandcastle.runtime.templates.sources import MirrorNotFoundError, find_mirror
+from sandcastle.runtime.templates.steprun import first_of, run_logged
 from sandcastle.runtime.templates.tree import (
     TemplateBuildError,
     build_lock,
@@ -328,7 +326,7 @@ class _Build:
         match step:
             case Run() if isinstance(runner, IsolatedSteps):
                 async with runner.command(step) as command:
-                    await _first_of(self._run_process(command), self._watch_size())
+                    await first_of(self._run_process(command), self._watch_size())
             case Run():
                 async with runner.command(step) as command:
                     await self._run_process(command)
@@ -371,69 +369,10 @@ class _Build:
     ) -> None:
         argv = command.argv
         self.write_log(f"$ {' '.join(argv)}\n")
-        procs_files = list(command.procs_files)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=dict(command.env),
-                # Its own process group, so a cancelled build can stop debootstrap's children too.
-                start_new_session=True,
-                preexec_fn=(lambda: cgroups.join_groups(procs_files)) if procs_files else None,
-            )
+            returncode = await run_logged(command, self.log, self.tail, on_line)
         except OSError as exc:
             self.tail.append(str(exc))
             raise self.fail(f"cannot start {argv[0]}") from exc
-        try:
-            assert process.stdout is not None
-            pending = b""
-            while chunk := await process.stdout.read(65536):
-                self.log.write(chunk)
-                # Progress redraws end in \r; split on it too so the tail stays readable.
-                *lines, pending = re.split(rb"\r\n|\r|\n", pending + chunk)
-                for raw in lines:
-                    self._line(raw, on_line)
-            self._line(pending, on_line)
-            returncode = await process.wait()
-        except BaseException:
-            await _terminate(process)
-            raise
         if returncode != 0:
             raise self.fail(f"{argv[0]} exited with status {returncode}")
-
-    def _line(self, raw: bytes, on_line: Callable[[str], None] | None) -> None:
-        line = raw.decode(errors="replace").rstrip()
-        if line:
-            self.tail.append(line)
-            if on_line is not None:
-                on_line(line)
-
-
-async def _first_of(main: Awaitable[None], watch: Awaitable[None]) -> None:
-    """Await ``main`` while ``watch`` runs; whichever ends first (or raises) ends both."""
-    tasks = [asyncio.ensure_future(main), asyncio.ensure_future(watch)]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        task.result()
-
-
-async def _terminate(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    # SIGTERM first: debootstrap's exit trap unmounts what it mounted inside the target.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        async with asyncio.timeout(10):
-            await asyncio.shield(process.wait())
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
