@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,21 +199,28 @@ def test_a_build_reaches_nothing_of_the_host_and_a_failing_run_names_its_line(
     context = templates.parent / "probe-context"
     context.mkdir()
     (context / "probe.py").write_text(PROBE)
-    # Through our SDK: the context directory sent as an archive, the log followed line by line.
-    logged: list[str] = []
-    with Sandcastle(server.url, key) as client:
-        base = client.templates.build(
-            "base",
-            "FROM python\nARG PORT\nARG DATA\nCOPY probe.py /opt/probe.py\n"
-            "RUN python /opt/probe.py $PORT $DATA\nUSER user\n"
-            "RUN python /opt/probe.py $PORT $DATA\n",
-            context,
-            build_args={"PORT": str(server.port), "DATA": str(server.data_dir)},
-            on_log=logged.append,
-        )
-    assert (base.status, base.name, base.public) == ("ready", "base", False)
+    (context / "Dockerfile").write_text(
+        "FROM python\nARG PORT\nARG DATA\nCOPY probe.py /opt/probe.py\n"
+        "RUN python /opt/probe.py $PORT $DATA\nUSER user\n"
+        "RUN python /opt/probe.py $PORT $DATA\n"
+    )
+    # Through the CLI (on our SDK): the context directory sent as an archive, the log followed.
+    pushed = subprocess.run(
+        [
+            sys.executable, "-m", "sandcastle", "template", "push", "base", "-f",
+            str(context / "Dockerfile"), "--build-arg", f"PORT={server.port}", "--build-arg",
+            f"DATA={server.data_dir}", "--url", server.url, "--key", key,
+        ],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "template base ready" in pushed.stdout
+    # The log a tenant reads names its own commands, not the host's paths or tools.
+    assert "/run/sandcastle" not in pushed.stderr and str(templates) not in pushed.stderr
+    assert "$ /bin/sh -c python /opt/probe.py" in pushed.stderr
+    logged = pushed.stderr.splitlines()
     probes = [line for line in logged if line.startswith("probe ")]
-    assert len(probes) == 2, logged
+    assert len(probes) == 2, pushed.stderr
     for line in probes:
         _, via_gateway, loopback, data_seen, env_seen = line.split()
         assert via_gateway != "open" and loopback != "open", line

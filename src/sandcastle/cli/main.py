@@ -7,11 +7,18 @@ import sys
 
 import typer
 
-from sandcastle.cli import client_commands, process_commands, server_commands, tenancy_commands
+from sandcastle.cli import (
+    client_commands,
+    process_commands,
+    server_commands,
+    template_push,
+    tenancy_commands,
+)
 
 app = typer.Typer(help="Sandcastle: self-hosted isolated sandboxes.", no_args_is_help=True)
 app.command("serve")(server_commands.serve)
 app.command("purge")(server_commands.purge)
+server_commands.template_app.command("push")(template_push.push)
 app.add_typer(server_commands.template_app, name="template")
 app.command("info")(client_commands.info)
 app.add_typer(client_commands.sandbox_app, name="sandbox")

@@ -62,11 +62,14 @@ class DebootstrapProgress:
 @dataclass(frozen=True)
 class Command:
     """How a step's program is started: ``argv`` with exactly ``env``, after joining the
-    cgroups whose ``cgroup.procs`` files are ``procs_files`` (none: the builder's own)."""
+    cgroups whose ``cgroup.procs`` files are ``procs_files`` (none: the builder's own).
+    ``shown`` is what the build's log says was run: the step's own command, never the host's
+    (a tenant reads the log, and ``argv`` names host paths)."""
 
     argv: list[str]
     env: dict[str, str]
     procs_files: tuple[str, ...] = ()
+    shown: tuple[str, ...] = ()
 
 
 @dataclass
@@ -138,7 +141,7 @@ class BuildSandbox:
     async def command(self, step: Run) -> AsyncIterator[Command]:
         """``step`` under bubblewrap as the host's root, with the host's network: for the
         steps of our own recipes only (untrusted ones run in ``isolated.py``)."""
-        yield Command(self.argv(step), self.env(step))
+        yield Command(self.argv(step), self.env(step), shown=step.argv)
 
     def argv(self, step: Run) -> list[str]:
         argv = ["bwrap", "--bind", str(self.rootfs), "/", "--dev", "/dev", "--proc", "/proc"]

@@ -292,7 +292,7 @@ class _Build:
             if fraction is not None:
                 self.progress(fraction)
 
-        await self._run_process(Command(argv, env), on_line)
+        await self._run_process(Command(argv, env, shown=tuple(argv[:4])), on_line)
 
     def _first_step(self) -> Callable[[], Awaitable[None]]:
         if self.cached is not None:
@@ -368,11 +368,12 @@ class _Build:
         self, command: Command, on_line: Callable[[str], None] | None = None
     ) -> None:
         argv = command.argv
-        self.write_log(f"$ {' '.join(argv)}\n")
+        shown = command.shown or tuple(argv)
+        self.write_log(f"$ {' '.join(shown)}\n")
         try:
             returncode = await run_logged(command, self.log, self.tail, on_line)
         except OSError as exc:
             self.tail.append(str(exc))
-            raise self.fail(f"cannot start {argv[0]}") from exc
+            raise self.fail(f"cannot start {shown[0]}") from exc
         if returncode != 0:
-            raise self.fail(f"{argv[0]} exited with status {returncode}")
+            raise self.fail(f"{shown[0]} exited with status {returncode}")

@@ -104,7 +104,7 @@ class IsolatedSteps:
             # --network=sandbox); it returns with the step's exit status.
             argv = ["nsenter", f"--net={netns}", "--", *self._runsc_argv()]
             argv += ["run", f"--bundle={bundle}", step_id]
-            yield Command(argv, dict(TOOL_ENV), tuple(group.procs_files()))
+            yield Command(argv, dict(TOOL_ENV), tuple(group.procs_files()), shown=step.argv)
         finally:
             await asyncio.shield(self._remove(step_id, group, netns, work))
 
