@@ -15,7 +15,15 @@ from sandcastle.runtime.templates.from_dockerfile import (
     BuildContextError,
     recipe_from_dockerfile,
 )
-from sandcastle.runtime.templates.recipes import Base, CopyIn, Run, Write, digest, get_recipe
+from sandcastle.runtime.templates.recipes import (
+    Base,
+    Chown,
+    CopyIn,
+    Run,
+    Write,
+    digest,
+    get_recipe,
+)
 
 
 def test_instructions_parse_with_continuations_comments_and_both_forms() -> None:
@@ -130,7 +138,8 @@ COPY --chown=user tool.py data ./
     assert ("/opt/app/tool.py", 0o755, layout.USER_UID, True) in placed
     assert ("/opt/app/deep/a.txt", 0o644, layout.USER_UID, True) in placed
     assert ("/opt/app/deep", 0o755, layout.USER_UID, False) in placed
-    assert isinstance(closing[0], Run) and closing[0].argv[:2] == ("chown", "-R")
+    assert isinstance(closing[0], Chown) and closing[0].paths == layout.USER_WRITABLE
+    assert (closing[0].uid, closing[0].gid) == (layout.HOST_UID, layout.HOST_GID)
 
 
 def test_from_debian_starts_with_the_platform_layer(templates: Path) -> None:

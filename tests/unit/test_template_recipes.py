@@ -14,6 +14,7 @@ from sandcastle.runtime.templates.builtin import builtin_names, builtin_recipe
 from sandcastle.runtime.templates.recipes import (
     RECIPES,
     AddUser,
+    Chown,
     Clean,
     File,
     Recipe,
@@ -217,3 +218,25 @@ def test_the_python_template_is_a_dockerfile_from_debian_with_our_platform_layer
     assert builtin_names() == ["python"]
     with pytest.raises(KeyError, match="unknown template 'nope'"):
         builtin_recipe("nope")
+
+
+def test_a_chown_of_the_users_trees_changes_links_not_what_they_lead_to(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host")
+    venv = rootfs / "opt" / "venv"
+    (venv / "lib").mkdir(parents=True)
+    (venv / "lib" / "mod.py").write_text("x = 1\n")
+    # Links a build may plant: to a host path (absolute: inside the rootfs, as a chroot sees
+    # it) and up and out.
+    (venv / "lib" / "to-host").symlink_to(str(outside / "secret"))
+    (venv / "lib" / "up").symlink_to("../../../../outside")
+
+    apply_on_host(rootfs, Chown("give", ("/opt/venv", "/home/missing"), 61000, 61000))
+
+    for path in (venv, venv / "lib", venv / "lib" / "mod.py", venv / "lib" / "to-host"):
+        info = os.lstat(path)
+        assert (info.st_uid, info.st_gid) == (61000, 61000), path
+    for host in (outside, outside / "secret"):
+        assert os.stat(host).st_uid == os.getuid(), host

@@ -48,6 +48,7 @@ from sandcastle.runtime.templates.isolated import BuildLimits, IsolatedSteps
 from sandcastle.runtime.templates.layercache import LayerCache, copy_tree, prefix_key
 from sandcastle.runtime.templates.recipes import (
     AddUser,
+    Chown,
     Clean,
     CopyIn,
     Recipe,
@@ -330,7 +331,7 @@ class _Build:
             case Run():
                 async with runner.command(step) as command:
                     await self._run_process(command)
-            case Write() | AddUser() | Clean() | CopyIn():
+            case Write() | AddUser() | Clean() | CopyIn() | Chown():
                 try:
                     await asyncio.to_thread(apply_on_host, self.rootfs, step)
                 except (OSError, ValueError) as exc:

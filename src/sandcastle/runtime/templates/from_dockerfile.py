@@ -31,6 +31,7 @@ from sandcastle.runtime.templates.buildenv import BUILD_PATH
 from sandcastle.runtime.templates.catalogue import TEMPLATE_KEY, load_template, resolve
 from sandcastle.runtime.templates.recipes import (
     Base,
+    Chown,
     Clean,
     CopyIn,
     Directory,
@@ -193,9 +194,14 @@ def _user(line: int, user: str) -> tuple[int, int]:
 
 
 def _closing() -> list[Step]:
-    owner = f"{layout.HOST_UID}:{layout.HOST_GID}"
+    # On the host side, not a RUN of chown: the image's chown is the user's to have replaced.
     return [
-        Run("Give the user its venv and home", ("chown", "-R", owner, *layout.USER_WRITABLE)),
+        Chown(
+            "Give the user its venv and home",
+            tuple(layout.USER_WRITABLE),
+            layout.HOST_UID,
+            layout.HOST_GID,
+        ),
         Clean("Clean temporary files", ("/tmp", "/var/tmp", "/root/.cache")),
     ]
 

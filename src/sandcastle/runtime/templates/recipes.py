@@ -112,7 +112,18 @@ class CopyIn:
     entries: tuple[Placed, ...]
 
 
-Step = Run | Write | AddUser | Clean | CopyIn
+@dataclass(frozen=True)
+class Chown:
+    """Give each of ``paths`` and everything below it to ``uid``:``gid``, as ``chown -R`` does,
+    links themselves and never what they lead to."""
+
+    label: str
+    paths: tuple[str, ...]
+    uid: int
+    gid: int
+
+
+Step = Run | Write | AddUser | Clean | CopyIn | Chown
 
 
 @dataclass(frozen=True)

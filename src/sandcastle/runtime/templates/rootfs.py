@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sandcastle.runtime.templates.recipes import (
     AddUser,
+    Chown,
     Clean,
     CopyIn,
     Placed,
@@ -57,7 +58,7 @@ def resolve_inside(rootfs: Path, inner: str, *, follow_last: bool = True) -> Pat
     return rootfs.joinpath(*resolved)
 
 
-def apply_on_host(rootfs: Path, step: Write | AddUser | Clean | CopyIn) -> None:
+def apply_on_host(rootfs: Path, step: Write | AddUser | Clean | CopyIn | Chown) -> None:
     """Carry out a host-side step on ``rootfs``; raises ``OSError``/``ValueError`` on failure."""
     match step:
         case Write():
@@ -75,6 +76,21 @@ def apply_on_host(rootfs: Path, step: Write | AddUser | Clean | CopyIn) -> None:
         case CopyIn():
             for entry in step.entries:
                 _place(rootfs, entry)
+        case Chown():
+            for inner in step.paths:
+                _chown_tree(resolve_inside(rootfs, inner), step.uid, step.gid)
+
+
+def _chown_tree(top: Path, uid: int, gid: int) -> None:
+    """``top`` and everything below it, without following a link (``os.walk`` does not descend
+    into linked directories; ``lchown`` changes a link, not its target). Run when none of the
+    image's programs runs any more, so nothing changes the tree under the walk."""
+    if not os.path.lexists(top):
+        return
+    os.chown(top, uid, gid, follow_symlinks=False)
+    for directory, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
 
 
 def _make_dir(rootfs: Path, inner: str, mode: int | None, uid: int, gid: int) -> None:
