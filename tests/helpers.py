@@ -68,3 +68,18 @@ def new_org(api: httpx.Client, prefix: str) -> tuple[str, str]:
     created = api.post("/v1/orgs", json={"slug": slug})
     assert created.status_code == 201, created.text
     return slug, created.json()["key"]["key"]
+
+
+#: Python source defining ``probe(host, port)``: ``'open'`` when a TCP connection is made within
+#: 3 s, else the name of the error (what code in a sandbox or a build tries of the host).
+PROBE = """
+import socket
+def probe(host, port):
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((host, port)); return 'open'
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        s.close()
+"""

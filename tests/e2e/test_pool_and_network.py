@@ -16,6 +16,7 @@ import pytest
 
 from sandcastle.runtime.bwrap import instance_name
 from tests.e2e.executing import run
+from tests.helpers import PROBE
 from tests.helpers import eventually as wait_for
 from tests.serverproc import ServerProcess
 
@@ -118,19 +119,6 @@ def loopback_server() -> Iterator[int]:
     finally:
         httpd.shutdown()
         httpd.server_close()
-
-
-PROBE = """
-import socket
-def probe(host, port):
-    s = socket.socket(); s.settimeout(3)
-    try:
-        s.connect((host, port)); return 'open'
-    except OSError as exc:
-        return type(exc).__name__
-    finally:
-        s.close()
-"""
 
 
 def test_internet_sandbox_reaches_out_but_not_the_host(

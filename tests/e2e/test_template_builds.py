@@ -24,7 +24,7 @@ from sandcastle_sdk import Sandcastle
 from sandcastle_sdk.errors import TemplateBuildFailedError
 from tests.e2e.executing import run
 from tests.e2e_fixtures import backends
-from tests.helpers import new_org, write_wheel
+from tests.helpers import PROBE, new_org, write_wheel
 from tests.serverproc import ServerProcess, link_template
 
 #: Read at import: a test's environment holds no SANDCASTLE_* variables.
@@ -48,20 +48,15 @@ print(pathlib.Path('/opt/app/greeting.txt').read_text().strip())
 
 #: What a build's RUN tries of the host: the server's port and the host's loopback (through
 #: slirp4netns's gateway and directly), the server's data directory, and the server's variables.
-PROBE = """\
-import os, socket, sys
-def probe(host, port):
-    s = socket.socket(); s.settimeout(3)
-    try:
-        s.connect((host, port)); return 'open'
-    except OSError as exc:
-        return type(exc).__name__
-    finally:
-        s.close()
+PROBE_SCRIPT = (
+    PROBE
+    + """
+import os, sys
 port, data = int(sys.argv[1]), sys.argv[2]
 print('probe', probe('10.0.2.2', port), probe('127.0.0.1', port),
       os.path.exists(data), any(k.startswith('SANDCASTLE_') for k in os.environ))
 """
+)
 
 
 def context_archive(files: dict[str, bytes]) -> bytes:
@@ -198,7 +193,7 @@ def test_a_build_reaches_nothing_of_the_host_and_a_failing_run_names_its_line(
         _, key = new_org(admin, "prober")
     context = templates.parent / "probe-context"
     context.mkdir()
-    (context / "probe.py").write_text(PROBE)
+    (context / "probe.py").write_text(PROBE_SCRIPT)
     (context / "Dockerfile").write_text(
         "FROM python\nARG PORT\nARG DATA\nCOPY probe.py /opt/probe.py\n"
         "RUN python /opt/probe.py $PORT $DATA\nUSER user\n"

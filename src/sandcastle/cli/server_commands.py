@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sandcastle.cli import template_options
+from sandcastle.cli.template_options import BuildArgOpt, ContextArg, DiskOpt, MemoryOpt, VcpusOpt
 from sandcastle.config import Settings
 from sandcastle.errors import SandcastleError
 from sandcastle.runtime.templates.builder import BuildProgress, build_template, pin_template
@@ -91,10 +93,7 @@ def _build(
 @template_app.command("build")
 def template_build(
     name: Annotated[str, typer.Argument(help="Template to build, e.g. python.")] = "python",
-    context: Annotated[
-        Path | None,
-        typer.Argument(help="Build context of a Dockerfile's COPY (default: its directory)."),
-    ] = None,
+    context: ContextArg = None,
     dockerfile: Annotated[
         Path | None,
         typer.Option(
@@ -105,30 +104,22 @@ def template_build(
             help="Build from this Dockerfile (docs/TEMPLATES.md) instead of the built-in recipe.",
         ),
     ] = None,
-    build_arg: Annotated[
-        list[str] | None, typer.Option("--build-arg", help="NAME=VALUE for an ARG; repeatable.")
-    ] = None,
-    vcpus: Annotated[
-        int | None, typer.Option(help="vCPUs its sandboxes get when they ask for none.")
-    ] = None,
-    memory_mb: Annotated[
-        int | None, typer.Option(help="Memory (MB) its sandboxes get when they ask for none.")
-    ] = None,
-    disk_mb: Annotated[
-        int | None, typer.Option(help="Disk (MB) its sandboxes get when they ask for none.")
-    ] = None,
+    build_arg: BuildArgOpt = None,
+    vcpus: VcpusOpt = None,
+    memory_mb: MemoryOpt = None,
+    disk_mb: DiskOpt = None,
     data_dir: DataDirOpt = None,
     if_missing: Annotated[bool, typer.Option(help="Only build when not built yet.")] = False,
 ) -> None:
-    """Build (or rebuild) a template; a failed build keeps the previous one."""
+    """Build (or rebuild) a template on this machine, as the server's operator (public: every
+    org's); a failed build keeps the previous one."""
     settings = _settings(data_dir)
-    given = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_mb": disk_mb}
-    defaults = {key: value for key, value in given.items() if value is not None}
+    defaults = template_options.defaults(vcpus, memory_mb, disk_mb)
     try:
         check_defaults(settings, defaults)
         recipe = None
         if dockerfile is not None:
-            args = dict(arg.partition("=")[::2] for arg in build_arg or [])
+            args = template_options.build_args(build_arg)
             recipe = recipe_from_dockerfile(
                 name,
                 dockerfile.read_text(),

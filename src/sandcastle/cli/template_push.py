@@ -15,6 +15,15 @@ import typer
 from rich.text import Text
 
 from sandcastle.cli.connection import DEFAULT_URL, KeyOpt, UrlOpt, connected, err, out
+from sandcastle.cli.template_options import (
+    BuildArgOpt,
+    ContextArg,
+    DiskOpt,
+    MemoryOpt,
+    VcpusOpt,
+    build_args,
+    defaults,
+)
 
 #: The builder's step header in a log: ``=== [3/9] line 4: RUN pip install …``.
 _STEP = re.compile(r"^=== \[(\d+)/(\d+)\] (.+)$")
@@ -22,26 +31,15 @@ _STEP = re.compile(r"^=== \[(\d+)/(\d+)\] (.+)$")
 
 def push(
     name: Annotated[str, typer.Argument(help="The template's name.")],
-    context: Annotated[
-        Path | None,
-        typer.Argument(help="Build context of the Dockerfile's COPY (default: its directory)."),
-    ] = None,
+    context: ContextArg = None,
     dockerfile: Annotated[
         Path,
         typer.Option("--file", "-f", exists=True, dir_okay=False, help="The Dockerfile."),
     ] = Path("Dockerfile"),
-    build_arg: Annotated[
-        list[str] | None, typer.Option("--build-arg", help="NAME=VALUE for an ARG; repeatable.")
-    ] = None,
-    vcpus: Annotated[
-        int | None, typer.Option(help="vCPUs its sandboxes get when they ask for none.")
-    ] = None,
-    memory_mb: Annotated[
-        int | None, typer.Option(help="Memory (MB) its sandboxes get when they ask for none.")
-    ] = None,
-    disk_mb: Annotated[
-        int | None, typer.Option(help="Disk (MB) its sandboxes get when they ask for none.")
-    ] = None,
+    build_arg: BuildArgOpt = None,
+    vcpus: VcpusOpt = None,
+    memory_mb: MemoryOpt = None,
+    disk_mb: DiskOpt = None,
     public: Annotated[
         bool, typer.Option(help="The server's template, every org's (operators only).")
     ] = False,
@@ -50,7 +48,6 @@ def push(
     key: KeyOpt = "",
 ) -> None:
     """Build a template on a server from a Dockerfile, following its log."""
-    args = dict(arg.partition("=")[::2] for arg in build_arg or [])
     with connected(url, key) as client, err.status(f"{name}: sending the build…") as status:
 
         def on_log(line: str) -> None:
@@ -65,12 +62,10 @@ def push(
             name,
             dockerfile,
             context if context is not None else dockerfile.parent,
-            build_args=args,
+            build_args=build_args(build_arg),
             public=public,
-            vcpus=vcpus,
-            memory_mb=memory_mb,
-            disk_mb=disk_mb,
             on_log=on_log,
+            **defaults(vcpus, memory_mb, disk_mb),
         )
     size = (build.size_bytes or 0) / 1e6
     out.print(f"template [bold]{build.name}[/] ready: build {build.build_id}, {size:.0f} MB")
