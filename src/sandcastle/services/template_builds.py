@@ -92,26 +92,30 @@ class TemplateBuildService:
         settings = self._settings
         await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
         ensure_free(settings, f"build template {request.name}", self._root)
+        await self._check_count(principal, key)
         under_way = [r for r in self._running.values() if r.org_id == principal.org_id]
         if len(under_way) >= settings.template_builds_per_org:
             raise QuotaExceededError(
                 f"the org has {len(under_way)} template build(s) under way, as many as it may; "
                 "wait for one to end"
             )
-        await self._check_count(principal, key)
-        build_id = str(uuid.uuid4())
-        directory = records.build_dir(self._root, build_id)
+        record = BuildRecord(
+            str(uuid.uuid4()), key, principal.org_id, BuildStatus.BUILDING, self._clock()
+        )
+        # Counted from here, before the first await below: two requests of one org at once
+        # cannot both pass the check above.
+        self._running[record.build_id] = record
+        directory = records.build_dir(self._root, record.build_id)
         try:
             recipe = await asyncio.to_thread(self._recipe, principal, request, key, directory)
+            await asyncio.to_thread(records.save, self._root, record)
         except BaseException:
+            self._running.pop(record.build_id, None)
             await asyncio.to_thread(shutil.rmtree, directory, True)
             raise
-        record = BuildRecord(
-            build_id, key, principal.org_id, BuildStatus.BUILDING, created_at=self._clock()
+        self._tasks[record.build_id] = asyncio.create_task(
+            self._build(record, recipe, request.defaults)
         )
-        await asyncio.to_thread(records.save, self._root, record)
-        self._running[build_id] = record
-        self._tasks[build_id] = asyncio.create_task(self._build(record, recipe, request.defaults))
         return record
 
     async def get(self, principal: Principal, name: str, build_id: str) -> BuildRecord:
@@ -120,6 +124,10 @@ class TemplateBuildService:
         if record is None or record.org_id != principal.org_id or not _names(record, name):
             raise NotFoundError(f"template {name!r} has no build {build_id!r}")
         return record
+
+    async def log_tail(self, build_id: str, size: int) -> str | None:
+        """The last ``size`` bytes of a build's log (of a record :meth:`get` gave)."""
+        return await asyncio.to_thread(_read_tail, records.log_path(self._root, build_id), size)
 
     async def follow(self, principal: Principal, name: str, build_id: str) -> AsyncIterator[bytes]:
         """The build's log from its start, as it is written, until the build ends; an empty
@@ -273,6 +281,16 @@ def check_defaults(settings: Settings, defaults: Mapping[str, int]) -> None:
 
 def _names(record: BuildRecord, name: str) -> bool:
     return name in (record.template, split_key(record.template)[0])
+
+
+def _read_tail(path: Path, size: int) -> str | None:
+    try:
+        with path.open("rb") as file:
+            end = file.seek(0, 2)
+            file.seek(max(0, end - size))
+            return file.read().decode(errors="replace")
+    except FileNotFoundError:
+        return None
 
 
 def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:

@@ -9,6 +9,7 @@ the whole log as NDJSON, followed while the build runs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -26,7 +27,6 @@ from sandcastle.api.routes.files import request_body
 from sandcastle.api.schemas import rfc3339
 from sandcastle.api.streaming import NDJSON
 from sandcastle.errors import FieldError, LimitExceededError
-from sandcastle.runtime.templates import records
 from sandcastle.runtime.templates.catalogue import DEFAULT_KEYS, split_key
 from sandcastle.runtime.templates.context_archive import MAX_ARCHIVE_BYTES
 from sandcastle.runtime.templates.dockerfile import MAX_DOCKERFILE_BYTES
@@ -151,9 +151,9 @@ async def get_build(
     name: str, build_id: str, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """A build's status, and the end of its log."""
-    record = await services.template_builds.get(principal, name, build_id)
-    path = records.log_path(services.settings.resolved_templates_dir, build_id)
-    return build_out(record, _tail(path))
+    builds = services.template_builds
+    record = await builds.get(principal, name, build_id)
+    return build_out(record, await builds.log_tail(record.build_id, LOG_TAIL_BYTES))
 
 
 class LogEvent(BaseModel):
@@ -255,7 +255,7 @@ async def _spool(content: AsyncIterator[bytes], archive: Path) -> None:
                 raise LimitExceededError(
                     f"the build context archive is over {MAX_ARCHIVE_BYTES // 2**20} MiB"
                 )
-            file.write(chunk)
+            await asyncio.to_thread(file.write, chunk)  # a disk write: off the event loop
 
 
 def _build_args(text: str | None) -> dict[str, str]:
@@ -284,13 +284,3 @@ def _flag(name: str, text: str) -> bool:
     if lowered not in ("true", "false", "1", "0"):
         raise FieldError(name, f"{name!r} must be true or false")
     return lowered in ("true", "1")
-
-
-def _tail(path: Path) -> str | None:
-    try:
-        with path.open("rb") as file:
-            size = file.seek(0, 2)
-            file.seek(max(0, size - LOG_TAIL_BYTES))
-            return file.read().decode(errors="replace")
-    except FileNotFoundError:
-        return None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator
@@ -185,7 +186,7 @@ class IsolatedSteps:
 
 def available() -> bool:
     """Whether untrusted steps can run here: gVisor's runsc and slirp4netns are installed."""
-    return shutil.which("runsc") is not None and network.available()
+    return os.path.isabs(which("runsc")) and network.available()
 
 
 def _bind(source: Path, destination: str) -> dict[str, Any]:
