@@ -221,22 +221,34 @@ def test_a_build_reaches_nothing_of_the_host_and_a_failing_run_names_its_line(
         assert via_gateway != "open" and loopback != "open", line
         assert (data_seen, env_seen) == ("False", "False"), line
     with server.client(key) as api:
-        # FROM an org's own template, with a RUN that fails: its line and output, as a record.
-        answer = post_build(
-            api, "child", "FROM base\nRUN echo fine\nRUN echo broken-output >&2; exit 3\n"
-        )
+        # A second template FROM the org's own one: it has both templates' files.
+        answer = post_build(api, "child", "FROM base\nRUN echo child > /opt/child.txt\n")
         assert answer.status_code == 202, answer.text
         # One build under way per org: a second is refused while it runs.
         second = post_build(api, "other", "FROM base\nRUN true\n")
         assert second.status_code == 403, second.text
+        _, child = followed(api, answer.headers["location"])
+        assert child["status"] == "ready", child["error"]
+        created = api.post("/v1/sandboxes", json={"template": "child"})
+        assert created.status_code == 201, created.text
+        layered = run(
+            api,
+            created.json()["id"],
+            code="import os; (open('/opt/child.txt').read(), os.path.exists('/opt/probe.py'))",
+        )
+        assert layered["items"][0]["text"] == "('child\\n', True)", layered
+
+        # A RUN that fails: its line and output, through the SDK's error.
         with Sandcastle(server.url, key) as client, pytest.raises(TemplateBuildFailedError) as err:
-            client.templates.wait_build("child", answer.json()["build_id"])
+            client.templates.build(
+                "broken", "FROM child\nRUN echo fine\nRUN echo broken-output >&2; exit 3\n"
+            )
         failed = err.value.build
         assert failed.status == "failed" and failed.error is not None
         assert "(line 3: RUN echo broken-output" in failed.error, failed.error
         assert "broken-output" in failed.error.split("last log lines:")[1]
         names = {t["name"] for t in api.get("/v1/templates").json()["items"]}
-        assert "child" not in names and "base" in names
+        assert "broken" not in names and {"base", "child"} <= names
 
         refused = post_build(api, "bad", "FROM python\nEXPOSE 80\n")
         assert refused.status_code == 422 and "line 2: EXPOSE" in refused.text

@@ -156,6 +156,12 @@ async def get_build(
     return build_out(record, await builds.log_tail(record.build_id, LOG_TAIL_BYTES))
 
 
+class NdjsonResponse(StreamingResponse):
+    """A stream of JSON lines, so documented (the OpenAPI document takes the class's type)."""
+
+    media_type = NDJSON
+
+
 class LogEvent(BaseModel):
     type: Literal["log", "end", "keepalive"]
     text: str | None = None
@@ -164,12 +170,14 @@ class LogEvent(BaseModel):
 
 @router.get(
     "/{name}/builds/{build_id}/logs",
-    response_class=StreamingResponse,
-    responses={200: {"content": {NDJSON: {"schema": LogEvent.model_json_schema()}}}},
+    response_class=NdjsonResponse,
+    # The model, not its JSON schema inline: that would carry ``$defs`` references no OpenAPI
+    # reader resolves (ReDoc then renders nothing).
+    responses={200: {"description": "The log's events, one per line (NDJSON).", "model": LogEvent}},
 )
 async def follow_build_log(
     name: str, build_id: str, principal: PrincipalDep, services: ServicesDep
-) -> StreamingResponse:
+) -> NdjsonResponse:
     """The build's log as NDJSON, from its start and as it is written: `{"type": "log",
     "text": ...}` per line, then `{"type": "end", "build": {...}}` once the build ended, and
     `{"type": "keepalive"}` after 15 s without a line."""
@@ -190,7 +198,7 @@ async def follow_build_log(
         record = await builds.get(principal, name, build_id)
         yield _event({"type": "end", "build": build_out(record)})
 
-    return StreamingResponse(events(), media_type=NDJSON)
+    return NdjsonResponse(events())
 
 
 def _event(data: dict[str, Any]) -> bytes:
