@@ -156,17 +156,7 @@ class GvisorRuntime(LocalRuntime):
         return self._run_dir / sandbox_id / "bundle"
 
     def _runsc_argv(self, *args: str, network: str = "none") -> list[str]:
-        return [
-            self._runsc,
-            f"--root={self._state}",
-            "--platform=systrap",
-            f"--network={network}",
-            "--host-uds=open",
-            "--overlay2=none",
-            "--ignore-cgroups",
-            "--oci-seccomp",
-            *args,
-        ]
+        return [*sentry.runsc_argv(self._runsc, self._state, network, "--host-uds=open"), *args]
 
     async def _runsc_call(self, *args: str) -> str:
         return await run(*self._runsc_argv(*args))
@@ -274,8 +264,8 @@ class GvisorRuntime(LocalRuntime):
                 {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
                 {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
                 {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]},
-                _bind(chan, layout.CHANNEL_DIR),
-                _bind(self._agent_package(), layout.AGENT_PACKAGE_DIR),
+                sentry.oci_bind(chan, layout.CHANNEL_DIR),
+                sentry.oci_bind(self._agent_package(), layout.AGENT_PACKAGE_DIR),
             ],
             "linux": {
                 # With the internet, runsc stays in the namespace it was started in (above).
@@ -391,15 +381,6 @@ class GvisorRuntime(LocalRuntime):
             shutil.copy2(image / _SECRET, target)
             # The image's secret is every fork's: this agent gets its own at its first hello.
             self._links[sandbox_id].rekey()
-
-
-def _bind(source: Path, destination: str) -> dict[str, Any]:
-    return {
-        "destination": destination,
-        "type": "bind",
-        "source": str(source),
-        "options": ["rbind", "ro"],
-    }
 
 
 def _tail(path: Path, size: int = 600) -> str:

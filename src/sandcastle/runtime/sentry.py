@@ -4,7 +4,8 @@ The host cgroup is the only enforcer of memory under gVisor and its OOM kill tak
 the whole sandbox: so the host grants the Sentry its own share on top of ``memory_mb`` (and
 room for its threads in the pids limit), and the agent's memory guard (``agent/memguard.py``)
 holds the sandbox's own use to a budget well inside it, counting its kills where the host
-reads them.
+reads them. The flags every runsc of ours is started with, and the OCI binds, are here too: a
+template build's untrusted steps (``templates/isolated.py``) are gVisor sandboxes as well.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from sandcastle.agent import memguard
 from sandcastle.runtime import beneath, cgroups
@@ -33,6 +35,32 @@ SENTRY_MEMORY_KB_PER_TASK = 3072
 GUARD_BASE_MB = 128
 #: However many kernels run, the guard acts this far below the host limit.
 GUARD_HEADROOM_MB = 256
+
+
+def runsc_argv(runsc: str, state: Path, network: str, *extra: str) -> list[str]:
+    """How every gVisor sandbox of ours is started, a sandbox's or a build step's: the systrap
+    platform, writes to the root going to its directory (``--overlay2=none``), our cgroups (not
+    runsc's) and our seccomp list, with ``state`` holding runsc's records."""
+    return [
+        runsc,
+        f"--root={state}",
+        "--platform=systrap",
+        f"--network={network}",
+        *extra,
+        "--overlay2=none",
+        "--ignore-cgroups",
+        "--oci-seccomp",
+    ]
+
+
+def oci_bind(source: Path, destination: str) -> dict[str, Any]:
+    """A read-only bind mount of host ``source`` at ``destination``, as an OCI spec has it."""
+    return {
+        "destination": destination,
+        "type": "bind",
+        "source": str(source),
+        "options": ["rbind", "ro"],
+    }
 
 
 def host_limits(spec: LaunchSpec) -> cgroups.Limits:

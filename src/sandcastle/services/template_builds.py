@@ -129,10 +129,9 @@ class TemplateBuildService:
         """The last ``size`` bytes of a build's log (of a record :meth:`get` gave)."""
         return await asyncio.to_thread(_read_tail, records.log_path(self._root, build_id), size)
 
-    async def follow(self, principal: Principal, name: str, build_id: str) -> AsyncIterator[bytes]:
-        """The build's log from its start, as it is written, until the build ends; an empty
-        chunk after each :data:`KEEPALIVE_S` of silence."""
-        await self.get(principal, name, build_id)
+    async def follow(self, build_id: str) -> AsyncIterator[bytes]:
+        """The log of a build (of a record :meth:`get` gave) from its start, as it is written,
+        until the build ends; an empty chunk after each :data:`KEEPALIVE_S` of silence."""
         path = records.log_path(self._root, build_id)
         offset = 0
         quiet = 0.0

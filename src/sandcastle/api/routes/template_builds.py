@@ -186,7 +186,7 @@ async def follow_build_log(
 
     async def events() -> AsyncIterator[bytes]:
         pending = b""
-        async for chunk in builds.follow(principal, name, build_id):
+        async for chunk in builds.follow(build_id):
             if not chunk:
                 yield _event({"type": "keepalive"})
                 continue

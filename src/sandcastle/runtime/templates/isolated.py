@@ -10,10 +10,10 @@ the host's loopback (so the server's ports) out of reach, as for a sandbox with 
 Its processes live in cgroups of their own under the build's limits (CPU, memory, tasks); the
 build's disk is watched by the builder.
 
-Once one untrusted step has run, the rootfs is the tenant's: every later ``RUN`` (our closing
-``chown`` too) runs here, since a program of the image may have been replaced. Steps that edit
-the rootfs from the host side resolve paths as a chroot would (``rootfs.py``) and run nothing
-of the image.
+Once one untrusted step has run, the rootfs is the tenant's: every later ``RUN`` runs here, ours
+too, since a program of the image may have been replaced. Steps that edit the rootfs from the
+host side (``COPY``, ``WORKDIR``, the closing hand-over to the sandbox user) resolve paths as a
+chroot would (``rootfs.py``) and run nothing of the image.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from sandcastle.errors import RuntimeBackendError
-from sandcastle.runtime import cgroups, network, seccomp
+from sandcastle.runtime import cgroups, network, seccomp, sentry
 from sandcastle.runtime.local import DEFAULT_RUN_DIR, TOOL_ENV
 from sandcastle.runtime.procs import run, which
-from sandcastle.runtime.sentry import SENTRY_MEMORY_MB, SENTRY_PIDS_MAX
 from sandcastle.runtime.templates.buildenv import BuildSandbox, Command
 from sandcastle.runtime.templates.recipes import Run
 
@@ -90,8 +89,8 @@ class IsolatedSteps:
                 group.create,
                 cgroups.Limits(
                     vcpus=self._limits.vcpus,
-                    memory_mb=self._limits.memory_mb + SENTRY_MEMORY_MB,
-                    pids_max=max(self._limits.pids_max, SENTRY_PIDS_MAX),
+                    memory_mb=self._limits.memory_mb + sentry.SENTRY_MEMORY_MB,
+                    pids_max=max(self._limits.pids_max, sentry.SENTRY_PIDS_MAX),
                 ),
             )
             await network.create_netns(netns)
@@ -113,15 +112,7 @@ class IsolatedSteps:
         await asyncio.to_thread(shutil.rmtree, self._dir, True)
 
     def _runsc_argv(self) -> list[str]:
-        return [
-            self._runsc,
-            f"--root={self._dir / 'runsc'}",
-            "--platform=systrap",
-            "--network=host",
-            "--overlay2=none",
-            "--ignore-cgroups",
-            "--oci-seccomp",
-        ]
+        return sentry.runsc_argv(self._runsc, self._dir / "runsc", "host")
 
     async def _remove(
         self, step_id: str, group: cgroups.SandboxCgroup, netns: Path, work: Path
@@ -147,9 +138,9 @@ class IsolatedSteps:
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]},
             # Private to the step: nothing written there is left in the template.
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
-            _bind(resolv_conf, "/etc/resolv.conf"),
+            sentry.oci_bind(resolv_conf, "/etc/resolv.conf"),
         ]
-        mounts += [_bind(Path(host), inside) for host, inside in base.read_only_files()]
+        mounts += [sentry.oci_bind(Path(host), i) for host, i in base.read_only_files()]
         return {
             "ociVersion": "1.0.2",
             "process": {
@@ -187,12 +178,3 @@ class IsolatedSteps:
 def available() -> bool:
     """Whether untrusted steps can run here: gVisor's runsc and slirp4netns are installed."""
     return os.path.isabs(which("runsc")) and network.available()
-
-
-def _bind(source: Path, destination: str) -> dict[str, Any]:
-    return {
-        "destination": destination,
-        "type": "bind",
-        "source": str(source),
-        "options": ["rbind", "ro"],
-    }

@@ -163,17 +163,12 @@ class SyncTemplates:
         try:
             if archive is not None:
                 files["context"] = ("context.tar.gz", archive, "application/gzip")
+            given = drop_none(vcpus=vcpus, memory_mb=memory_mb, disk_mb=disk_mb)
             data = {
                 "name": name,
                 "build_args": json.dumps(dict(build_args or {})),
                 "public": "true" if public else "false",
-                **{
-                    key: str(value)
-                    for key, value in drop_none(
-                        vcpus=vcpus, memory_mb=memory_mb, disk_mb=disk_mb
-                    ).items()
-                },
-            }
+            } | {key: str(value) for key, value in given.items()}
             started = self._t.model(TemplateBuild, "POST", "/v1/templates", data=data, files=files)
         finally:
             if archive is not None:
