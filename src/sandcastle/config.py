@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     #: Requests per second per API key (a token bucket of ``rate_limit_burst``); 0 turns it off.
     rate_limit_per_s: float = Field(default=100.0, ge=0)
     rate_limit_burst: int = Field(default=500, ge=1)
+    #: How long a key's principal is used again without reading the store, at most. A change
+    #: made through this server (revocation, removal, demotion) applies at once anyway; this
+    #: bounds one made by another server process sharing the store. 0 reads it every request.
+    principal_cache_s: float = Field(default=2.0, ge=0)
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:

@@ -37,6 +37,7 @@ from sandcastle.services.members import MemberService
 from sandcastle.services.oplocks import OperationLocks
 from sandcastle.services.org_sandboxes import OrgSandboxes
 from sandcastle.services.pool import WarmPoolService
+from sandcastle.services.principals import PrincipalCache
 from sandcastle.services.processes import ProcessService
 from sandcastle.services.provisioning import Provisioning
 from sandcastle.services.reconciler import Reconciler
@@ -67,6 +68,8 @@ class Services:
     db: Database
     #: Orgs, members and keys: what authenticates a request and sets up the first org.
     tenancy_store: TenancyStore
+    #: The principals of recently presented keys (``services/principals.py``).
+    principals: PrincipalCache
     runtime: Runtime
     sandboxes: SandboxService
     reconciler: Reconciler
@@ -206,6 +209,7 @@ def build_services(
         settings=settings,
         db=db,
         tenancy_store=tenancy_store,
+        principals=PrincipalCache(settings.principal_cache_s),
         runtime=runtime,
         runtime_reason=runtime_reason,
         sandboxes=sandboxes,

@@ -54,6 +54,34 @@ async def test_revoked_key_is_401(harness: Harness) -> None:
     assert "revoked" in body["detail"]
 
 
+@pytest.mark.parametrize(("cache_s", "status"), [(3600.0, 200), (0.0, 401)])
+async def test_a_key_revoked_behind_the_servers_back_works_at_most_the_cache_time(
+    start_app: AppFactory, cache_s: float, status: int
+) -> None:
+    """Another server process sharing the store revoked it: this one cannot know until its
+    cached principal expires (``principal_cache_s``); with 0 it reads the key every time."""
+    async with start_app(principal_cache_s=cache_s) as h:
+        assert (await h.client.get("/v1/sandboxes")).status_code == 200
+        async with h.db.session() as session:
+            await session.execute(update(ApiKeyRow).values(revoked_at=datetime.now(UTC)))
+        assert (await h.client.get("/v1/sandboxes")).status_code == status
+
+
+async def test_a_change_through_the_server_applies_to_cached_keys_at_once(
+    harness: Harness,
+) -> None:
+    """Any change to orgs, members or keys made here drops every cached principal: a key
+    just used is refused at its next request once it is revoked."""
+    created = await harness.client.post("/v1/orgs/default/keys", json={"name": "ci"})
+    assert created.status_code == 201, created.text
+    async with harness.as_key(created.json()["key"]) as ci:
+        for _ in range(3):
+            assert (await ci.get("/v1/sandboxes")).status_code == 200
+        revoked = await harness.client.delete(f"/v1/orgs/default/keys/{created.json()['id']}")
+        assert revoked.status_code == 204
+        assert_envelope(await ci.get("/v1/sandboxes"), 401, "authentication_error")
+
+
 async def test_authentication_comes_before_validation(harness: Harness) -> None:
     """Without a key, a bad body says nothing about the schema."""
     response = await harness.anon.post("/v1/sandboxes", json={"memory_mb": "lots"})

@@ -20,6 +20,26 @@ def test_state_is_kept_across_executes_in_one_context(
     assert second["execution_count"] == 2
 
 
+def test_history_is_kept_in_memory_and_written_to_no_file(
+    api: httpx.Client, sandbox: dict[str, object]
+) -> None:
+    first = run(api, sandbox["id"], code="marker = 'cell one'")
+    context_id = first["context_id"]
+    probe = (
+        "import glob, os\n"
+        "ip = get_ipython()\n"
+        "print(ip.history_manager.hist_file)\n"
+        "print([c for _, _, c in ip.history_manager.get_range()])\n"
+        "print(glob.glob(os.path.expanduser('~/.ipython/profile_default/history.sqlite*')))"
+    )
+    shown = run(api, sandbox["id"], code=probe, context_id=context_id)
+    assert shown["error"] is None, shown
+    hist_file, cells, files = "".join(shown["logs"]["stdout"]).splitlines()
+    assert hist_file == ":memory:"
+    assert "marker = 'cell one'" in cells
+    assert files == "[]"
+
+
 def test_omitted_context_id_makes_a_new_context(
     api: httpx.Client, sandbox: dict[str, object]
 ) -> None:

@@ -46,6 +46,12 @@ KERNEL_TRANSPORTS = {"python": "ipc", "typescript": "tcp"}
 #: Environment a language's kernels get on top of the sandbox's. The sandbox says
 #: ``MPLBACKEND=Agg`` for scripts; in a kernel, figures must become ``display_data`` (PNG).
 KERNEL_ENV = {"python": {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}}
+#: Command-line options a language's kernels get. IPython's history lives in memory: on disk it
+#: is a SQLite database written and synced after every cell (four ``fdatasync`` calls and a
+#: journal created and unlinked), which under gVisor each go through the Sentry to the host, a
+#: quarter of a warm ``1+1``'s CPU there (``docs/PERFORMANCE.md``). ``%history`` still sees the
+#: context's own cells; no context ever read another's history.
+KERNEL_ARGS = {"python": ["--HistoryManager.hist_file=:memory:"]}
 
 
 class Kernels:
@@ -105,6 +111,7 @@ class Kernels:
             await km.start_kernel(
                 cwd=cwd,
                 env={**self._kernel_env, **KERNEL_ENV.get(language, {})},
+                extra_arguments=KERNEL_ARGS.get(language, []),
                 stdout=subprocess.DEVNULL,
                 stderr=km.stderr_tail.write_fd,
             )

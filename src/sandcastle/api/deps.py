@@ -8,7 +8,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sandcastle.api.ratelimit import RateLimiter
-from sandcastle.services.auth import Principal, authenticate
+from sandcastle.services.auth import Principal
+from sandcastle.services.principals import authenticate
 from sandcastle.wiring import Services
 
 __all__ = ["Services", "check_rate", "get_principal", "get_services", "principal_for_key"]
@@ -32,7 +33,7 @@ async def get_principal(
 async def principal_for_key(request: Request, key: str | None) -> Principal:
     """The principal of an API key, however it was presented, within its rate limit."""
     services = get_services(request)
-    principal = await authenticate(services.tenancy_store, key)
+    principal = await authenticate(services.tenancy_store, key, services.principals)
     check_rate(request, principal)
     return principal
 

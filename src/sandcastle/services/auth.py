@@ -1,7 +1,8 @@
-"""API keys: minting, hashing, and resolving a presented key to a principal.
+"""API keys: minting and hashing them, and the principal a key stands for.
 
 A key belongs to a member of one org (and may be scoped to one of its projects); the caller's
-role is the member's, read on every request, so a demotion or removal takes effect at once.
+role is the member's, read again after any change to orgs, members or keys, so a demotion or
+removal takes effect at once (``principals.py`` resolves a presented key).
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sandcastle.domain.roles import Role
-from sandcastle.errors import AuthenticationError
 from sandcastle.store.models import ApiKeyRow
-from sandcastle.store.tenancy import TenancyStore
 
 KEY_PREFIX = "sc_"
 #: The org made at first start; its owners are the server's operators.
@@ -86,32 +85,3 @@ def new_key_row(
         member_id=member_id,
     )
     return key, row
-
-
-async def authenticate(store: TenancyStore, presented: str | None) -> Principal:
-    if not presented:
-        raise AuthenticationError(
-            "Authentication failed: missing API key (Authorization: Bearer <key>)"
-        )
-    async with store.transaction() as tx:
-        found = await tx.key_by_hash(hash_key(presented))
-    if found is None:
-        raise AuthenticationError("Authentication failed: unknown or revoked API key")
-    row, member, org = found
-    if row.revoked_at is not None or (
-        row.member_id is not None and (member is None or member.removed_at is not None)
-    ):
-        raise AuthenticationError("Authentication failed: unknown or revoked API key")
-    role = member.role if member is not None else row.role
-    return Principal(
-        key_id=row.id,
-        org_id=row.org_id,
-        project_id=row.project_id,
-        role=role,
-        member_id=row.member_id,
-        user_id=member.user_id if member is not None else None,
-        operator=role == Role.OWNER and org.slug == OPERATOR_ORG_SLUG,
-        rate_limit_per_s=org.rate_limit_per_s,
-        rate_limit_burst=org.rate_limit_burst,
-        org_slug=org.slug,
-    )

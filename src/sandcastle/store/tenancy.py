@@ -241,9 +241,24 @@ _ORG_LOCKS = 0x5C0A
 class TenancyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        #: Counts the transactions that may have changed orgs, members or keys (every one but
+        #: ``reading``'s), so that what was read before one is known to be stale after it
+        #: (``services/principals.py``).
+        self.generation = 0
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[TenancyTx]:
+        try:
+            async with self._db.session() as session:
+                yield TenancyTx(session)
+        finally:
+            # After the commit (or the rollback): a read that began before it has the old
+            # generation and is discarded; one after it sees the change.
+            self.generation += 1
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[TenancyTx]:
+        """A transaction that only reads, and so leaves ``generation`` alone."""
         async with self._db.session() as session:
             yield TenancyTx(session)
 
