@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import base64
 import contextlib
 import functools
 import io
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sandcastle import waiting
+from sandcastle.agent import protocol
 from sandcastle.agent.channel import AgentChannel, Emit, RequestFailed
 from sandcastle.errors import RuntimeBackendError, SandboxBusyError
 from sandcastle.runtime.base import LaunchSpec, ProcessState, Runtime, destroyed, paused
@@ -358,7 +358,7 @@ class FakeAgent:
         stream = self._read_handles[str(params["handle"])]
         stream.seek(int(params["offset"]))
         data = stream.read(int(params["length"]))
-        return {"data_b64": base64.b64encode(data).decode("ascii"), "eof": not data}
+        return {protocol.PAYLOAD: data, "eof": not data}
 
     async def file_read_close(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         await self._record("file.read.close", params)

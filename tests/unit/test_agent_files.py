@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest_asyncio
 
 from sandcastle.agent import files as agent_files
 from sandcastle.agent.channel import RequestFailed
-from sandcastle.agent.files import AgentFiles
+from sandcastle.agent.files import MAX_CHUNK_BYTES, AgentFiles
 
 
 async def no_events(event: dict[str, Any]) -> None:
@@ -48,9 +47,7 @@ async def failure(agent: AgentFiles, method: str, **params: Any) -> str:
 async def write(agent: AgentFiles, path: str, data: bytes, **options: Any) -> dict[str, Any]:
     opened = await call(agent, "file.write.open", path=path, **options)
     handle = opened["handle"]
-    await call(
-        agent, "file.write.chunk", handle=handle, offset=0, data_b64=base64.b64encode(data).decode()
-    )
+    await call(agent, "file.write.chunk", handle=handle, offset=0, payload=data)
     return await call(agent, "file.write.close", handle=handle, size=len(data))
 
 
@@ -61,7 +58,8 @@ async def read(agent: AgentFiles, path: str, chunk: int = 3) -> bytes:
         reply = await call(
             agent, "file.read.chunk", handle=opened["handle"], offset=len(out), length=chunk
         )
-        out += base64.b64decode(reply["data_b64"])
+        assert isinstance(reply["payload"], bytes), reply
+        out += reply["payload"]
         if reply["eof"]:
             break
     await call(agent, "file.read.close", handle=opened["handle"])
@@ -91,7 +89,7 @@ async def test_chunks_may_arrive_out_of_order(agent: AgentFiles, tmp_path: Path)
             "file.write.chunk",
             handle=handle,
             offset=offset,
-            data_b64=base64.b64encode(data).decode(),
+            payload=data,
         )
     await call(agent, "file.write.close", handle=handle, size=9)
     assert (tmp_path / "ooo.bin").read_bytes() == b"123456789"
@@ -103,10 +101,10 @@ async def test_exclusive_write_and_abort(agent: AgentFiles, tmp_path: Path) -> N
     os.symlink("nowhere", tmp_path / "dangling")
     assert await failure(agent, "file.write.open", path="dangling", exclusive=True) == "exists"
     handle = (await call(agent, "file.write.open", path="aborted", exclusive=True))["handle"]
-    await call(agent, "file.write.chunk", handle=handle, offset=0, data_b64="YWJj")
+    await call(agent, "file.write.chunk", handle=handle, offset=0, payload=b"abc")
     await call(agent, "file.write.abort", handle=handle)
     assert sorted(os.listdir(tmp_path)) == ["dangling", "taken"]
-    assert await failure(agent, "file.write.chunk", handle=handle, offset=0, data_b64="") == (
+    assert await failure(agent, "file.write.chunk", handle=handle, offset=0, payload=b"") == (
         "bad_handle"
     )
 
@@ -123,7 +121,7 @@ async def test_exclusive_write_loses_to_a_file_created_meanwhile(
 
 async def test_a_short_write_is_not_committed(agent: AgentFiles, tmp_path: Path) -> None:
     handle = (await call(agent, "file.write.open", path="short"))["handle"]
-    await call(agent, "file.write.chunk", handle=handle, offset=0, data_b64="YWJj")
+    await call(agent, "file.write.chunk", handle=handle, offset=0, payload=b"abc")
     assert await failure(agent, "file.write.close", handle=handle, size=10) == "incomplete"
     assert os.listdir(tmp_path) == []
 
@@ -211,7 +209,10 @@ async def test_bad_parameters(agent: AgentFiles) -> None:
     assert await failure(agent, "file.stat") == "invalid_path"
     assert await failure(agent, "file.list", path=".", limit=0) == "invalid"
     handle = (await call(agent, "file.write.open", path="p"))["handle"]
-    assert await failure(agent, "file.write.chunk", handle=handle, data_b64="***") == "invalid"
+    # The bytes come as the request's payload: base64 in the JSON params is not accepted.
+    assert await failure(agent, "file.write.chunk", handle=handle, data_b64="YWJj") == "invalid"
+    too_big = b"x" * (MAX_CHUNK_BYTES + 1)
+    assert await failure(agent, "file.write.chunk", handle=handle, payload=too_big) == "invalid"
     assert await failure(agent, "file.read.chunk", handle=handle, offset=0) == "bad_handle"
 
 

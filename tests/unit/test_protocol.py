@@ -128,6 +128,54 @@ async def test_a_bad_frame_does_not_consume_the_next_one() -> None:
     assert await read_frame(reader) == {"type": "cancel", "id": 1}
 
 
+# --- raw payloads ---------------------------------------------------------------------------
+
+
+async def test_a_payload_travels_as_raw_bytes_after_the_json() -> None:
+    data = bytes(range(256)) * 3
+    message = {"type": "reply", "id": 7, "result": {"eof": True}, "payload": data}
+    encoded = encode(message)
+    assert encoded.endswith(data)
+    assert b'"payload_bytes":768' in encoded and data not in encoded[: -len(data)]
+    reader = reader_of(encoded, encode(MESSAGES[0]))
+    got, size = await protocol.read_sized_frame(reader)
+    assert got == message
+    assert size == len(encoded) - 4
+    # The next frame starts right after the payload.
+    assert await read_frame(reader) == MESSAGES[0]
+
+
+async def test_an_empty_payload_round_trips() -> None:
+    message = {"type": "request", "id": 1, "method": "m", "params": {}, "payload": b""}
+    assert await read_frame(reader_of(encode(message))) == message
+
+
+@pytest.mark.parametrize("size", [-1, True, 1.5, "3", None, MAX_FRAME_BYTES + 1])
+async def test_a_payload_length_that_is_not_a_bounded_count_is_a_frame_error(size: Any) -> None:
+    body = json.dumps({"type": "reply", "id": 1, "payload_bytes": size}).encode()
+    with pytest.raises(FrameError):
+        await read_frame(reader_of(frame(body) + b"x" * 8))
+
+
+async def test_a_payload_cut_short_is_a_frame_error() -> None:
+    encoded = encode({"type": "reply", "id": 1, "payload": b"abcdef"})
+    with pytest.raises(FrameError):
+        await read_frame(reader_of(encoded[:-2]))
+
+
+async def test_a_payload_in_the_json_itself_is_a_frame_error() -> None:
+    body = json.dumps({"type": "reply", "id": 1, "payload": "YWJj"}).encode()
+    with pytest.raises(FrameError):
+        await read_frame(reader_of(frame(body)))
+
+
+def test_a_payload_must_be_bytes_and_within_the_limit() -> None:
+    with pytest.raises(FrameError):
+        encode({"type": "reply", "id": 1, "payload": "text"})
+    with pytest.raises(FrameError):
+        encode({"type": "reply", "id": 1, "payload": b"x" * (MAX_FRAME_BYTES + 1)})
+
+
 def test_protocol_version() -> None:
-    assert protocol.PROTOCOL_VERSION == 1
+    assert protocol.PROTOCOL_VERSION == 2
     assert MAX_FRAME_BYTES == 16 * 1024 * 1024

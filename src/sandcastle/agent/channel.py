@@ -13,6 +13,7 @@ from sandcastle.agent import protocol
 log = logging.getLogger("sandcastle.agent")
 
 #: Handler of one request: gets the params and an ``emit`` for events; returns the result.
+#: Raw bytes travel under ``protocol.PAYLOAD``, in the params and in the result alike.
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Handler = Callable[
     [dict[str, Any], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[dict[str, Any]]
@@ -163,8 +164,14 @@ class AgentChannel:
         try:
             if handler is None:
                 raise RequestFailed("unknown_method", f"unknown method {message.get('method')!r}")
-            result = await handler(dict(message.get("params") or {}), emit)
+            params = dict(message.get("params") or {})
+            if protocol.PAYLOAD in message:
+                params[protocol.PAYLOAD] = message[protocol.PAYLOAD]
+            result = await handler(params, emit)
             reply = {"type": "reply", "id": request_id, "result": result}
+            # A handler's raw bytes (a file's chunk) go after the reply's JSON, not in it.
+            if protocol.PAYLOAD in result:
+                reply[protocol.PAYLOAD] = result.pop(protocol.PAYLOAD)
         except asyncio.CancelledError:
             reply = {
                 "type": "reply",

@@ -22,8 +22,6 @@ Methods (``docs/AGENT_PROTOCOL.md``, "Files"): ``file.list``, ``file.stat``, ``f
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import os
 import posixpath
@@ -51,9 +49,10 @@ from sandcastle.agent.fsops import (
     snapshot,
 )
 from sandcastle.agent.paths import PathRules, check_not_ancestor, invalid
+from sandcastle.agent.protocol import PAYLOAD
 
-#: The largest chunk one ``file.read.chunk`` returns or one ``file.write.chunk`` may carry;
-#: base64 makes it 4/3 larger, well below a frame's 16 MiB.
+#: The largest chunk one ``file.read.chunk`` returns or one ``file.write.chunk`` may carry, as
+#: the raw payload of its frame (well below a payload's 16 MiB).
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 #: Open read/write handles at once; more means a host is leaking them.
 MAX_HANDLES = 64
@@ -282,7 +281,7 @@ class AgentFiles:
         offset = _int_param(params, "offset", 0, 0, 2**62)
         length = _int_param(params, "length", MAX_CHUNK_BYTES, 1, MAX_CHUNK_BYTES)
         data = await self._io(handle, lambda: os.pread(handle.fd, length, offset))
-        return {"data_b64": base64.b64encode(data).decode("ascii"), "eof": len(data) < length}
+        return {PAYLOAD: data, "eof": len(data) < length}
 
     async def write_open(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         raw = params.get("path")
@@ -324,14 +323,9 @@ class AgentFiles:
     async def write_chunk(self, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         handle = self._get(params, "write")
         offset = _int_param(params, "offset", 0, 0, 2**62)
-        encoded = params.get("data_b64")
-        if not isinstance(encoded, str):
-            raise RequestFailed("invalid", "data_b64 must be a string")
-        try:
-            # strict_mode: validated in C; b64decode(validate=True) checks with a slow regex.
-            data = binascii.a2b_base64(encoded, strict_mode=True)
-        except ValueError as exc:
-            raise RequestFailed("invalid", "data_b64 is not valid base64") from exc
+        data = params.get(PAYLOAD)
+        if not isinstance(data, bytes):
+            raise RequestFailed("invalid", "a chunk's bytes must come as the request's payload")
         if len(data) > MAX_CHUNK_BYTES:
             raise RequestFailed("invalid", f"a chunk must be at most {MAX_CHUNK_BYTES} bytes")
         await self._io(handle, lambda: _pwrite_all(handle.fd, data, offset))

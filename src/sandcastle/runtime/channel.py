@@ -313,9 +313,16 @@ class AgentLink:
                 pending.reply.set_result(message)
 
     async def call(
-        self, method: str, params: dict[str, Any], *, on_event: OnEvent | None = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        on_event: OnEvent | None = None,
+        payload: bytes | None = None,
     ) -> dict[str, Any]:
-        """Send a request; pass each event to ``on_event``; return the reply's result.
+        """Send a request (with raw ``payload`` bytes besides, if given); pass each event to
+        ``on_event``; return the reply's result, whose raw bytes are its
+        ``protocol.PAYLOAD``.
 
         Cancelling the caller sends ``cancel`` to the agent, which stops the work.
         """
@@ -333,6 +340,8 @@ class AgentLink:
             "method": method,
             "params": params,
         }
+        if payload is not None:
+            request[protocol.PAYLOAD] = payload
         try:
             try:
                 await conn.send(request)
@@ -363,7 +372,10 @@ class AgentLink:
         if isinstance(error, dict):
             raise AgentRequestError(str(error.get("code")), str(error.get("message")))
         result = reply.get("result")
-        return result if isinstance(result, dict) else {}
+        result = result if isinstance(result, dict) else {}
+        if protocol.PAYLOAD in reply:
+            result[protocol.PAYLOAD] = reply[protocol.PAYLOAD]
+        return result
 
     def freeze(self, refusal: Callable[[], Exception]) -> int:
         """The sandbox is frozen: end every call in flight, and fail every new one until

@@ -5,7 +5,8 @@ from the agent with at most :data:`WINDOW` requests in flight, and pulls the nex
 consumer (an HTTP response, which waits for a slow client) asks for it. An upload pushes the
 request body as it arrives, :data:`WINDOW` chunks in flight at most, so a slow agent disk slows
 the client through TCP instead of filling memory. Per transfer that bounds memory by about
-``WINDOW × CHUNK_BYTES`` times the few copies base64 and JSON make.
+``WINDOW × CHUNK_BYTES`` times a copy or two: chunks travel as raw payloads of the agent's
+frames, never as base64 in JSON.
 
 The agent's error codes are translated into :mod:`sandcastle.errors` here, once.
 """
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 import anyio
 
+from sandcastle.agent import protocol
 from sandcastle.errors import (
     AgentError,
     AlreadyExistsError,
@@ -72,9 +74,11 @@ def translate(exc: AgentRequestError) -> SandcastleError:
     return cls(f"{exc.code}: {exc}")
 
 
-async def call(link: AgentLink, method: str, params: dict[str, Any]) -> dict[str, Any]:
+async def call(
+    link: AgentLink, method: str, params: dict[str, Any], payload: bytes | None = None
+) -> dict[str, Any]:
     try:
-        return await link.call(method, params)
+        return await link.call(method, params, payload=payload)
     except AgentRequestError as exc:
         raise translate(exc) from exc
 
@@ -144,7 +148,9 @@ class FileDownload:
             "file.read.chunk",
             {"handle": self._handle, "offset": offset, "length": length},
         )
-        data = base64.b64decode(reply.get("data_b64", ""))
+        data = chunk_of(reply)
+        if data is None:
+            raise AgentError(f"the agent answered a chunk of {self.info.path} without its bytes")
         if len(data) != length:
             raise ConflictError(f"{self.info.path} shrank while it was being read")
         return data
@@ -163,6 +169,27 @@ class FileDownload:
                 await self._link.call("file.read.close", {"handle": self._handle})
             except SandcastleError as exc:
                 log.info("closing a read handle failed (the agent reaps it): %s", exc)
+
+
+def chunk_of(reply: dict[str, Any]) -> bytes | None:
+    """The bytes of a ``file.read.chunk`` reply: its payload, or (from an agent older than
+    protocol 2, still running in a sandbox hibernated before an upgrade) its base64."""
+    data = reply.get(protocol.PAYLOAD)
+    if isinstance(data, bytes):
+        return data
+    encoded = reply.get("data_b64")
+    if isinstance(encoded, str):
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except ValueError:
+            return None
+    return None
+
+
+def _speaks_base64(link: AgentLink) -> bool:
+    """Whether the agent predates raw payloads (see :func:`chunk_of`)."""
+    version = (link.hello or {}).get("version")
+    return isinstance(version, int) and version < 2
 
 
 async def _rechunk(body: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
@@ -190,12 +217,12 @@ async def push_file(
     offset = 0
 
     async def send_chunk(at: int, data: bytes) -> None:
-        params = {
-            "handle": handle,
-            "offset": at,
-            "data_b64": base64.b64encode(data).decode("ascii"),
-        }
-        await call(link, "file.write.chunk", params)
+        params: dict[str, Any] = {"handle": handle, "offset": at}
+        if _speaks_base64(link):
+            params["data_b64"] = base64.b64encode(data).decode("ascii")
+            await call(link, "file.write.chunk", params)
+        else:
+            await call(link, "file.write.chunk", params, payload=data)
 
     try:
         async for piece in _rechunk(body, CHUNK_BYTES):
