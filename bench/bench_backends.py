@@ -16,8 +16,13 @@ For each backend it starts ``sandcastle serve`` (warm pool of one) and measures 
   uses (``cpuacct.usage`` over ``--idle-s``, % of one core) and its memory cgroup's usage;
 - ``hibernate`` / ``resume → first result`` of a sandbox holding 10 MiB of state (backends with
   memory snapshots);
-- ``upload`` / ``download`` of a ``--file-mb`` file (``PUT``/``GET …/files/content``), in MB/s,
-  beside the host's own ``cp`` of it.
+- ``upload`` / ``download`` of a ``--file-mb`` file (``PUT``/``GET …/files/content``) with
+  ``curl`` (httpx's own CPU, ~50 MB/s here, would be what is measured), in MB/s, beside the
+  host's own ``cp`` of it;
+- ``density`` (``--density N``, off by default): N sandboxes, each with a live Python context
+  holding a variable, left alone for ``--idle-s``: the host's idle CPU (``/proc/stat``) and
+  memory in use (``MemAvailable``) beside the same reading before any was made, then every one
+  answers its variable.
 
 and, on the host in the same run, the baselines: bare ``jupyter_client`` kernel start and warm
 ``execute_interactive("1+1")``. Prints medians and p95 (nearest rank) in milliseconds.
@@ -29,6 +34,8 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,6 +66,9 @@ class Figures:
     resume: list[float] = field(default_factory=list)
     upload_mb_s: list[float] = field(default_factory=list)
     download_mb_s: list[float] = field(default_factory=list)
+    #: ``--density``: sandboxes made, host idle CPU % before and with them, host memory in use
+    #: (MiB) before and with them, and how many answered afterwards.
+    density: tuple[int, float, float, float, float, int] | None = None
 
 
 def cgroup(controller: str, sandbox_id: str) -> Path:
@@ -122,39 +132,82 @@ def hibernations(api: httpx.Client, figures: Figures, rounds: int) -> None:
         api.delete(f"/v1/sandboxes/{sid}")
 
 
+def curl(*args: str) -> None:
+    subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", *args], check=True)
+
+
 def transfers(api: httpx.Client, source: Path, figures: Figures, rounds: int) -> None:
     size_mb = source.stat().st_size / 2**20
     body = {"template": "python", "disk_mb": int(size_mb) * 2 + 512}
     sid = api.post("/v1/sandboxes", json=body).json()["id"]
-    url = f"/v1/sandboxes/{sid}/files/content"
+    url = f"{str(api.base_url).rstrip('/')}/v1/sandboxes/{sid}/files/content?path=big.bin"
+    auth = f"Authorization: {api.headers['Authorization']}"
     try:
         for _ in range(rounds):
-            with source.open("rb") as data:
-                took = timed(
-                    lambda: api.put(
-                        url, params={"path": "big.bin"}, content=data
-                    ).raise_for_status()
-                )
+            took = timed(lambda: curl("-H", auth, "-T", str(source), url))
             figures.upload_mb_s.append(size_mb / (took / 1000))
-            started = time.perf_counter()
-            got = 0
-            with api.stream("GET", url, params={"path": "big.bin"}) as response:
-                response.raise_for_status()
-                for block in response.iter_bytes(2**20):
-                    got += len(block)
-            took = (time.perf_counter() - started) * 1000
-            assert got == source.stat().st_size
+            took = timed(lambda: curl("-H", auth, url))
             figures.download_mb_s.append(size_mb / (took / 1000))
+        info = api.get(f"/v1/sandboxes/{sid}/files/stat", params={"path": "big.bin"}).json()
+        assert info["size"] == source.stat().st_size, info
     finally:
         api.delete(f"/v1/sandboxes/{sid}")
 
 
-def measure(backend: str, iterations: int, idle_s: float, source: Path, snapshots: bool) -> Figures:
+def host_cpu() -> tuple[int, int]:
+    """Idle and total jiffies of the host since boot (``/proc/stat``)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return values[3] + values[4], sum(values)
+
+
+def host_idle_percent(seconds: float) -> float:
+    idle0, total0 = host_cpu()
+    time.sleep(seconds)
+    idle1, total1 = host_cpu()
+    return 100 * (idle1 - idle0) / max(1, total1 - total0)
+
+
+def host_memory_mib() -> float:
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    total, available = (int(fields[k].split()[0]) for k in ("MemTotal", "MemAvailable"))
+    return (total - available) / 1024
+
+
+def density(api: httpx.Client, figures: Figures, count: int, idle_s: float) -> None:
+    """``count`` idle sandboxes with a live context each: what they cost the host."""
+    idle_before, memory_before = host_idle_percent(idle_s), host_memory_mib()
+    made: list[tuple[str, str]] = []
+    try:
+        for i in range(count):
+            # Long-lived: making them all takes minutes on gVisor.
+            body = {"template": "python", "timeout_ms": 3_600_000}
+            sid = api.post("/v1/sandboxes", json=body).json()["id"]
+            made.append((sid, run(api, sid, code=f"kept = {i}")["context_id"]))
+        time.sleep(2)  # the last creates' work settles
+        idle_with, memory_with = host_idle_percent(idle_s), host_memory_mib()
+        answered = sum(
+            run(api, sid, code="kept", context_id=context)["items"][0]["text"] == str(i)
+            for i, (sid, context) in enumerate(made)
+        )
+        figures.density = (count, idle_before, idle_with, memory_before, memory_with, answered)
+    finally:
+        for sid, _context in made:
+            api.delete(f"/v1/sandboxes/{sid}")
+
+
+def measure(
+    backend: str, iterations: int, idle_s: float, source: Path, snapshots: bool, crowd: int
+) -> Figures:
     figures = Figures()
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{backend}-"))
-    server = ServerProcess(
-        data_dir, env={"SANDCASTLE_RUNTIME": backend, "SANDCASTLE_WARM_POOL": '{"python": 1}'}
-    )
+    # The server's own reconcile interval (the tests' is shorter), so the density figure
+    # includes what a real server spends watching its sandboxes.
+    env = {
+        "SANDCASTLE_RUNTIME": backend,
+        "SANDCASTLE_WARM_POOL": '{"python": 1}',
+        "SANDCASTLE_RECONCILE_INTERVAL_S": "2.0",
+    }
+    server = ServerProcess(data_dir, env=env)
     server.start(timeout=300)
     try:
         with server.client() as api:
@@ -195,6 +248,8 @@ def measure(backend: str, iterations: int, idle_s: float, source: Path, snapshot
             if snapshots:
                 hibernations(api, figures, max(3, iterations // 4))
             transfers(api, source, figures, 3)
+            if crowd:
+                density(api, figures, crowd, idle_s)
     finally:
         server.stop()
         destroy_leftovers(data_dir)
@@ -219,43 +274,64 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, default=10.0)
     parser.add_argument("--backends", default="gvisor,bwrap")
     parser.add_argument("--file-mb", type=int, default=200)
+    parser.add_argument("--density", type=int, default=0, help="idle sandboxes to crowd")
     args = parser.parse_args()
 
+    print(f"{'ms':<34}{'median':>9}{'p95':>9}", flush=True)
     with tempfile.TemporaryDirectory() as root:
         source = Path(root) / "payload.bin"
         with source.open("wb") as out:
             for _ in range(args.file_mb):
                 out.write(os.urandom(2**20))
-        results = {
-            b: measure(b, args.iterations, args.idle_s, source, snapshots=b == "gvisor")
-            for b in args.backends.split(",")
-        }
+        for backend in args.backends.split(","):
+            # Printed as soon as measured: a later backend's failure loses nothing.
+            report(
+                backend,
+                measure(
+                    backend,
+                    args.iterations,
+                    args.idle_s,
+                    source,
+                    snapshots=backend == "gvisor",
+                    crowd=args.density,
+                ),
+                args.file_mb,
+            )
         starts, trips = host_baselines("python3", max(5, args.iterations // 2), Path(root))
         copies = []
         for _ in range(3):
             took = timed(lambda: shutil.copyfile(source, Path(root) / "copy.bin"))
             copies.append(args.file_mb / (took / 1000))
-
-    print(f"{'ms':<34}{'median':>9}{'p95':>9}")
-    for backend, f in results.items():
-        print(f"--- {backend}")
-        print(line("warm 1+1 via the API", f.warm))
-        print(line("pool hit → first result", f.pool_hit))
-        print(line("cold create → first result", f.cold))
-        print(
-            f"{'throttled over the warm 1+1s':<34}{f.throttled_periods:>9} periods, "
-            f"{f.throttled_ms:.0f} ms"
-        )
-        print(f"{'idle: CPU (% of a core)':<34}{f.idle_cpu_percent:>9.2f}")
-        print(f"{'idle: memory cgroup (MiB)':<34}{f.idle_memory_mib:>9.0f}")
-        print(line("hibernate, 10 MiB of state", f.hibernate))
-        print(line("resume → first result, 10 MiB", f.resume))
-        print(rate(f"upload {args.file_mb} MB (MB/s)", f.upload_mb_s))
-        print(rate(f"download {args.file_mb} MB (MB/s)", f.download_mb_s))
     print("--- host, bare jupyter_client")
     print(line("execute_interactive 1+1", trips))
     print(line("kernel start until ready", starts))
     print(rate(f"cp of {args.file_mb} MB (MB/s)", copies))
+
+
+def report(backend: str, f: Figures, file_mb: int) -> None:
+    print(f"--- {backend}")
+    print(line("warm 1+1 via the API", f.warm))
+    print(line("pool hit → first result", f.pool_hit))
+    print(line("cold create → first result", f.cold))
+    print(
+        f"{'throttled over the warm 1+1s':<34}{f.throttled_periods:>9} periods, "
+        f"{f.throttled_ms:.0f} ms"
+    )
+    print(f"{'idle: CPU (% of a core)':<34}{f.idle_cpu_percent:>9.2f}")
+    print(f"{'idle: memory cgroup (MiB)':<34}{f.idle_memory_mib:>9.0f}")
+    print(line("hibernate, 10 MiB of state", f.hibernate))
+    print(line("resume → first result, 10 MiB", f.resume))
+    print(rate(f"upload {file_mb} MB (MB/s)", f.upload_mb_s))
+    print(rate(f"download {file_mb} MB (MB/s)", f.download_mb_s))
+    if f.density is not None:
+        count, idle0, idle1, memory0, memory1, answered = f.density
+        print(
+            f"{'density: sandboxes, answered':<34}{count:>9}{answered:>9}\n"
+            f"{'  host idle CPU % (before, with)':<34}{idle0:>9.1f}{idle1:>9.1f}\n"
+            f"{'  host memory MiB (before, with)':<34}{memory0:>9.0f}{memory1:>9.0f}"
+            f"   ({(memory1 - memory0) / max(1, count):.0f} MiB each)"
+        )
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

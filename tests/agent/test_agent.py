@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from sandcastle.agent.execution import MAX_STREAM_CHARS
+from sandcastle.agent.kernels import SPARE_DELAY_S
 from sandcastle.agent.protocol import PROTOCOL_VERSION
 from sandcastle.runtime.channel import AgentRequestError
 from tests.agent.conftest import RunningAgent, start_agent
@@ -53,6 +54,31 @@ async def test_context_create_takes_the_spare_kernel(agent: RunningAgent) -> Non
     context_id = await agent.new_context()
     run = await agent.execute(context_id, KERNEL_START_EPOCH)
     assert float(run.primary or "inf") < asked_at
+
+
+async def test_the_next_spare_waits_until_a_new_contexts_first_moments_are_over(
+    agent: RunningAgent,
+) -> None:
+    # Its boot would take CPU from the first execution of the context that just took one.
+    await agent.link.call("warm", {"languages": ["python"]})
+    taken_at = time.time()
+    await agent.new_context()
+    await asyncio.sleep(SPARE_DELAY_S + 5)  # the delay, then a boot's time on a slow host
+    asked_at = time.time()
+    context_id = await agent.new_context()
+    started = float((await agent.execute(context_id, KERNEL_START_EPOCH)).primary or "nan")
+    assert taken_at + SPARE_DELAY_S - 0.05 <= started < asked_at
+
+
+async def test_a_context_asking_during_the_delay_boots_the_spare_at_once(
+    agent: RunningAgent,
+) -> None:
+    await agent.link.call("warm", {"languages": ["python"]})
+    await agent.new_context()
+    asked_at = time.time()
+    context_id = await agent.new_context()
+    started = float((await agent.execute(context_id, KERNEL_START_EPOCH)).primary or "nan")
+    assert asked_at - 0.05 <= started < asked_at + SPARE_DELAY_S
 
 
 async def test_context_in_a_custom_cwd(agent: RunningAgent) -> None:

@@ -11,6 +11,7 @@ idle in a small sandbox). Running code in a context is ``execution.py``'s; the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -52,6 +53,11 @@ KERNEL_ENV = {"python": {"MPLBACKEND": "module://matplotlib_inline.backend_inlin
 #: quarter of a warm ``1+1``'s CPU there (``docs/PERFORMANCE.md``). ``%history`` still sees the
 #: context's own cells; no context ever read another's history.
 KERNEL_ARGS = {"python": ["--HistoryManager.hist_file=:memory:"]}
+#: How long after a context took the spare kernel the next spare starts booting, unless another
+#: context asks for one sooner. A boot is most of a second of CPU (several under gVisor) in
+#: the sandbox's own CPU quota: begun at once, it takes that from the new context's first
+#: execution, the call a user is waiting on (``docs/PERFORMANCE.md``).
+SPARE_DELAY_S = 1.0
 
 
 class Kernels:
@@ -64,6 +70,8 @@ class Kernels:
         self._kernel_env = kernel_env
         self._contexts: dict[str, Context] = {}
         self._spares: dict[str, asyncio.Task[tuple[KernelManager, Any]]] = {}
+        #: Set to make a spare still waiting out its delay start booting now.
+        self._hurry: dict[str, asyncio.Event] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
     @property
@@ -86,15 +94,35 @@ class Kernels:
             if language not in KERNEL_NAMES:
                 raise ContextSetupError("language", f"unsupported language {language!r}")
             self.keep_spare(language)
+            self._hurry[language].set()  # one pending since a context's creation boots now
         for language in languages:
             await self._spares[language]
 
-    def keep_spare(self, language: str) -> None:
-        """Start a spare kernel for ``language`` in the background if none is pending."""
+    def keep_spare(self, language: str, *, delay_s: float = 0.0) -> None:
+        """Start a spare kernel for ``language`` in the background if none is pending, after
+        ``delay_s`` (cut short by a context that wants it meanwhile)."""
         if language not in self._spares:
-            self._spares[language] = asyncio.create_task(self._start(language, self._default_cwd))
+            hurry = self._hurry[language] = asyncio.Event()
+            self._spares[language] = asyncio.create_task(
+                self._start(language, self._default_cwd, after=(hurry, delay_s))
+            )
 
-    async def _start(self, language: str, cwd: str) -> tuple[KernelManager, Any]:
+    def _take_spare(self, language: str) -> asyncio.Task[tuple[KernelManager, Any]] | None:
+        """The pending spare, told to boot now if it was still waiting out its delay."""
+        spare = self._spares.pop(language, None)
+        hurry = self._hurry.pop(language, None)
+        if hurry is not None:
+            hurry.set()
+        return spare
+
+    async def _start(
+        self, language: str, cwd: str, after: tuple[asyncio.Event, float] | None = None
+    ) -> tuple[KernelManager, Any]:
+        if after is not None and after[1] > 0:
+            hurry, delay_s = after
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_s):
+                    await hurry.wait()
         transport = KERNEL_TRANSPORTS[language]
         if transport == "ipc":
             # The kernel's sockets are files in the agent's private runtime directory.
@@ -148,7 +176,7 @@ class Kernels:
             raise ContextSetupError(
                 "cwd", f"cannot use {want_cwd!r} as cwd: {exc.strerror}"
             ) from exc
-        spare = self._spares.pop(language, None) if want_cwd == self._default_cwd else None
+        spare = self._take_spare(language) if want_cwd == self._default_cwd else None
         km, client = None, None
         if spare is not None:
             try:
@@ -158,7 +186,7 @@ class Kernels:
         if km is None:
             km, client = await self._start(language, want_cwd)
         if keep_spare:
-            self.keep_spare(language)
+            self.keep_spare(language, delay_s=SPARE_DELAY_S)
         ctx = Context(id=context_id, language=language, cwd=want_cwd, km=km, client=client)
         self._contexts[context_id] = ctx
         return ctx
@@ -182,6 +210,7 @@ class Kernels:
         return found
 
     def _forget_spare(self, language: str) -> None:
+        self._hurry.pop(language, None)
         task = self._spares.pop(language, None)
         if task is not None and task.done() and task.exception() is None:
             km, client = task.result()
@@ -240,3 +269,4 @@ class Kernels:
             else:
                 task.cancel()
         self._spares.clear()
+        self._hurry.clear()
