@@ -181,6 +181,28 @@ async def test_call_returns_the_reply_result(link: AgentLink, peer: Peer) -> Non
     assert await call == {"contexts": ["ctx_1"]}
 
 
+async def test_raw_payloads_go_out_with_a_request_and_come_back_with_a_reply(
+    link: AgentLink, peer: Peer
+) -> None:
+    call = asyncio.create_task(
+        link.call("file.read.chunk", {"n": 1}, payload=b"\x00up", returns_payload=True)
+    )
+    request = await peer.request()
+    assert request["payload"] == b"\x00up"
+    await peer.send({**reply(request, {"eof": True}), "payload": b"\xffdown"})
+    assert await call == {"eof": True, "payload": b"\xffdown"}
+
+
+async def test_bytes_an_agent_sends_where_none_were_asked_for_are_dropped(
+    link: AgentLink, peer: Peer
+) -> None:
+    # A hostile agent's bytes must not reach a caller that passes the result on as JSON.
+    call = asyncio.create_task(link.call("file.stat", {}))
+    request = await peer.request()
+    await peer.send({**reply(request, {"size": 1}), "payload": b"\xff"})
+    assert await call == {"size": 1}
+
+
 async def test_error_reply_raises_agent_request_error(link: AgentLink, peer: Peer) -> None:
     call = asyncio.create_task(link.call("execute", {}))
     request = await peer.request()

@@ -21,7 +21,13 @@ class RecordingLink:
         self.calls: list[tuple[str, dict[str, Any], bytes | None]] = []
 
     async def call(
-        self, method: str, params: dict[str, Any], *, on_event: Any = None, payload: Any = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        on_event: Any = None,
+        payload: Any = None,
+        returns_payload: bool = False,
     ) -> dict[str, Any]:
         self.calls.append((method, params, payload))
         if method == "file.write.close":

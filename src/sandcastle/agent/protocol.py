@@ -3,9 +3,11 @@
 A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON holding one
 message object. A message may carry raw bytes besides (a file's chunk): its JSON then says how
 many (``payload_bytes``) and they follow it directly; in memory they are the message's
-``payload``, so bytes are never base64 in JSON on this channel. The host sends ``request`` and ``cancel``; the agent sends one ``hello`` after it
-connects (the host answers a first one with ``welcome``), any number of ``event`` messages for a
-request, and exactly one ``reply`` that ends it.
+``payload``, so bytes are never base64 in JSON on this channel.
+
+The host sends ``request`` and ``cancel``; the agent sends one ``hello`` after it connects (the
+host answers a first one with ``welcome``), any number of ``event`` messages for a request, and
+exactly one ``reply`` that ends it.
 Many requests are in flight at once; ``id`` ties events and replies to their request.
 See ``docs/AGENT_PROTOCOL.md``. Standard library only: both ends import this module.
 """

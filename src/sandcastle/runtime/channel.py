@@ -319,10 +319,12 @@ class AgentLink:
         *,
         on_event: OnEvent | None = None,
         payload: bytes | None = None,
+        returns_payload: bool = False,
     ) -> dict[str, Any]:
         """Send a request (with raw ``payload`` bytes besides, if given); pass each event to
-        ``on_event``; return the reply's result, whose raw bytes are its
-        ``protocol.PAYLOAD``.
+        ``on_event``; return the reply's result. With ``returns_payload`` the reply's raw bytes
+        are the result's ``protocol.PAYLOAD``; any other call drops them, so no bytes an agent
+        sends where none were asked for reach a caller that would pass the result on as JSON.
 
         Cancelling the caller sends ``cancel`` to the agent, which stops the work.
         """
@@ -373,7 +375,8 @@ class AgentLink:
             raise AgentRequestError(str(error.get("code")), str(error.get("message")))
         result = reply.get("result")
         result = result if isinstance(result, dict) else {}
-        if protocol.PAYLOAD in reply:
+        result.pop(protocol.PAYLOAD, None)
+        if returns_payload and protocol.PAYLOAD in reply:
             result[protocol.PAYLOAD] = reply[protocol.PAYLOAD]
         return result
 

@@ -75,10 +75,15 @@ def translate(exc: AgentRequestError) -> SandcastleError:
 
 
 async def call(
-    link: AgentLink, method: str, params: dict[str, Any], payload: bytes | None = None
+    link: AgentLink,
+    method: str,
+    params: dict[str, Any],
+    payload: bytes | None = None,
+    *,
+    returns_payload: bool = False,
 ) -> dict[str, Any]:
     try:
-        return await link.call(method, params, payload=payload)
+        return await link.call(method, params, payload=payload, returns_payload=returns_payload)
     except AgentRequestError as exc:
         raise translate(exc) from exc
 
@@ -147,6 +152,7 @@ class FileDownload:
             self._link,
             "file.read.chunk",
             {"handle": self._handle, "offset": offset, "length": length},
+            returns_payload=True,
         )
         data = chunk_of(reply)
         if data is None:
