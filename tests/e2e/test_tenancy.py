@@ -133,8 +133,10 @@ def test_an_org_out_of_credits_is_paused_then_resumed_after_a_top_up(tmp_path: P
     server = ServerProcess(
         tmp_path / "data",
         env={
-            # 1 vCPU and 512 MiB cost 12.5 credits a second: 30 credits last about 2 s.
-            "SANDCASTLE_INITIAL_ORG_CREDITS": "30",
+            # 1 vCPU and 512 MiB cost 12.5 credits a second: 125 credits last about 10 s, time
+            # for the first execution (a kernel's boot) even on a loaded machine; with 30 (2 s)
+            # the sandbox was paused while it ran.
+            "SANDCASTLE_INITIAL_ORG_CREDITS": "125",
             "SANDCASTLE_CREDIT_INTERVAL_S": "0.5",
             "SANDCASTLE_WARM_POOL": "{}",
         },
@@ -151,7 +153,7 @@ def test_an_org_out_of_credits_is_paused_then_resumed_after_a_top_up(tmp_path: P
 
             item = wait_for(paused)
             assert item["pause_reason"] == "insufficient_credits"
-            assert item["billed_credits"] >= 30
+            assert item["billed_credits"] >= 125
             balance = api.get("/v1/orgs/default").json()["credit_balance"]
             assert balance <= 0
             refused = api.post("/v1/sandboxes", json={})
