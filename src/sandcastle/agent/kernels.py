@@ -104,7 +104,7 @@ class Kernels:
         if language not in self._spares:
             hurry = self._hurry[language] = asyncio.Event()
             self._spares[language] = asyncio.create_task(
-                self._start(language, self._default_cwd, after=(hurry, delay_s))
+                self._start(language, self._default_cwd, hurry=hurry, delay_s=delay_s)
             )
 
     def _take_spare(self, language: str) -> asyncio.Task[tuple[KernelManager, Any]] | None:
@@ -116,10 +116,15 @@ class Kernels:
         return spare
 
     async def _start(
-        self, language: str, cwd: str, after: tuple[asyncio.Event, float] | None = None
+        self,
+        language: str,
+        cwd: str,
+        *,
+        hurry: asyncio.Event | None = None,
+        delay_s: float = 0.0,
     ) -> tuple[KernelManager, Any]:
-        if after is not None and after[1] > 0:
-            hurry, delay_s = after
+        """Boot a kernel; after ``delay_s``, or as soon as ``hurry`` is set."""
+        if hurry is not None and delay_s > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay_s):
                     await hurry.wait()

@@ -249,8 +249,8 @@ class TenancyStore:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[TenancyTx]:
         try:
-            async with self._db.session() as session:
-                yield TenancyTx(session)
+            async with self.reading() as tx:
+                yield tx
         finally:
             # After the commit (or the rollback): a read that began before it has the old
             # generation and is discarded; one after it sees the change.
