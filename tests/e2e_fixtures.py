@@ -10,7 +10,7 @@ import concurrent.futures
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import httpx
@@ -105,6 +105,26 @@ def new_store(request: pytest.FixtureRequest, deployment: str) -> StoreFactory:
         return {"SANDCASTLE_DATABASE_URL": url}
 
     return make
+
+
+#: How much of a session server's log a failing test's report shows.
+LOG_TAIL_CHARS = 6000
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing end-to-end test's report shows the end of its server's log: in a CI run it is
+    the only record of what the server saw (an agent that disconnected, a sandbox that died)."""
+    report: pytest.TestReport = yield
+    server = getattr(item, "funcargs", {}).get("server")
+    if report.failed and isinstance(server, ServerProcess) and server.log_path.exists():
+        with open(server.log_path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_CHARS))
+            tail = log.read().decode(errors="replace")
+        report.sections.append((f"server log (last {LOG_TAIL_CHARS} bytes)", tail))
+    return report
 
 
 @pytest.fixture(scope="session")

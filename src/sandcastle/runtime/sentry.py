@@ -26,9 +26,15 @@ SENTRY_PIDS_MAX = 4096
 #: gVisor keeps in the sandbox's memory file where bwrap shares the host's page cache. Measured
 #: after a first execution: 376 MB in use under gVisor, 99 MB under bwrap.
 SENTRY_MEMORY_MB = 320
-#: And per task the sandbox may have (``pids_max``): each guest process costs the Sentry host
-#: stub processes and bookkeeping, measured at 1.2-2 MB in fork bombs; 3 MB leaves a margin.
-SENTRY_MEMORY_KB_PER_TASK = 3072
+#: What the guard lets each guest process hold, in the sandbox's own count of memory in use:
+#: a fork bomb of lean Python children reached ~2.8 MB per task there (1935 MB, 476 tasks).
+GUARD_KB_PER_PROCESS = 3072
+#: What each task costs the host beyond that, which the sandbox's count does not see (host stub
+#: processes, the Sentry's bookkeeping): 0.5-1.1 MB per task in the same bomb (host usage
+#: 245-530 MB above the sandbox's count at ~470 tasks, 70 MB at rest). The host grants it on
+#: top of the guard's per-process allowance, and the guard's cap leaves it out, so a bomb the
+#: guard lets run to ``pids_max`` stays below the host's limit.
+SENTRY_KB_PER_TASK = 1024
 #: What the agent's memory guard lets the sandbox hold beyond ``memory_mb`` and its kernels'
 #: own resident size (which the guard adds itself): the agent and what gVisor keeps in use
 #: outside any process (at rest ~260 MB anonymous, of which the kernels are most).
@@ -77,7 +83,15 @@ def sentry_memory_mb(spec: LaunchSpec) -> int:
     The host cgroup is the only enforcer, and hitting it kills the Sentry (the whole sandbox,
     not one process as under bwrap): the share must cover what the sandbox's own limits allow.
     """
-    return spec.memory_mb + SENTRY_MEMORY_MB + spec.pids_max * SENTRY_MEMORY_KB_PER_TASK // 1024
+    per_task_kb = GUARD_KB_PER_PROCESS + SENTRY_KB_PER_TASK
+    return spec.memory_mb + SENTRY_MEMORY_MB + spec.pids_max * per_task_kb // 1024
+
+
+def guard_cap_mb(spec: LaunchSpec) -> int:
+    """The most the guard lets the sandbox's own count reach: the host limit less the headroom
+    and what a full process table costs the host unseen from inside."""
+    unseen_mb = spec.pids_max * SENTRY_KB_PER_TASK // 1024
+    return sentry_memory_mb(spec) - GUARD_HEADROOM_MB - unseen_mb
 
 
 def _read_count(layer_upper: Path, inner: str) -> int:
@@ -102,8 +116,8 @@ def write_guard_budget(spec: LaunchSpec, channel_dir: Path) -> None:
     start and restore, so a restored agent finds the new sandbox's."""
     budget = {
         "budget_mb": spec.memory_mb + GUARD_BASE_MB,
-        "cap_mb": sentry_memory_mb(spec) - GUARD_HEADROOM_MB,
-        "process_kb": SENTRY_MEMORY_KB_PER_TASK,
+        "cap_mb": guard_cap_mb(spec),
+        "process_kb": GUARD_KB_PER_PROCESS,
     }
     (channel_dir / Path(memguard.LIMITS_FILE).name).write_text(json.dumps(budget))
 
