@@ -55,6 +55,12 @@ _SECRET = "agent.secret"
 #: Bumped when what a template image holds changes (its OCI spec: mounts, limits), so that
 #: images made by an older server are made again rather than refused by ``runsc restore``.
 IMAGE_FORMAT = 3
+#: How a hibernation's image is written: its pages uncompressed. Hibernate and resume are waits
+#: a user sees, and runsc's default (flate) spent most of both compressing and inflating: with
+#: 10 MiB of state, hibernate 1.2-1.7 -> 0.4-0.6 s and resume 1.4-1.7 -> 0.7-1.1 s, for 94 MB
+#: on disk instead of 33 until the resume (``docs/PERFORMANCE.md``). Snapshots, kept for long
+#: (``org_max_snapshots`` of them per org), stay compressed.
+HIBERNATION_CHECKPOINT = ("--compression=none",)
 
 
 class GvisorRuntime(LocalRuntime):
@@ -330,7 +336,9 @@ class GvisorRuntime(LocalRuntime):
             else:
                 clock = asyncio.get_running_loop().time
                 t0 = clock()
-                await self._runsc_call("checkpoint", f"--image-path={image_dir}", sandbox_id)
+                await self._runsc_call(
+                    "checkpoint", *HIBERNATION_CHECKPOINT, f"--image-path={image_dir}", sandbox_id
+                )
                 t1 = clock()
                 # The image is written. slirp4netns would keep the cgroups busy: it goes now,
                 # with the network namespace (the restore makes new ones).
