@@ -54,13 +54,15 @@ TEMPLATE_LANGUAGES = ("python",)
 _SECRET = "agent.secret"
 #: Bumped when what a template image holds changes (its OCI spec: mounts, limits), so that
 #: images made by an older server are made again rather than refused by ``runsc restore``.
-IMAGE_FORMAT = 3
-#: How a hibernation's image is written: its pages uncompressed. Hibernate and resume are waits
-#: a user sees, and runsc's default (flate) spent most of both compressing and inflating: with
-#: 10 MiB of state, hibernate 1.2-1.7 -> 0.4-0.6 s and resume 1.4-1.7 -> 0.7-1.1 s, for 94 MB
-#: on disk instead of 33 until the resume (``docs/PERFORMANCE.md``). Snapshots, kept for long
+IMAGE_FORMAT = 4
+#: Images restored often or soon are written with their pages uncompressed: runsc's default
+#: (flate) spent most of a checkpoint compressing and most of a restore inflating
+#: (``docs/PERFORMANCE.md``). The template image, which every cold create and pool entry
+#: restores: cold create -> first result 1432 -> 711 ms (median of 8), 22 -> 83 MB once per
+#: template. A hibernation, with 10 MiB of state: hibernate 1.2-1.7 -> 0.4-0.6 s, resume
+#: 1.4-1.7 -> 0.7-1.1 s, 33 -> 94 MB until the resume. Snapshots, kept for long
 #: (``org_max_snapshots`` of them per org), stay compressed.
-HIBERNATION_CHECKPOINT = ("--compression=none",)
+UNCOMPRESSED = "--compression=none"
 
 
 class GvisorRuntime(LocalRuntime):
@@ -129,7 +131,7 @@ class GvisorRuntime(LocalRuntime):
             link = await self.launch(spec)
             await link.wait_connected(60.0)
             await link.call("warm", {"languages": list(TEMPLATE_LANGUAGES)})
-            await self.checkpoint(boot_id, staging, keep_running=True)
+            await self._checkpoint(boot_id, staging, keep_running=True, compress=False)
         finally:
             await self.destroy(boot_id)
         staging.rename(image)
@@ -309,6 +311,16 @@ class GvisorRuntime(LocalRuntime):
     # --- memory snapshots ------------------------------------------------------------------
 
     async def checkpoint(self, sandbox_id: str, image_dir: Path, *, keep_running: bool) -> int:
+        # A snapshot (the sandbox runs on) is kept for long: compressed. A hibernated sandbox
+        # waits for its resume: not (``UNCOMPRESSED``).
+        return await self._checkpoint(
+            sandbox_id, image_dir, keep_running=keep_running, compress=keep_running
+        )
+
+    async def _checkpoint(
+        self, sandbox_id: str, image_dir: Path, *, keep_running: bool, compress: bool
+    ) -> int:
+        flags = () if compress else (UNCOMPRESSED,)
         link = self._links.get(sandbox_id) or await self.adopt(sandbox_id)
         if link is None:
             raise RuntimeBackendError(f"sandbox {sandbox_id} has no processes to save")
@@ -329,7 +341,11 @@ class GvisorRuntime(LocalRuntime):
                 try:
                     await layers.save(self._layer(sandbox_id), image_dir / "layer")
                     await self._runsc_call(
-                        "checkpoint", "--leave-running", f"--image-path={image_dir}", sandbox_id
+                        "checkpoint",
+                        *flags,
+                        "--leave-running",
+                        f"--image-path={image_dir}",
+                        sandbox_id,
                     )
                 finally:
                     await self._runsc_call("resume", sandbox_id)
@@ -337,7 +353,7 @@ class GvisorRuntime(LocalRuntime):
                 clock = asyncio.get_running_loop().time
                 t0 = clock()
                 await self._runsc_call(
-                    "checkpoint", *HIBERNATION_CHECKPOINT, f"--image-path={image_dir}", sandbox_id
+                    "checkpoint", *flags, f"--image-path={image_dir}", sandbox_id
                 )
                 t1 = clock()
                 # The image is written. slirp4netns would keep the cgroups busy: it goes now,
