@@ -20,6 +20,18 @@ def test_state_is_kept_across_executes_in_one_context(
     assert second["execution_count"] == 2
 
 
+def test_a_new_contexts_first_cell_finds_no_trace_of_its_kernels_warm_up(
+    api: httpx.Client, sandbox: dict[str, object]
+) -> None:
+    # Every kernel runs a cell before a context gets it (agent/kernels.py: FIRST_CELL): outside
+    # the count, the history and the namespace.
+    first = run(api, sandbox["id"], code="(len(In), len(Out), _, _i, _ih[1:])")
+    assert first["execution_count"] == 1
+    assert first["items"] == [
+        {"is_primary": True, "text": "(2, 0, '', '', ['(len(In), len(Out), _, _i, _ih[1:])'])"}
+    ]
+
+
 def test_history_is_kept_in_memory_and_written_to_no_file(
     api: httpx.Client, sandbox: dict[str, object]
 ) -> None:

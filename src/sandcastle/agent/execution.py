@@ -374,6 +374,23 @@ def _timeout_event(timeout_s: float, *, restarted: bool) -> dict[str, Any]:
     )
 
 
+async def run_unrecorded(client: Any, code: str, timeout_s: float) -> bool:
+    """Run ``code`` in a kernel outside its history and execution count, its output dropped,
+    and wait until it is done; False if the kernel did not finish within ``timeout_s``."""
+    msg_id = client.execute(code, store_history=False, allow_stdin=False)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while loop.time() < end:
+        try:
+            msg = await client.get_iopub_msg(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+        if msg.get("parent_header", {}).get("msg_id") == msg_id and _is_idle(msg):
+            await _drain_shell_reply(client, msg_id, _Outcome())
+            return True
+    return False
+
+
 async def _drain_shell_reply(client: Any, msg_id: str, outcome: _Outcome) -> None:
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
