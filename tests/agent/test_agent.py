@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,6 +80,18 @@ async def test_a_context_asking_during_the_delay_boots_the_spare_at_once(
     context_id = await agent.new_context()
     started = float((await agent.execute(context_id, KERNEL_START_EPOCH)).primary or "nan")
     assert asked_at - 0.05 <= started < asked_at + SPARE_DELAY_S
+
+
+async def test_new_kernels_start_no_zeromq_threads_in_the_agent(agent: RunningAgent) -> None:
+    # User code shares the agent's process limit, and libzmq aborts the whole process when it
+    # cannot start a thread: every kernel's sockets live in the one context the agent started
+    # with (one reaper thread), not in a context of their own.
+    for _ in range(3):
+        await agent.new_context()
+    await agent.link.call("warm", {"languages": ["python"]})
+    tasks = Path(f"/proc/{agent.proc.pid}/task")
+    names = [(task / "comm").read_text().strip() for task in tasks.iterdir()]
+    assert names.count("ZMQbg/Reaper") == 1, names
 
 
 async def test_context_in_a_custom_cwd(agent: RunningAgent) -> None:

@@ -35,7 +35,12 @@ class OutputTail:
         # A thread, not the event loop: draining must go on while the loop is busy, or a
         # chatty kernel would block on a full pipe.
         self._thread = threading.Thread(target=self._drain, name="kernel-stderr", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:  # no thread to be had: the sandbox's process table is full
+            os.close(self._read_fd)
+            os.close(self.write_fd)
+            raise
 
     def _drain(self) -> None:
         try:

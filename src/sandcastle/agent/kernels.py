@@ -20,6 +20,8 @@ import tempfile
 import uuid
 from typing import Any
 
+import zmq
+import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpecManager
 
 from sandcastle.agent import execution
@@ -79,6 +81,13 @@ class Kernels:
         #: Set to make a spare still waiting out its delay start booting now.
         self._hurry: dict[str, asyncio.Event] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        #: One ZeroMQ context for every kernel's manager and client, its threads started now.
+        #: jupyter_client would make a context per manager and per client, each starting an I/O
+        #: thread with its first socket; user code runs as the agent's user and shares its
+        #: process limit, and libzmq aborts the whole agent when it cannot start a thread (a
+        #: spare booting during a fork bomb took the agent down).
+        self._zmq = zmq.asyncio.Context()
+        self._zmq.socket(zmq.PAIR).close()
 
     @property
     def context_ids(self) -> list[str]:
@@ -145,6 +154,7 @@ class Kernels:
             kernel_spec_manager=self._spec_manager,
             transport=transport,
             ip=ip,
+            context=self._zmq,
         )
         try:
             await km.start_kernel(
@@ -158,7 +168,7 @@ class Kernels:
             km.stderr_tail.close()
             raise
         expendable(kernel_pid(km))
-        client = km.client()
+        client = km.client(context=self._zmq)
         # No heartbeat channel: the agent asks the provisioner whether a kernel lives, and the
         # heartbeat's ping every second wakes a thread in both processes of every context, a
         # share of what an idle gVisor sandbox costs.
@@ -284,3 +294,4 @@ class Kernels:
                 task.cancel()
         self._spares.clear()
         self._hurry.clear()
+        self._zmq.destroy(linger=0)
