@@ -143,7 +143,7 @@ async def _settle(
     """Interrupt a cancelled execution and wait until its kernel is idle, else restart it."""
     if msg_id is not None and ctx.dead_reason is None and ctx.generation == generation:
         await ctx.km.interrupt_kernel()
-        if await _wait_idle(ctx, msg_id, INTERRUPT_GRACE_S):
+        if await _wait_idle(ctx.km, ctx.client, msg_id, INTERRUPT_GRACE_S):
             await _drain_shell_reply(ctx.client, msg_id, _Outcome())
             # Late output of the abandoned execution must not surface in the next one.
             await _flush_late_output(ctx, msg_id, _discard)
@@ -158,21 +158,19 @@ async def _discard(msg: dict[str, Any]) -> None:
     pass
 
 
-async def _wait_idle(ctx: Context, msg_id: str, timeout_s: float) -> bool:
+async def _wait_idle(km: KernelManager, client: Any, msg_id: str, timeout_s: float) -> bool:
+    """Whether the kernel went idle after request ``msg_id`` within ``timeout_s`` (False at
+    once if it died); the messages read meanwhile are dropped."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
     while loop.time() < end:
         try:
-            msg = await ctx.client.get_iopub_msg(timeout=_POLL_S)
+            msg = await client.get_iopub_msg(timeout=_POLL_S)
         except queue.Empty:
-            if not await ctx.km.is_alive():
+            if not await km.is_alive():
                 return False
             continue
-        if (
-            msg.get("parent_header", {}).get("msg_id") == msg_id
-            and msg["header"]["msg_type"] == "status"
-            and msg["content"].get("execution_state") == "idle"
-        ):
+        if msg.get("parent_header", {}).get("msg_id") == msg_id and _is_idle(msg):
             return True
     return False
 
@@ -374,21 +372,14 @@ def _timeout_event(timeout_s: float, *, restarted: bool) -> dict[str, Any]:
     )
 
 
-async def run_unrecorded(client: Any, code: str, timeout_s: float) -> bool:
+async def run_unrecorded(km: KernelManager, client: Any, code: str, timeout_s: float) -> bool:
     """Run ``code`` in a kernel outside its history and execution count, its output dropped,
     and wait until it is done; False if the kernel did not finish within ``timeout_s``."""
     msg_id = client.execute(code, store_history=False, allow_stdin=False)
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout_s
-    while loop.time() < end:
-        try:
-            msg = await client.get_iopub_msg(timeout=_POLL_S)
-        except queue.Empty:
-            continue
-        if msg.get("parent_header", {}).get("msg_id") == msg_id and _is_idle(msg):
-            await _drain_shell_reply(client, msg_id, _Outcome())
-            return True
-    return False
+    if not await _wait_idle(km, client, msg_id, timeout_s):
+        return False
+    await _drain_shell_reply(client, msg_id, _Outcome())
+    return True
 
 
 async def _drain_shell_reply(client: Any, msg_id: str, outcome: _Outcome) -> None:

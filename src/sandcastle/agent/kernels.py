@@ -180,7 +180,9 @@ class Kernels:
             await km.shutdown_kernel(now=True)
             raise
         first = FIRST_CELL.get(language)
-        if first is not None and not await execution.run_unrecorded(client, first, KERNEL_READY_S):
+        if first is not None and not await execution.run_unrecorded(
+            km, client, first, KERNEL_READY_S
+        ):
             log.warning("a new %s kernel did not run its first cell in time", language)
         return km, client
 
